@@ -1,0 +1,28 @@
+# The two commands of the README, and the steps they are made of.
+#   make demo   set up, build, run the embedded demo
+#   make test   set up, build, run every test
+BUILD ?= build
+JOBS ?= 2
+
+.PHONY: setup configure build test demo bench clean
+
+setup:
+	scripts/setup
+
+configure: setup
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+
+build: configure
+	cmake --build $(BUILD) -j$(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure
+
+demo: build
+	scripts/demo
+
+bench: build
+	tests/bench/run
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,2 @@
+// Replaced by the executor pool.
+namespace retort::sandbox { int placeholder() { return 0; } }

@@ -1,0 +1,3 @@
+// Precompiled header for every Torch-including translation unit.
+#pragma once
+#include <torch/torch.h>

@@ -1,0 +1,5 @@
+# Torch-including test files: keep them few (each costs a Torch compile).
+set(RETORT_TESTS_core
+  ${CMAKE_CURRENT_LIST_DIR}/test_runtime.cpp
+)
+set(RETORT_TESTS_core_LIBS retort_core)

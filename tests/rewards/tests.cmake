@@ -1,0 +1,2 @@
+set(RETORT_TESTS_rewards "")
+set(RETORT_TESTS_rewards_LIBS retort_rewards)

@@ -1,0 +1,2 @@
+set(RETORT_TESTS_sandbox "")
+set(RETORT_TESTS_sandbox_LIBS retort_sandbox)
