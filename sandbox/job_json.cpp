@@ -2,11 +2,13 @@
 // behind `retort sandbox run`.
 #include "sandbox/executor.h"
 
+#include <chrono>   // defines: std::chrono::seconds
 #include <deque>    // defines: std::deque
 #include <istream>  // defines: std::istream, std::getline
 #include <ostream>  // defines: std::ostream
 
 #include "common/error.h"  // defines: retort::Error, quote_for_error
+#include "common/log.h"    // defines: log_warn
 
 namespace retort::sandbox {
 
@@ -57,6 +59,33 @@ void ExecutorConfig::bind(ConfigBinder& b) {
 // ---------------------------------------------------------------------------------------
 // JSON
 
+namespace {
+
+// Program output is arbitrary bytes; JSON strings must be UTF-8. Invalid sequences become
+// U+FFFD so that every consumer can dump the result without an error handler.
+std::string valid_utf8(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = len > 0 && i + len <= s.size();
+    for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 0x2;
+    if (ok && len == 2) ok = c >= 0xC2;  // overlong
+    if (ok) {
+      out.append(s, i, len);
+      i += len;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 nlohmann::json to_json(const Result& r) {
   nlohmann::json j;
   j["status"] = status_name(r.status);
@@ -65,9 +94,8 @@ nlohmann::json to_json(const Result& r) {
   j["wall_s"] = r.wall_s;
   j["cpu_s"] = r.cpu_s;
   j["peak_memory_kb"] = r.peak_memory_kb;
-  // Program output is arbitrary bytes; replace invalid UTF-8 instead of failing the dump.
-  j["stdout"] = r.stdout_text;
-  j["stderr"] = r.stderr_text;
+  j["stdout"] = valid_utf8(r.stdout_text);
+  j["stderr"] = valid_utf8(r.stderr_text);
   if (!r.detail.empty()) j["detail"] = r.detail;
   return j;
 }
@@ -134,6 +162,59 @@ Job job_from_json(const nlohmann::json& j, const std::string& where, const Limit
     b.finish();
   }
   return job;
+}
+
+// ---------------------------------------------------------------------------------------
+// `retort sandbox run`
+
+int run_jobs_jsonl(std::istream& in, std::ostream& out, const ExecutorConfig& cfg) {
+  Executor ex(cfg);
+  struct Pending {
+    std::future<Result> fut;
+    bool immediate = false;
+    Result ready;
+  };
+  std::deque<Pending> pending;
+  int bad = 0;
+  // Results leave in input order, as soon as the oldest one is done; the window of jobs in
+  // flight is bounded so that a slow first job does not make memory grow without bound.
+  size_t window = static_cast<size_t>(ex.workers()) + static_cast<size_t>(cfg.queue_capacity);
+  auto emit_front = [&](bool wait) {
+    while (!pending.empty()) {
+      Pending& p = pending.front();
+      if (!p.immediate) {
+        if (!wait && p.fut.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
+        p.ready = p.fut.get();
+      }
+      out << to_json(p.ready).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+      pending.pop_front();
+    }
+    out.flush();
+  };
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    std::string where = "stdin:" + std::to_string(line_no);
+    Pending p;
+    try {
+      nlohmann::json j = parse_json_text(line, where);
+      p.fut = ex.submit(job_from_json(j, where, cfg.default_limits));
+    } catch (const Error& e) {
+      // A bad line is answered in place (the output stays aligned with the input) and named
+      // on stderr; the caller turns the count into the exit status.
+      p.immediate = true;
+      p.ready.status = Status::SandboxError;
+      p.ready.detail = std::string("bad job: ") + e.what();
+      log_warn(p.ready.detail);
+      ++bad;
+    }
+    pending.push_back(std::move(p));
+    emit_front(/*wait=*/pending.size() > window);
+  }
+  emit_front(/*wait=*/true);
+  return bad;
 }
 
 }  // namespace retort::sandbox

@@ -42,8 +42,9 @@ Job cpp_job(const std::string& source, const std::string& stdin_data) {
 
 std::string unique_token(const std::string& prefix) {
   static std::atomic<int> n{0};
-  return prefix + std::to_string(getpid()) + "x" + std::to_string(n.fetch_add(1)) + "x" +
-         std::to_string(static_cast<long>(time(nullptr)));
+  // Digits only after the prefix: "1000." + ... is a valid argument of sleep(1).
+  return prefix + std::to_string(getpid()) + "0" + std::to_string(n.fetch_add(1)) + "0" +
+         std::to_string(static_cast<long>(time(nullptr)) % 100000);
 }
 
 int count_processes_with(const std::string& token) {

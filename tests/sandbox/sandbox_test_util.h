@@ -15,7 +15,8 @@ Executor& shared_executor();
 Job py_job(const std::string& source, const std::string& stdin_data = "");
 Job cpp_job(const std::string& source, const std::string& stdin_data = "");
 
-// A token unique to this test run (for host-side "nothing left behind" checks).
+// A token unique to this test run (for host-side "nothing left behind" checks): the prefix
+// followed by digits, so that unique_token("1000.") is a valid `sleep` duration.
 std::string unique_token(const std::string& prefix);
 // Number of host processes whose command line contains `token`.
 int count_processes_with(const std::string& token);
