@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "common/config.h"
+#include "common/run_dir.h"
 
 using retort::json;
 
@@ -133,4 +134,14 @@ TEST_CASE("atomic writes replace the file and leave no temporary", "[unit]") {
   std::ifstream tmp(path + ".tmp." + std::to_string(::getpid()));
   CHECK_FALSE(tmp.good());
   std::remove(path.c_str());
+}
+
+TEST_CASE("run directory is created and keeps the resolved config", "[unit]") {
+  std::string dir = std::string(RETORT_BINARY_DIR) + "/test_runs/a/b";
+  retort::RunDir run(dir + "/");
+  CHECK(run.path() == dir);
+  run.save_resolved_config(json{{"optim", {{"lr", 0.5}}}});
+  CHECK(retort::load_json_file(run.file("config.resolved.json"))["optim"]["lr"] == 0.5);
+  CHECK(run.checkpoint(12) == dir + "/checkpoints/step-12");
+  CHECK_THROWS_AS(retort::RunDir(run.file("config.resolved.json")), retort::Error);
 }
