@@ -1,0 +1,4 @@
+set(RETORT_TESTS_data
+  ${CMAKE_CURRENT_LIST_DIR}/test_traces.cpp
+)
+set(RETORT_TESTS_data_LIBS retort_common)
