@@ -36,7 +36,14 @@ namespace retort::sandbox {
 
 namespace asio = boost::asio;
 
+// The sandbox's pid 1 (init/sandbox_init.c), embedded by CMake; size 0 where not built.
+extern const unsigned char kSandboxInit[];
+extern const size_t kSandboxInitSize;
+
 namespace {
+
+constexpr int kStatusFd = 9;       // where sandbox_init reports the program's wait status
+constexpr int kFirstFileFd = 10;   // job files are passed to bwrap from here on
 
 std::atomic<uint64_t> g_workdir_seq{0};
 
@@ -115,6 +122,7 @@ class StepRun : public std::enable_shared_from_this<StepRun> {
   JobCgroup cgroup_;
   std::string host_workdir_;  // rlimits-only: the job's work dir on the host
   pid_t pid_ = -1;
+  int status_fd_ = -1;  // read end of sandbox_init's status pipe (non-blocking), -1 without it
   double t_start_ = 0, t_exit_ = 0;
   bool exited_ = false, out_eof_ = false, err_eof_ = false, finished_ = false;
   int wait_status_ = 0;
@@ -124,6 +132,7 @@ class StepRun : public std::enable_shared_from_this<StepRun> {
 };
 
 void StepRun::fail(const std::string& why) {
+  if (status_fd_ >= 0) close(status_fd_), status_fd_ = -1;
   outcome_.started = false;
   outcome_.error = why;
   finished_ = true;
@@ -215,7 +224,28 @@ void StepRun::start() {
                                  "--proc", "/proc", "--dev", "/dev",
                                  "--size", ws, "--tmpfs", "/tmp",
                                  "--size", ws, "--tmpfs", "/work"});
-    int next_fd = 4;
+    // Our pid 1: non-dumpable (the job cannot reach it through /proc), reaps orphans, and
+    // reports the exact wait status (bwrap's own would fold a signal N into exit code 128+N).
+    bool use_init = kSandboxInitSize > 0;
+    if (use_init) {
+      int blob = memfd_with(std::string(reinterpret_cast<const char*>(kSandboxInit), kSandboxInitSize));
+      int st[2];
+      if (blob < 0 || !make_pipe(st, true, false)) {
+        if (blob >= 0) close(blob);
+        for (int m : memfds) close(m);
+        for (int c : to_close) close(c);
+        close(in_p[1]), close(out_p[0]), close(err_p[0]);
+        for (int c : s.cgroup_procs_fds) close(c);
+        return fail("cannot prepare the sandbox init");
+      }
+      memfds.push_back(blob);
+      s.fds.push_back({blob, 4});
+      status_fd_ = st[0];
+      to_close.push_back(st[1]);
+      s.fds.push_back({st[1], kStatusFd});
+      s.argv.insert(s.argv.end(), {"--perms", "0555", "--ro-bind-data", "4", "/.sandbox-init"});
+    }
+    int next_fd = kFirstFileFd;
     for (const auto& f : spec_.files) {
       int fd = memfd_with(f.content);
       if (fd < 0) {
@@ -231,7 +261,9 @@ void StepRun::start() {
                                    "/work/" + f.name});
       ++next_fd;
     }
-    s.argv.insert(s.argv.end(), {"--chdir", "/work", "--remount-ro", "/", "--seccomp", "3", "--"});
+    s.argv.insert(s.argv.end(), {"--chdir", "/work", "--remount-ro", "/", "--seccomp", "3"});
+    if (use_init) s.argv.insert(s.argv.end(), {"--as-pid-1", "--", "/.sandbox-init"});
+    else s.argv.push_back("--");
     s.argv.insert(s.argv.end(), spec_.argv.begin(), spec_.argv.end());
     // bwrap itself gets an empty-ish environment: its /proc/1/environ is visible to the job.
     s.envp = {"PATH=/usr/bin:/bin"};
@@ -419,7 +451,18 @@ void StepRun::finish() {
                       rusage_.ru_stime.tv_usec / 1e6;
   outcome_.cpu_s = outcome_.cgroup.cpu_s >= 0 ? outcome_.cgroup.cpu_s : rusage_cpu;
   outcome_.peak_memory_kb = outcome_.cgroup.peak_bytes >= 0 ? outcome_.cgroup.peak_bytes / 1024 : rusage_.ru_maxrss;
-  if (WIFEXITED(wait_status_)) {
+  int init_status = 0;
+  bool have_init_status = false;
+  if (status_fd_ >= 0) {
+    have_init_status = read(status_fd_, &init_status, sizeof init_status) == static_cast<ssize_t>(sizeof init_status);
+    close(status_fd_);
+    status_fd_ = -1;
+  }
+  if (have_init_status) {
+    // The program's own wait status, from sandbox_init.
+    outcome_.exit_code = WIFEXITED(init_status) ? WEXITSTATUS(init_status) : -1;
+    outcome_.signal = WIFSIGNALED(init_status) ? WTERMSIG(init_status) : 0;
+  } else if (WIFEXITED(wait_status_)) {
     outcome_.exit_code = WEXITSTATUS(wait_status_);
     // bwrap reports a program killed by signal N as exit status 128 + N.
     if (spec_.full_isolation && outcome_.exit_code > 128 && outcome_.exit_code < 128 + 65) {
