@@ -3,3 +3,11 @@
 set(RETORT_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/common/runtime.cpp
 )
+# model/ and rollout/ (config.cpp and safetensors.cpp are Torch-free but share the target)
+list(APPEND RETORT_CORE_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/model/config.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/model/safetensors.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/model/transformer.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/model/checkpoint.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/rollout/sampler.cpp
+)

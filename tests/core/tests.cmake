@@ -1,5 +1,7 @@
 # Torch-including test files: keep them few (each costs a Torch compile).
 set(RETORT_TESTS_core
   ${CMAKE_CURRENT_LIST_DIR}/test_runtime.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_model.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_sampler.cpp
 )
 set(RETORT_TESTS_core_LIBS retort_core)

@@ -1,0 +1,64 @@
+// The sampler: G completions for each of B prompts, with a KV cache, per-token
+// log-probabilities of the sampled tokens, and a batch that shrinks as sequences finish.
+//
+// Stages: (1) left-pad the B prompts and run them through the model once (prefill, one per
+// prompt, not per completion); (2) copy each prompt's cache rows G times; (3) decode one
+// token per step for the active rows: sample (greedy | temperature, top-k, top-p), record
+// log p, stop rows that produced a stop id; (4) drop finished rows from the cache and the
+// batch (compaction) so that they stop costing compute. Ids only: texts come from the
+// caller's decoder. What it deliberately is not: a continuous-batching server.
+//
+// Shapes: B prompts, G group size, P prompt length (longest prompt), L completion length
+// (the longest completion produced, at most max_new_tokens), V vocab.
+#pragma once
+
+#include <cstdint>     // defines: int64_t, uint64_t
+#include <functional>  // defines: std::function
+#include <string>      // defines: std::string
+#include <vector>      // defines: std::vector
+
+#include "common/torch_pch.h"    // defines: torch::Tensor
+#include "model/transformer.h"  // defines: Qwen2ForCausalLMImpl
+
+namespace retort {
+
+struct Rollout {
+  torch::Tensor tokens;           // [B*G, P+L] int64: left-padded prompt, completion, pad_token_id after it
+  torch::Tensor attention_mask;   // [B*G, P+L] int64: 1 on prompt and completion tokens
+  torch::Tensor completion_mask;  // [B*G, L] int64: 1 on generated tokens, up to and including the stop token
+  torch::Tensor logprobs;         // [B*G, L] float32: log p of each sampled token under the model (temperature 1,
+                                  // no top-k/top-p: what token_logprobs recomputes); 0 where completion_mask is 0
+  std::vector<std::string> texts; // B*G decoded completions (stop token excluded); empty without a decoder
+  std::vector<std::vector<int32_t>> completions;  // B*G completion ids (stop token included)
+  std::vector<bool> truncated;    // B*G: ended by max_new_tokens, not by a stop token
+  int64_t prompt_length = 0;      // P
+  int64_t group_size = 1;         // G: rows g*G .. g*G+G-1 belong to prompt g
+};
+
+struct SamplerOptions {
+  int64_t group_size = 1;              // G completions per prompt
+  int64_t max_new_tokens = 256;        // upper bound on L
+  bool greedy = false;                 // argmax (also when temperature <= 0)
+  double temperature = 1.0;            // logits / temperature before top-k/top-p
+  int64_t top_k = 0;                   // keep the k most likely tokens; 0 = all
+  double top_p = 1.0;                  // keep the smallest set of tokens whose probability reaches top_p
+  std::vector<int64_t> stop_token_ids; // EOS, <|im_end|>, <｜end▁of▁sentence｜>, ...
+  int64_t pad_token_id = 0;            // fills padding in Rollout::tokens (masked out everywhere)
+  uint64_t seed = 0;                   // the same seed, prompts and options give the same rollout
+  // Called (on the calling thread) as soon as a row finishes, with its row index and ids,
+  // so that verification can start while other rows still decode. Optional.
+  std::function<void(int64_t row, const std::vector<int32_t>& completion)> on_finished;
+};
+
+using DecodeFn = std::function<std::string(const std::vector<int32_t>& ids)>;
+
+// Samples G completions for each prompt (ids, no padding, each non-empty). Runs under
+// torch::NoGradGuard. `decode`, when given, fills Rollout::texts.
+Rollout sample(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_t>>& prompts,
+               const SamplerOptions& opts, const DecodeFn& decode = {});
+
+// Picks one token per row of logits [A, V] according to opts (greedy / temperature / top-k /
+// top-p) -> [A] int64. Exposed for tests.
+torch::Tensor pick_tokens(const torch::Tensor& logits, const SamplerOptions& opts, at::Generator& gen);
+
+}  // namespace retort
