@@ -1,0 +1,5 @@
+# Torch-including sources of src/train, appended to retort_core.
+list(APPEND RETORT_CORE_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/grpo_loss.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/distill_losses.cpp
+)

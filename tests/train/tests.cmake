@@ -1,0 +1,5 @@
+# Torch-including test files of src/train: keep them few (each costs a Torch compile).
+set(RETORT_TESTS_train
+  ${CMAKE_CURRENT_LIST_DIR}/test_losses.cpp
+)
+set(RETORT_TESTS_train_LIBS retort_core)
