@@ -11,6 +11,7 @@
 #include <mutex>               // defines: std::mutex
 #include <thread>              // defines: std::thread
 
+#include <tbb/global_control.h>  // defines: tbb::global_control
 #include <tbb/task_arena.h>  // defines: tbb::task_arena
 #include <tbb/task_group.h>  // defines: tbb::task_group
 
@@ -131,6 +132,7 @@ class RewardSet::Impl {
  public:
   std::vector<std::shared_ptr<Verifier>> verifiers;
   double deadline_s = 60;
+  std::unique_ptr<tbb::global_control> parallelism;  // lets the arena have `threads` workers on small machines
   tbb::task_arena arena;
   tbb::task_group group;
   std::unique_ptr<WaitPool> waiters;
@@ -153,7 +155,12 @@ RewardSet::RewardSet(const RewardsConfig& cfg, Registry registry, std::shared_pt
   impl_->deadline_s = cfg.deadline_s;
   impl_->executor = std::move(executor);
   impl_->sandbox_cfg = cfg.sandbox;
-  impl_->arena.initialize(cfg.threads > 0 ? cfg.threads : cpu_count());
+  // No slot reserved for the calling thread: it only waits, the workers do the work. TBB
+  // caps workers at cores - 1 by default, which would leave one worker on a 2-core machine.
+  int threads = cfg.threads > 0 ? cfg.threads : cpu_count();
+  impl_->parallelism = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
+                                                             static_cast<size_t>(threads) + 1);
+  impl_->arena.initialize(threads, /*reserved_for_masters=*/0);
   Impl* impl = impl_.get();
   VerifierContext ctx;
   ctx.executor = [impl]() {

@@ -27,6 +27,7 @@ void ExternalVerifierOptions::bind(retort::ConfigBinder& b) {
   b.field("command", command);
   b.field("processes", processes);
   b.field("timeout_s", timeout_s);
+  b.field("startup_s", startup_s);
   b.field("memory_mb", memory_mb);
   b.field("open_files", open_files);
   b.field("file_size_kb", file_size_kb);
@@ -166,11 +167,12 @@ class ExternalVerifier : public Verifier {
   Score run_on(size_t slot, const Sample& s) const {
     Proc& p = slots_[slot];
     std::string why;
-    if (p.pid <= 0 && !start(p, why)) return fail(why, false);
+    bool fresh = p.pid <= 0;
+    if (fresh && !start(p, why)) return fail(why, false);
     json req = {{"prompt", s.prompt}, {"completion", s.completion}, {"row", s.row}};
     if (s.completion_tokens >= 0) req["completion_tokens"] = s.completion_tokens;
     std::string line = req.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-    double deadline = now_seconds() + opt_.timeout_s;
+    double deadline = now_seconds() + opt_.timeout_s + (fresh ? opt_.startup_s : 0.0);
     // Write (MSG_NOSIGNAL: a dead process is an error value, not SIGPIPE).
     size_t off = 0;
     while (off < line.size()) {
@@ -203,10 +205,20 @@ class ExternalVerifier : public Verifier {
       ssize_t r = ::read(p.fd, chunk, sizeof chunk);
       if (r <= 0) {
         if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        // EOF: the process is exiting. Reap it (briefly) for its status, then clear up.
         int status = 0;
-        ::waitpid(p.pid, &status, WNOHANG);
+        bool reaped = false;
+        for (int k = 0; k < 100 && !reaped; ++k) {
+          if (::waitpid(p.pid, &status, WNOHANG) == p.pid) reaped = true; else ::usleep(10000);
+        }
+        if (reaped) {
+          ::kill(-p.pid, SIGKILL);  // leftovers of its process group
+          p.pid = -1;
+        }
         kill_proc(p);
-        std::string how = WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status))
+        if (!reaped) status = 0;
+        std::string how = !reaped ? std::string("closed its output")
+                          : WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status))
                           : WIFEXITED(status) ? "exited with status " + std::to_string(WEXITSTATUS(status))
                                               : "exited";
         return fail("the external verifier " + how + " before answering; restarted for the next sample", true);

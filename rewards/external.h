@@ -29,6 +29,7 @@ struct ExternalVerifierOptions {
   std::vector<std::string> command;  // argv: ["python3", "my_verifier.py", "--flag"]
   int processes = 2;                 // processes serving samples in parallel
   double timeout_s = 10;             // per sample, from writing the line to reading the answer
+  double startup_s = 30;             // added to the timeout of the first sample after a (re)start: interpreters load slowly
   int64_t memory_mb = 2048;          // RLIMIT_AS of each process
   int open_files = 256;              // RLIMIT_NOFILE
   int64_t file_size_kb = 65536;      // RLIMIT_FSIZE

@@ -280,7 +280,15 @@ class Parser {
       ++pos_;
       return count(make(Kind::Neg, {exponent_arg()}));
     }
-    if (is_digit(peek())) return number_literal();
+    if (is_digit(peek())) {
+      NodeP e = number_literal();
+      skip();
+      if (peek() == '^') {  // "2^3^2" is 2^(3^2)
+        ++pos_;
+        e = count(make(Kind::Pow, {e, exponent_arg()}));
+      }
+      return e;
+    }
     return power();
   }
 
@@ -584,7 +592,10 @@ class Parser {
       if (word == "inf" || word == "infty" || word == "infinity") return count(make(Kind::Infinity));
       // Words of four letters or more are names ("Evelyn", "even"); shorter runs are
       // products of one-letter variables ("xy", "abc").
-      if (word.size() >= 4) return count(make(Kind::Symbol, {}, word));
+      if (word.size() >= 4) {
+        for (char& ch : word) ch = static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch);  // "East" = "east"
+        return count(make(Kind::Symbol, {}, word));
+      }
       pos_ = start + 1;
       return symbol_or_constant(word.substr(0, 1));
     }

@@ -72,7 +72,7 @@ struct Node {
 
 struct ParseLimits {
   size_t max_length = 4096;  // characters of one answer
-  int max_depth = 48;        // nesting of groups and operators
+  int max_depth = 256;       // recursion depth of the parser (about 6 per nesting level of brackets)
   int max_nodes = 4096;      // tree size
 };
 
