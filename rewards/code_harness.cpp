@@ -9,10 +9,10 @@ const char* assert_harness_source() {
 # candidate program in a separate child interpreter, and runs the trusted tests here,
 # calling into the child only through plain-data messages. The candidate never shares a
 # process with the tests, the expected values or the nonce.
-import ast, builtins, json, os, select, subprocess, sys, time
+import ast, builtins, importlib, json, os, select, subprocess, sys, time
 
 CHILD = r'''
-import json, os, sys
+import builtins, json, os, sys
 proto_in = os.fdopen(os.dup(0), "rb", 0)
 proto_out = os.fdopen(os.dup(1), "wb", 0)
 devnull = os.open(os.devnull, os.O_RDWR)
@@ -38,7 +38,12 @@ def enc(x, depth=0):
     if isinstance(x, set): return ["S", [enc(v, depth + 1) for v in x]]
     if isinstance(x, range): return ["r", x.start, x.stop, x.step]
     if hasattr(x, "__next__") and hasattr(x, "__iter__"): return ["it", [enc(v, depth + 1) for v in x]]
-    raise TypeError("unsupported return type " + type(x).__name__)
+    if isinstance(x, type) and x.__module__ == "builtins": return ["type", x.__name__]
+    # Anything else stays here; the tests get an opaque handle they can only pass back.
+    handles.append(x)
+    return ["obj", len(handles) - 1]
+
+handles = []
 
 ns = {"__name__": "solution", "__builtins__": __builtins__}
 
@@ -59,6 +64,8 @@ def dec(v):
     if t == "r": return range(v[1], v[2], v[3])
     if t == "it": return iter([dec(e) for e in v[1]])
     if t == "ref": return ns[v[1]]
+    if t == "obj": return handles[v[1]]
+    if t == "type": return getattr(builtins, v[1])
     raise ValueError("bad value tag")
 
 def send(obj):
@@ -75,11 +82,16 @@ def readline():
 
 init = readline()
 try:
-    exec(compile(init["setup"], "setup.py", "exec"), ns)
     with open("candidate.py") as f:
         src = f.read()
     exec(compile(src, "solution.py", "exec"), ns)
-    send({"ok": True, "names": sorted(k for k, v in list(ns.items()) if callable(v))})
+    before = set(ns)
+    # MBPP runs its setup code after the solution (the setup may build objects of its classes).
+    exec(compile(init["setup"], "setup.py", "exec"), ns)
+    modules = {k: v.__name__ for k, v in list(ns.items()) if type(v) is type(sys) and not k.startswith("__")}
+    send({"ok": True, "names": sorted(k for k, v in list(ns.items()) if callable(v)),
+          "setup_names": sorted(k for k in ns if k not in before and not k.startswith("__")),
+          "modules": modules})
 except BaseException as e:
     send({"ok": False, "error": type(e).__name__ + ": " + str(e)[:300]})
     sys.exit(0)
@@ -98,13 +110,31 @@ class RemoteError(Exception):
     pass
 
 
+class RemoteObject:
+    """An object that lives in the candidate's process; identity is all the tests can see."""
+    def __init__(self, handle):
+        self._handle = handle
+
+
+class RemoteRef:
+    """A name bound by setup code in the candidate's process (setup that needs the solution)."""
+    def __init__(self, name):
+        self._name = name
+
+
 class ChildGone(Exception):
     pass
+
+
+BUILTIN_TYPES = (int, float, str, bool, complex, bytes, bytearray, list, tuple, dict, set, frozenset, type(None), object)
 
 
 def enc(x, refs, depth=0):
     if depth > 100:
         raise ValueError("argument nested too deeply")
+    if type(x) is RemoteObject: return ["obj", x._handle]
+    if type(x) is RemoteRef: return ["ref", x._name]
+    if type(x) is type and x in BUILTIN_TYPES: return ["type", x.__name__]
     for name, obj in refs:
         if x is obj and not isinstance(x, (int, float, str, bool, type(None))):
             return ["ref", name]
@@ -142,6 +172,11 @@ def dec(v, depth=0):
         return {"t": tuple, "l": list, "F": frozenset, "S": set, "it": iter}[t](items)
     if t == "d": return {dec(k, depth + 1): dec(e, depth + 1) for k, e in v[1]}
     if t == "r": return range(int(v[1]), int(v[2]), int(v[3]))
+    if t == "obj": return RemoteObject(int(v[1]))
+    if t == "type":
+        for ty in BUILTIN_TYPES:
+            if ty.__name__ == v[1]:
+                return ty
     return _bad()
 
 
@@ -164,12 +199,15 @@ class Child:
                                      stdout=subprocess.PIPE, stderr=None, close_fds=True, env={})
         self.buf = b""
         r = self.request({"setup": self.setup}, self.call_timeout * 3)
+        self.setup_names, self.modules = [], {}
         if not r.get("ok"):
             self.error = str(r.get("error"))
             self.names = []
         else:
             self.error = None
             self.names = [str(n) for n in r.get("names", [])]
+            self.setup_names = [str(n) for n in r.get("setup_names", [])]
+            self.modules = {str(k): str(v) for k, v in dict(r.get("modules", {})).items()}
 
     def kill(self):
         if self.proc is not None:
@@ -224,6 +262,10 @@ class Child:
 
 
 def main():
+    # Modules are imported from the standard library only, never from the work directory
+    # (the candidate can write files there).
+    here = os.path.dirname(os.path.abspath(sys.argv[0]))
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", here)]
     cfg = json.loads(sys.stdin.read())
     sys.stdin = open(os.devnull)
     # Keep the candidate out of this process's memory and files: non-dumpable (no
@@ -245,8 +287,23 @@ def main():
         out.write("%s LOADFAIL %s\n" % (nonce, json.dumps(child.error)))
     ns = {"__name__": "__tests__"}
     exec(compile(cfg.get("trusted_prelude", ""), "prelude.py", "exec"), ns)
-    exec(compile(cfg.get("setup", ""), "setup.py", "exec"), ns)
+    try:
+        exec(compile(cfg.get("setup", ""), "setup.py", "exec"), ns)
+    except Exception:
+        # Setup that needs the solution's classes (MBPP trees built from its Node): its
+        # names live in the candidate's process and are passed by reference.
+        for name in child.setup_names:
+            if name not in ns:
+                ns[name] = RemoteRef(name)
     exec(compile(cfg.get("test_defs", ""), "tests.py", "exec"), ns)
+    # Standard-library modules the solution imported and the tests use by name ("sys").
+    stdlib = getattr(sys, "stdlib_module_names", ())
+    for name, modname in child.modules.items():
+        if name not in ns and modname.split(".")[0] in stdlib:
+            try:
+                ns[name] = importlib.import_module(modname)
+            except Exception:
+                pass
     refs = [(k, v) for k, v in ns.items() if not k.startswith("__")]
 
     def proxy(name):
@@ -270,7 +327,8 @@ def main():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 called.add(node.func.id)
     for name in sorted(called):
-        if name in child.names and name not in ns and not hasattr(builtins, name):
+        # The solution's own definitions win over builtins, as when it shares the tests' namespace.
+        if name in child.names and name not in ns:
             ns[name] = proxy(name)
     stop_first = bool(cfg.get("stop_at_first_failure", False))
     for i, t in enumerate(tests):

@@ -20,8 +20,11 @@
 //   - A child that dies or hangs fails the test in progress (per-call timeout) and is
 //     restarted fresh for the next test.
 // Trusted code (the HumanEval prompt's helpers, test code, MBPP setup code) runs in the
-// parent; MBPP setup code also runs in the child, since the candidate's functions receive
-// objects it builds (passed by reference name when they are not plain data).
+// parent; MBPP setup code also runs in the child, after the solution as MBPP orders it,
+// since the candidate's functions receive objects it builds: those are passed by name.
+// Values that are not plain data (instances of the solution's classes) stay in the child
+// and reach the tests as opaque handles, equal only to themselves. The parent imports
+// nothing from the work directory (it is off sys.path): the candidate can write files there.
 //
 // Input on stdin (JSON): nonce, tests (list of Python snippets, one per test), entry_point
 // (HumanEval: bound to `candidate` and its own name), trusted_prelude, test_defs, setup,

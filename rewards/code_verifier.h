@@ -31,7 +31,7 @@ struct CodeVerifierOptions {
   std::string grade = "answer";        // answer: code from the text after </think> | completion: the whole completion
   double float_tol = 1e-6;             // numeric tokens (with '.' or an exponent) match within this relative/absolute tolerance
   int max_tests = 0;                   // use at most this many tests of a row (0 = all)
-  double call_timeout_s = 5;           // assert harness: one call into the candidate
+  double call_timeout_s = 10;          // assert harness: one call into the candidate
   double deadline_s = 120;             // wall clock for one sample's whole verification
   int detail_chars = 300;              // truncation of inputs/outputs in the detail
   sandbox::Limits limits;              // per test job (stdin/stdout) or per harness job (assert tests)
