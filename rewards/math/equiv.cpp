@@ -312,7 +312,7 @@ std::string strip_spaces(const std::string& s) {
 
 bool nodes_equivalent(const Node& gold, const Node& candidate, const EquivOptions& opt) {
   Comparer c(opt);
-  return c.eq(gold, candidate);
+  return c.eq(*lift_pm(std::make_shared<Node>(gold)), *lift_pm(std::make_shared<Node>(candidate)));
 }
 
 EquivResult answers_equivalent(std::string_view gold, std::string_view candidate, const EquivOptions& opt) {
