@@ -317,18 +317,26 @@ def main():
     entry = cfg.get("entry_point")
     if entry:
         ns["candidate"] = ns[entry] = proxy(entry)
-    called = set()
+    # Called names, in the order a breadth-first walk of each test meets them.
+    called = []
     for src in list(tests) + [cfg.get("test_defs", "")]:
         try:
             tree = ast.parse(src)
         except SyntaxError:
             continue
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                called.add(node.func.id)
-    for name in sorted(called):
-        # The solution's own definitions win over builtins, as when it shares the tests' namespace.
-        if name in child.names and name not in ns:
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in called:
+                called.append(node.func.id)
+    # The function under test (MBPP has no entry point): the first called name the solution
+    # defines, preferring one that is not a builtin. Only it may shadow a builtin (MBPP's own
+    # `sum`); a solution that redefines `abs` or `len` does not reach the tests' use of them.
+    target = entry
+    if not target:
+        defined = [n for n in called if n in child.names and n not in ns]
+        plain = [n for n in defined if not hasattr(builtins, n)]
+        target = (plain or defined or [None])[0]
+    for name in called:
+        if name in child.names and name not in ns and (not hasattr(builtins, name) or name == target):
             ns[name] = proxy(name)
     stop_first = bool(cfg.get("stop_at_first_failure", False))
     for i, t in enumerate(tests):

@@ -132,9 +132,9 @@ TEST_CASE("code: stdin/stdout tests, formats, rewards and the failure detail", "
 TEST_CASE("code: the assert harness proves every test ran; cheats fail", "[sandbox]") {
   json row = {{"prompt", "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n"},
               {"entry_point", "add"},
-              {"test", "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-5, 5) == 0\n"
+              {"test", "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert abs(candidate(-5, 5) - 0) < 1e-9\n"
                        "    assert candidate(10**20, 1) == 10**20 + 1\n"}};
-  json mbpp = {{"test_list", {"assert add(1, 2) == 3", "assert add(-5, 5) == 0", "assert add(2, 2) == 4"}},
+  json mbpp = {{"test_list", {"assert add(1, 2) == 3", "assert abs(add(-5, 5) - 0) < 1e-9", "assert add(2, 2) == 4"}},
                {"test_setup_code", ""}};
   struct Case {
     const char* name;
@@ -165,6 +165,10 @@ TEST_CASE("code: the assert harness proves every test ran; cheats fail", "[sandb
       {"reads the harness files",
        "import glob\nsrc = ''.join(open(p).read() for p in glob.glob('*') if p != 'candidate.py')\n"
        "def add(a, b):\n    return 3 if 'candidate(1, 2) == 3' in src else -1", false},
+      {"redefines a builtin the tests use",
+       // Right on every test but the one that goes through abs: only a trusted abs catches it.
+       "def abs(x):\n    return 0\ndef add(a, b):\n    return {(1, 2): 3, (2, 2): 4, (10**20, 1): 10**20 + 1}.get((a, b), 7)",
+       false},
       {"monkeypatches builtins",
        "import builtins\nbuiltins.AssertionError = type('X', (Exception,), {})\ndef add(a, b):\n    return 0", false},
   };
