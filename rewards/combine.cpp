@@ -59,10 +59,13 @@ class WaitPool {
   explicit WaitPool(int threads) {
     for (int t = 0; t < threads; ++t) workers_.emplace_back([this] { loop(); });
   }
+  // Tasks still queued are dropped (their batch has returned or is being torn down); the
+  // running ones finish (each is bounded by its own timeout).
   ~WaitPool() {
     {
       std::lock_guard<std::mutex> lk(mu_);
       stop_ = true;
+      queue_.clear();
     }
     cv_.notify_all();
     for (auto& w : workers_) w.join();
@@ -135,13 +138,15 @@ class RewardSet::Impl {
   std::unique_ptr<tbb::global_control> parallelism;  // lets the arena have `threads` workers on small machines
   tbb::task_arena arena;
   tbb::task_group group;
-  std::unique_ptr<WaitPool> waiters;
   // The sandbox pool, made on first use.
   std::mutex executor_mu;
   std::shared_ptr<sandbox::Executor> executor;
   json sandbox_cfg;
+  // Last, so it is destroyed first: its running tasks may still reach the members above.
+  std::unique_ptr<WaitPool> waiters;
 
   ~Impl() {
+    waiters.reset();
     arena.execute([&] { group.wait(); });
   }
 };
