@@ -1,3 +1,5 @@
+# Tests of rewards/: [unit] for extraction, math (with the MATH-500/GSM8K/AIME/AMC data), shape,
+# composition, plugins and the verify loop; [sandbox] for the code verifier (HumanEval, MBPP).
 set(RETORT_TESTS_rewards
   ${CMAKE_CURRENT_LIST_DIR}/test_extract.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_math.cpp
