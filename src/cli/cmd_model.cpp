@@ -1,11 +1,206 @@
-// `retort generate` and `retort score`.
+// `retort generate` and `retort score` (DESIGN.md section 4): sampling from a checkpoint
+// folder, and per-token log-probabilities of id sequences. stdout is JSON lines; messages
+// go to stderr.
+#include <algorithm>   // defines: std::max
+#include <filesystem>  // defines: std::filesystem
+#include <iostream>    // defines: std::cin, std::cout
+#include <set>         // defines: std::set
+
 #include "cli/commands.h"
+#include "common/config.h"          // defines: json, load_json_file, parse_json_text
+#include "common/error.h"           // defines: retort::Error
+#include "common/log.h"             // defines: log_info
+#include "common/runtime.h"         // defines: apply_runtime, resolve_device
+#include "common/torch_pch.h"       // defines: torch::NoGradGuard
+#include "model/checkpoint.h"       // defines: load_model
+#include "rollout/logprobs.h"       // defines: token_logprobs
+#include "rollout/sampler.h"        // defines: sample
+#include "tokenizer/chat_template.h"  // defines: ChatTemplate
+#include "tokenizer/tokenizer.h"    // defines: Tokenizer
 
 namespace retort::cli {
 
+namespace fs = std::filesystem;
+
+namespace {
+
+struct ModelArgs {
+  std::string dir;
+  std::string device = "auto";
+  std::string dtype = "auto";
+  int threads = 0;
+  int64_t seed = 0;
+};
+
+void add_model_args(CLI::App* cmd, ModelArgs& a) {
+  cmd->add_option("--model", a.dir, "model folder (config.json, model.safetensors, tokenizer.json)")->required();
+  cmd->add_option("--device", a.device, "auto | cpu | cuda")->capture_default_str();
+  cmd->add_option("--dtype", a.dtype, "auto (float32 on CPU, bfloat16 on CUDA) | float32 | bfloat16 | float16")
+      ->capture_default_str();
+  cmd->add_option("--threads", a.threads, "intra-op threads (0 = all cores)")->capture_default_str();
+}
+
+Qwen2ForCausalLM open_model(const ModelArgs& a) {
+  RuntimeConfig rc;
+  rc.threads = a.threads;
+  rc.seed = a.seed;
+  rc.device = a.device;
+  log_info(apply_runtime(rc));
+  LoadOptions lo;
+  lo.device = resolve_device(a.device);
+  lo.dtype = a.dtype;
+  auto model = load_model(a.dir, lo);
+  const auto& c = model->config();
+  log_info("loaded " + c.architecture + " from " + a.dir + ": " + std::to_string(c.num_parameters() / 1000000.0) +
+           "M parameters, " + std::to_string(c.num_hidden_layers) + " layers, " + dtype_name(model->dtype()) + " on " +
+           lo.device);
+  return model;
+}
+
+// Stop ids: config.json and generation_config.json eos_token_id, plus the end-of-turn tokens
+// of the chat formats this project speaks, when the tokenizer has them.
+std::vector<int64_t> stop_ids_for(const std::string& dir, const ModelConfig& cfg, const Tokenizer& tok,
+                                  const std::vector<std::string>& extra_strings) {
+  std::set<int64_t> ids(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end());
+  const fs::path gc = fs::path(dir) / "generation_config.json";
+  if (fs::exists(gc)) {
+    json g = load_json_file(gc.string());
+    if (g.contains("eos_token_id")) {
+      const json& e = g["eos_token_id"];
+      if (e.is_number_integer()) ids.insert(e.get<int64_t>());
+      else if (e.is_array()) for (const auto& x : e) if (x.is_number_integer()) ids.insert(x.get<int64_t>());
+    }
+  }
+  std::vector<std::string> names = {"<|im_end|>", "<|endoftext|>", "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"};
+  names.insert(names.end(), extra_strings.begin(), extra_strings.end());
+  for (const auto& n : names) {
+    if (auto id = tok.token_to_id(n)) ids.insert(*id);
+  }
+  return {ids.begin(), ids.end()};
+}
+
+Tokenizer open_tokenizer(const std::string& dir) {
+  const fs::path p = fs::path(dir) / "tokenizer.json";
+  if (!fs::exists(p)) {
+    throw Error(ErrorInfo{"the model folder has no tokenizer.json", dir, "tokenizer.json next to config.json", "",
+                          "copy the tokenizer files of the model into the folder"});
+  }
+  return Tokenizer::from_file(p.string());
+}
+
+}  // namespace
+
 void register_model_commands(CLI::App& app) {
-  add_pending_command(app, "generate", "sample completions from a checkpoint");
-  add_pending_command(app, "score", "log-probabilities of token sequences under a checkpoint");
+  // ---- generate
+  {
+    auto a = std::make_shared<ModelArgs>();
+    auto prompt = std::make_shared<std::string>();
+    auto chat = std::make_shared<std::string>();
+    auto so = std::make_shared<SamplerOptions>();
+    so->max_new_tokens = 256;
+    CLI::App* cmd = app.add_subcommand(
+        "generate", "sample completions from a checkpoint; stdout: one JSON line per completion "
+                    "{\"index\", \"text\", \"ids\", \"finish_reason\", \"logprob\"}");
+    add_model_args(cmd, *a);
+    cmd->add_option("--prompt", *prompt, "prompt text (special-token strings are matched)")->required();
+    cmd->add_option("--chat", *chat, "wrap the prompt as a user turn of this chat template: r1-distill | chatml | plain");
+    cmd->add_option("--n", so->group_size, "completions")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--max-new-tokens", so->max_new_tokens, "tokens per completion at most")
+        ->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--temperature", so->temperature, "sampling temperature (0 = greedy)")->capture_default_str();
+    cmd->add_option("--top-p", so->top_p, "nucleus sampling threshold")->capture_default_str();
+    cmd->add_option("--top-k", so->top_k, "keep the k most likely tokens (0 = all)")->capture_default_str();
+    cmd->add_flag("--greedy", so->greedy, "argmax decoding");
+    cmd->add_option("--seed", a->seed, "random seed (the same seed gives the same completions)")->capture_default_str();
+    cmd->callback([a, prompt, chat, so] {
+      auto model = open_model(*a);
+      Tokenizer tok = open_tokenizer(a->dir);
+      std::string text = *prompt;
+      std::vector<std::string> extra_stops;
+      if (!chat->empty()) {
+        ChatTemplate t = ChatTemplate::by_name(*chat);
+        text = t.render({ChatMessage{"user", *prompt}}, /*add_generation_prompt=*/true);
+        extra_stops = t.stop_strings();
+      }
+      SamplerOptions o = *so;
+      o.seed = static_cast<uint64_t>(a->seed);
+      o.stop_token_ids = stop_ids_for(a->dir, model->config(), tok, extra_stops);
+      std::vector<int32_t> ids = tok.encode(text);
+      if (ids.empty()) throw Error("the prompt encodes to no tokens", "--prompt", "give a non-empty prompt");
+      auto r = sample(*model, {ids}, o, [&tok](const std::vector<int32_t>& c) { return tok.decode(c, /*skip_special=*/false); });
+      auto lp = r.logprobs.sum(1).to(torch::kCPU);  // [G]
+      for (size_t i = 0; i < r.texts.size(); ++i) {
+        json line = {{"index", i}, {"text", r.texts[i]}, {"ids", r.completions[i]},
+                     {"finish_reason", r.truncated[i] ? "length" : "stop"},
+                     {"logprob", lp[static_cast<int64_t>(i)].item<double>()}};
+        std::cout << line.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+      }
+      std::cout.flush();
+    });
+  }
+
+  // ---- score
+  {
+    auto a = std::make_shared<ModelArgs>();
+    auto batch = std::make_shared<int64_t>(8);
+    CLI::App* cmd = app.add_subcommand(
+        "score", "log-probabilities of token sequences; stdin: {\"ids\": [...]} per line; stdout: "
+                 "{\"logprobs\": [null, ...]} per line (log p of each token given the ones before it)");
+    add_model_args(cmd, *a);
+    cmd->add_option("--batch", *batch, "lines scored per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->callback([a, batch] {
+      auto model = open_model(*a);
+      torch::NoGradGuard no_grad;
+      const int64_t V = model->config().vocab_size;
+      std::vector<std::vector<int64_t>> pending;
+      auto flush = [&] {
+        if (pending.empty()) return;
+        int64_t T = 0;
+        for (const auto& p : pending) T = std::max<int64_t>(T, static_cast<int64_t>(p.size()));
+        T = std::max<int64_t>(T, 2);
+        const int64_t N = static_cast<int64_t>(pending.size());
+        auto ids = torch::zeros({N, T}, torch::kLong);   // right-padded: causal attention never sees the padding
+        auto mask = torch::zeros({N, T}, torch::kLong);
+        for (int64_t i = 0; i < N; ++i) {
+          for (size_t j = 0; j < pending[i].size(); ++j) ids[i][j] = pending[i][j];
+          mask[i].narrow(0, 0, static_cast<int64_t>(pending[i].size())).fill_(1);
+        }
+        auto lp = token_logprobs(*model, ids, mask).to(torch::kCPU).to(torch::kDouble).contiguous();  // [N, T-1]
+        for (int64_t i = 0; i < N; ++i) {
+          json out = json::array();
+          if (!pending[i].empty()) out.push_back(nullptr);
+          const double* p = lp[i].data_ptr<double>();
+          for (size_t j = 1; j < pending[i].size(); ++j) out.push_back(p[j - 1]);
+          std::cout << json{{"logprobs", out}}.dump() << "\n";
+        }
+        std::cout.flush();
+        pending.clear();
+      };
+      std::string line;
+      int64_t lineno = 0;
+      while (std::getline(std::cin, line)) {
+        ++lineno;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        const std::string where = "stdin:" + std::to_string(lineno);
+        json doc = parse_json_text(line, where);
+        if (!doc.is_object() || !doc.contains("ids") || !doc["ids"].is_array()) {
+          throw Error(ErrorInfo{"each line must be an object with an \"ids\" array", where, "{\"ids\": [...]}",
+                                quote_for_error(line), ""});
+        }
+        std::vector<int64_t> ids;
+        for (const auto& x : doc["ids"]) {
+          if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= V) {
+            throw Error(ErrorInfo{"a token id is not an integer of the vocabulary", where,
+                                  "0 <= id < " + std::to_string(V), quote_for_error(x.dump()), ""});
+          }
+          ids.push_back(x.get<int64_t>());
+        }
+        pending.push_back(std::move(ids));
+        if (static_cast<int64_t>(pending.size()) >= *batch) flush();
+      }
+      flush();
+    });
+  }
 }
 
 }  // namespace retort::cli
