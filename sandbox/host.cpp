@@ -368,6 +368,21 @@ CgroupStats JobCgroup::stats() const {
   return s;
 }
 
+void JobCgroup::set_limits(const CgroupLimits& limits) {
+  if (!mem_dir_.empty() && limits.memory_bytes > 0) {
+    std::string v = std::to_string(limits.memory_bytes);
+    if (v2_) {
+      write_file(mem_dir_ + "/memory.max", v);
+    } else {
+      // memsw must stay >= the memory limit: raise it first when growing, lower it last when shrinking.
+      write_file(mem_dir_ + "/memory.memsw.limit_in_bytes", v);
+      write_file(mem_dir_ + "/memory.limit_in_bytes", v);
+      write_file(mem_dir_ + "/memory.memsw.limit_in_bytes", v);
+    }
+  }
+  if (!pids_dir_.empty() && limits.pids > 0) write_file(pids_dir_ + "/pids.max", std::to_string(limits.pids));
+}
+
 void JobCgroup::reset_peak() {
   if (mem_dir_.empty()) return;
   if (v2_) {

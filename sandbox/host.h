@@ -71,6 +71,8 @@ class JobCgroup {
   // SIGKILLs everything inside until the cgroup is empty or `timeout_s` passes; true when empty.
   bool kill_all(double timeout_s = 5.0);
   CgroupStats stats() const;
+  // Changes the limits of a live cgroup (used between warm-worker jobs).
+  void set_limits(const CgroupLimits& limits);
   // Resets the peak-memory counter (used between warm-worker jobs).
   void reset_peak();
   // kill_all() then removes the directories. Idempotent.

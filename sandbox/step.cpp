@@ -59,6 +59,8 @@ bool valid_file_name(const std::string& n) {
   return true;
 }
 
+}  // namespace
+
 int memfd_with(const std::string& content) {
   int fd = memfd_create("retort-file", MFD_CLOEXEC);
   if (fd < 0) return -1;
@@ -75,7 +77,33 @@ int memfd_with(const std::string& content) {
   return fd;
 }
 
-}  // namespace
+std::vector<std::string> bwrap_common_args(int64_t workdir_bytes, const std::vector<std::string>& env) {
+  std::string ws = std::to_string(workdir_bytes);
+  std::vector<std::string> a = {"bwrap",
+                                "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+                                "--unshare-cgroup-try",
+                                "--uid", "65534", "--gid", "65534", "--hostname", "sandbox",
+                                "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+                                "--clearenv"};
+  for (const auto& e : env) {
+    auto eq = e.find('=');
+    a.insert(a.end(), {"--setenv", e.substr(0, eq), e.substr(eq + 1)});
+  }
+  a.insert(a.end(), {"--setenv", "HOME", "/work", "--setenv", "TMPDIR", "/tmp",
+                     "--ro-bind", "/usr", "/usr",
+                     "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+                     "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                     "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+                     "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
+                     "--proc", "/proc", "--dev", "/dev",
+                     "--size", ws, "--tmpfs", "/tmp",
+                     "--size", ws, "--tmpfs", "/work"});
+  return a;
+}
+
+std::string sandbox_init_bytes() {
+  return std::string(reinterpret_cast<const char*>(kSandboxInit), kSandboxInitSize);
+}
 
 std::string rlimits_workdir_base() {
   std::string base = "/tmp/retort-sandbox-" + std::to_string(getpid());
@@ -203,32 +231,13 @@ void StepRun::start() {
     }
     memfds.push_back(sec);
     s.fds.push_back({sec, 3});
-    std::string ws = std::to_string(L.workdir_kb * 1024);
     s.path = host.bwrap_path;
-    s.argv = {"bwrap",
-              "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-              "--unshare-cgroup-try",
-              "--uid", "65534", "--gid", "65534", "--hostname", "sandbox",
-              "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-              "--clearenv"};
-    for (const auto& e : env) {
-      auto eq = e.find('=');
-      s.argv.insert(s.argv.end(), {"--setenv", e.substr(0, eq), e.substr(eq + 1)});
-    }
-    s.argv.insert(s.argv.end(), {"--setenv", "HOME", "/work", "--setenv", "TMPDIR", "/tmp",
-                                 "--ro-bind", "/usr", "/usr",
-                                 "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
-                                 "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-                                 "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
-                                 "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
-                                 "--proc", "/proc", "--dev", "/dev",
-                                 "--size", ws, "--tmpfs", "/tmp",
-                                 "--size", ws, "--tmpfs", "/work"});
+    s.argv = bwrap_common_args(L.workdir_kb * 1024, env);
     // Our pid 1: non-dumpable (the job cannot reach it through /proc), reaps orphans, and
     // reports the exact wait status (bwrap's own would fold a signal N into exit code 128+N).
     bool use_init = kSandboxInitSize > 0;
     if (use_init) {
-      int blob = memfd_with(std::string(reinterpret_cast<const char*>(kSandboxInit), kSandboxInitSize));
+      int blob = memfd_with(sandbox_init_bytes());
       int st[2];
       if (blob < 0 || !make_pipe(st, true, false)) {
         if (blob >= 0) close(blob);

@@ -63,6 +63,16 @@ std::shared_ptr<StepRun> start_step(boost::asio::io_context& io, Strand strand, 
                                     std::function<void(StepOutcome)> done);
 void cancel_step(const std::shared_ptr<StepRun>& step);
 
+// The bwrap arguments every full-isolation sandbox starts with: all namespaces, unprivileged
+// uid, no capabilities, scrubbed environment (base + `env`), read-only /usr, /proc, /dev, and
+// size-capped tmpfs /tmp and /work. Callers append data binds, --chdir, --remount-ro /,
+// --seccomp and the command.
+std::vector<std::string> bwrap_common_args(int64_t workdir_bytes, const std::vector<std::string>& env);
+// The embedded sandbox init (empty where it was not built).
+std::string sandbox_init_bytes();
+// A close-on-exec memfd holding `content` at offset 0; -1 on failure.
+int memfd_with(const std::string& content);
+
 // Host-side base directory for rlimits-only work dirs (created on demand, 0711).
 std::string rlimits_workdir_base();
 

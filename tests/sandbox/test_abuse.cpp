@@ -16,6 +16,8 @@
 #include <csignal>     // defines: kill
 #include <cstdlib>     // defines: setenv
 #include <functional>  // defines: std::function
+#include <memory>      // defines: std::unique_ptr
+#include <mutex>       // defines: std::once_flag
 #include <future>      // defines: std::future
 #include <string>      // defines: std::string
 #include <vector>      // defines: std::vector
@@ -73,8 +75,7 @@ struct HostListener {
   }
 };
 
-void check_cases(std::vector<AbuseCase>& cases) {
-  Executor& ex = shared_executor();
+void check_cases(std::vector<AbuseCase>& cases, Executor& ex) {
   std::vector<std::future<Result>> futs;
   for (auto& c : cases) futs.push_back(ex.submit(c.job));
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -100,9 +101,20 @@ void check_cases(std::vector<AbuseCase>& cases) {
   }
 }
 
-}  // namespace
+// A pool whose python jobs fork from warm workers: the same guarantees must hold.
+Executor& warm_executor() {
+  static std::unique_ptr<Executor> ex;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    ExecutorConfig cfg;
+    cfg.workers = 3;
+    cfg.warm_workers = true;
+    ex = std::make_unique<Executor>(cfg);
+  });
+  return *ex;
+}
 
-TEST_CASE("abuse: runaway time, processes, threads and memory are contained", "[sandbox]") {
+void runaway_cases(Executor& ex) {
   std::string t_threads = unique_token("1000."), t_child = unique_token("1000."), t_daemon = unique_token("1000."),
               t_fork = unique_token("1000."), t_term = unique_token("1000.");
   auto no_process = [](std::string token) {
@@ -201,10 +213,10 @@ TEST_CASE("abuse: runaway time, processes, threads and memory are contained", "[
        limited(py_job("import os\nif os.fork() == 0:\n    os.execv('/usr/bin/yes', ['yes'])\nos.wait()\n")),
        {Status::OutputLimit}, nullptr, nullptr},
   };
-  check_cases(cases);
+  check_cases(cases, ex);
 }
 
-TEST_CASE("abuse: the filesystem, environment, network and other processes are out of reach", "[sandbox]") {
+void out_of_reach_cases(Executor& ex) {
   std::string tok = unique_token("escape");
   std::string secret = unique_token("secret");
   setenv("RETORT_TEST_SECRET", secret.c_str(), 1);  // the host's environment: must not reach the job
@@ -353,7 +365,7 @@ TEST_CASE("abuse: the filesystem, environment, network and other processes are o
                        " for(;;){ char* p=new char[1<<22]; memset(p,1,1<<22); v.push_back(p);} }")),
        {Status::MemoryLimit, Status::RuntimeError, Status::TimeLimit}, nullptr, nullptr},
   };
-  check_cases(cases);
+  check_cases(cases, ex);
   // The host's own view, after everything.
   CHECK(count_processes_with(host_token) == 1);  // kill(-1) inside did not reach it
   kill(host_proc, SIGKILL);
@@ -361,9 +373,8 @@ TEST_CASE("abuse: the filesystem, environment, network and other processes are o
   unsetenv("RETORT_TEST_SECRET");
 }
 
-TEST_CASE("abuse: nothing persists into the next job", "[sandbox]") {
+void persistence_cases(Executor& ex) {
   std::string tok = unique_token("persist");
-  Executor& ex = shared_executor();
   Result a = ex.submit(limited(py_job("import os\n"
                                       "for d in ('/work', '/tmp', '/dev/shm', '/var/tmp'):\n"
                                       "    try: open(d + '/" + tok + "', 'w').write('x'); print('wrote', d)\n"
@@ -386,4 +397,29 @@ TEST_CASE("abuse: nothing persists into the next job", "[sandbox]") {
     CHECK(r.stdout_text == "[]\n");
   }
   for (std::string d : {"/tmp/", "/dev/shm/", "/var/tmp/", "/work/"}) CHECK_FALSE(host_path_exists(d + tok));
+}
+
+}  // namespace
+
+TEST_CASE("abuse: runaway time, processes, threads and memory are contained", "[sandbox]") {
+  runaway_cases(shared_executor());
+}
+
+TEST_CASE("abuse: the filesystem, environment, network and other processes are out of reach", "[sandbox]") {
+  out_of_reach_cases(shared_executor());
+}
+
+TEST_CASE("abuse: nothing persists into the next job", "[sandbox]") { persistence_cases(shared_executor()); }
+
+TEST_CASE("abuse, warm workers: runaway time, processes, threads and memory are contained", "[sandbox]") {
+  runaway_cases(warm_executor());
+}
+
+TEST_CASE("abuse, warm workers: the filesystem, environment, network and other processes are out of reach",
+          "[sandbox]") {
+  out_of_reach_cases(warm_executor());
+}
+
+TEST_CASE("abuse, warm workers: nothing persists into the next job", "[sandbox]") {
+  persistence_cases(warm_executor());
 }
