@@ -268,7 +268,7 @@ void WarmRun::start() {
   for (const auto& f : job_.files) j["files"].push_back({f.first, f.second});
   const Language* py = find_language("python");
   nlohmann::json env = {{"PATH", "/usr/bin:/bin"}, {"LANG", "C.UTF-8"}, {"LC_ALL", "C.UTF-8"}, {"HOME", "/work"},
-                        {"TMPDIR", "/tmp"}};
+                        {"TMPDIR", "/tmp"}, {"PWD", "/work"}};
   for (const auto& e : py->env) env[e.substr(0, e.find('='))] = e.substr(e.find('=') + 1);
   j["env"] = env;
   j["limits"] = {{"cpu", static_cast<int64_t>(std::ceil(L.cpu_s)) + 1},

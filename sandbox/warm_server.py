@@ -121,7 +121,7 @@ while True:
             if os.path.isdir(d):
                 clean(d)
         clean_ipc()
-        for name, content in job['files']:
+        for name, content in [('main.py', job['source'])] + job['files']:
             with open('/work/' + name, 'w', encoding='utf-8') as f:
                 f.write(content)
     except OSError as e:

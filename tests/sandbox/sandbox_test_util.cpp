@@ -24,6 +24,18 @@ Executor& shared_executor() {
   return *ex;
 }
 
+Executor& warm_executor() {
+  static std::unique_ptr<Executor> ex;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    ExecutorConfig cfg;
+    cfg.workers = 3;
+    cfg.warm_workers = true;
+    ex = std::make_unique<Executor>(cfg);
+  });
+  return *ex;
+}
+
 Job py_job(const std::string& source, const std::string& stdin_data) {
   Job j;
   j.language = "python";

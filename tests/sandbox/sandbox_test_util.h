@@ -11,6 +11,8 @@ namespace retort::sandbox {
 
 // A full-isolation pool with 4 workers, shared by all [sandbox] tests.
 Executor& shared_executor();
+// The same with warm workers (python jobs fork from a pre-started sandboxed interpreter).
+Executor& warm_executor();
 
 Job py_job(const std::string& source, const std::string& stdin_data = "");
 Job cpp_job(const std::string& source, const std::string& stdin_data = "");

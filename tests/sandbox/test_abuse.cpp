@@ -101,19 +101,6 @@ void check_cases(std::vector<AbuseCase>& cases, Executor& ex) {
   }
 }
 
-// A pool whose python jobs fork from warm workers: the same guarantees must hold.
-Executor& warm_executor() {
-  static std::unique_ptr<Executor> ex;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    ExecutorConfig cfg;
-    cfg.workers = 3;
-    cfg.warm_workers = true;
-    ex = std::make_unique<Executor>(cfg);
-  });
-  return *ex;
-}
-
 void runaway_cases(Executor& ex) {
   std::string t_threads = unique_token("1000."), t_child = unique_token("1000."), t_daemon = unique_token("1000."),
               t_fork = unique_token("1000."), t_term = unique_token("1000.");

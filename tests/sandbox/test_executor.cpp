@@ -270,3 +270,47 @@ TEST_CASE("rlimits-only mode runs jobs without namespaces", "[sandbox]") {
   INFO(c.detail << c.stderr_text);
   CHECK(c.stdout_text == "ok\n");
 }
+
+TEST_CASE("warm workers answer python jobs as a fresh interpreter does", "[sandbox]") {
+  struct Case {
+    const char* source;
+    const char* stdin_data;
+  };
+  const std::vector<Case> cases = {
+      {"import sys\nprint(sum(map(int, sys.stdin.read().split())))", "1 2 3"},
+      {"print(input()[::-1])\nprint(__name__, __file__)", "abc\n"},
+      {"import sys\nprint('partial')\nsys.exit(3)", ""},
+      {"raise ValueError('boom')", ""},
+      {"def f(:\n", ""},
+      {"import os\nos.abort()", ""},
+      {"import sys\nsys.exit('message')", ""},
+      {"import threading, time\n"
+       "def late():\n    time.sleep(0.2); print('thread done', flush=True)\n"
+       "threading.Thread(target=late).start()\nprint('main done')", ""},
+      {"import atexit\natexit.register(lambda: print('at exit'))\nprint('body')", ""},
+      {"import os\nprint(sorted(k for k in os.environ if not k.startswith('LC_')), os.getcwd(), os.listdir('.'))", ""},
+  };
+  std::vector<std::future<Result>> fresh, warm;
+  for (const auto& c : cases) {
+    Job j = py_job(c.source, c.stdin_data);
+    j.files = {{"extra.txt", "x"}};
+    fresh.push_back(shared_executor().submit(j));
+    warm.push_back(warm_executor().submit(j));
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    Result f = fresh[i].get(), w = warm[i].get();
+    INFO(cases[i].source << "\nfresh: " << status_name(f.status) << " " << f.stdout_text << f.stderr_text
+                         << "\nwarm: " << status_name(w.status) << " " << w.stdout_text << w.stderr_text);
+    CHECK(w.status == f.status);
+    CHECK(w.exit_code == f.exit_code);
+    CHECK(w.signal == f.signal);
+    CHECK(w.stdout_text == f.stdout_text);
+    // Tracebacks match in their last line (the exception), not in every frame.
+    auto last_line = [](const std::string& s) {
+      std::string t = s;
+      while (!t.empty() && t.back() == '\n') t.pop_back();
+      return t.substr(t.rfind('\n') == std::string::npos ? 0 : t.rfind('\n') + 1);
+    };
+    CHECK(last_line(w.stderr_text) == last_line(f.stderr_text));
+  }
+}
