@@ -508,6 +508,10 @@ std::shared_ptr<WarmLease> WarmPool::run(const Job& job, Strand& strand, int slo
   if (!impl_->full || sandbox_init_bytes().empty() || slot < 0 || slot >= static_cast<int>(impl_->workers.size())) {
     return nullptr;
   }
+  // Jobs share the worker's sandbox: only a memory + pids cgroup bounds one job's tree
+  // (per-process rlimits cannot), so without them every job runs fresh.
+  const HostFacts& host = host_facts();
+  if (host.cgroup_memory.empty() || host.cgroup_pids.empty()) return nullptr;
   // Files go through JSON: names must be plain and contents valid UTF-8, else run it fresh.
   try {
     nlohmann::json probe = job.source;
