@@ -21,7 +21,9 @@
 #include <chrono>     // defines: std::chrono
 #include <cmath>      // defines: std::ceil
 #include <csignal>    // defines: SIGKILL
+#include <cstdlib>    // defines: std::atexit
 #include <cstring>    // defines: strerror
+#include <mutex>      // defines: std::once_flag
 #include <filesystem> // defines: std::filesystem::remove_all
 
 #include <boost/asio/bind_executor.hpp>      // defines: boost::asio::bind_executor
@@ -106,7 +108,9 @@ std::string sandbox_init_bytes() {
 }
 
 std::string rlimits_workdir_base() {
-  std::string base = "/tmp/retort-sandbox-" + std::to_string(getpid());
+  static const std::string base = "/tmp/retort-sandbox-" + std::to_string(getpid());
+  static std::once_flag once;
+  std::call_once(once, [] { std::atexit([] { rmdir(base.c_str()); }); });  // empty by then: each job removes its dir
   mkdir(base.c_str(), 0711);  // others may pass through to their own job dir, not list it
   return base;
 }
