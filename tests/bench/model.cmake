@@ -1,0 +1,6 @@
+# Model benchmark: retort vs an eager Python loop of the same model (bench_model.py).
+add_executable(bench_model ${CMAKE_CURRENT_LIST_DIR}/bench_model.cpp ${CMAKE_SOURCE_DIR}/src/common/openblas_env.cpp)
+target_link_libraries(bench_model PRIVATE retort_core)
+target_compile_definitions(bench_model PRIVATE RETORT_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+target_precompile_headers(bench_model REUSE_FROM retort_core)
+set_target_properties(bench_model PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bench)
