@@ -1,0 +1,120 @@
+#include "audit/chain_log.h"
+
+#include <cerrno>   // defines: errno
+#include <cmath>    // defines: std::isfinite
+#include <cstring>  // defines: std::strerror
+#include <fstream>  // defines: std::ifstream
+
+#include "common/config.h"  // defines: write_file_atomic
+#include "common/error.h"   // defines: retort::Error
+
+namespace retort {
+
+using nlohmann::json;
+
+namespace {
+json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+}  // namespace
+
+json verifier_cell(double reward, bool passed, const json& detail) {
+  return json{{"reward", number_or_null(reward)}, {"passed", passed}, {"detail", detail.is_null() ? json::object() : detail}};
+}
+
+json chain_line(const ChainEntry& e) {
+  json j = json::object();
+  j["step"] = e.step;
+  j["prompt_id"] = e.prompt_id;
+  j["group"] = e.group;
+  j["sample"] = e.sample;
+  j["prompt"] = e.prompt;
+  j["text"] = e.text;
+  j["reasoning"] = e.reasoning;
+  j["answer"] = e.answer;
+  j["verifiers"] = e.verifiers.is_object() ? e.verifiers : json::object();
+  j["reward"] = number_or_null(e.reward);
+  j["advantage"] = number_or_null(e.advantage);
+  j["kl"] = e.kl ? number_or_null(*e.kl) : json(nullptr);
+  j["length"] = e.length;
+  j["truncated"] = e.truncated;
+  return j;
+}
+
+void truncate_chains_after_step(const std::string& path, int64_t step) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return;
+  std::string line, kept;
+  while (std::getline(f, line)) {
+    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) continue;  // a line cut by the kill
+    auto it = j.find("step");
+    if (it != j.end() && it->is_number_integer() && it->get<int64_t>() > step) continue;
+    kept += line + "\n";
+  }
+  f.close();
+  write_file_atomic(path, kept);
+}
+
+ChainLog::ChainLog(const std::string& path) : path_(path) {
+  file_ = std::fopen(path.c_str(), "ab");
+  if (!file_) {
+    throw Error(ErrorInfo{"cannot open the chain log for appending", path, "a writable file", std::strerror(errno),
+                          "check that the run directory is writable"});
+  }
+  thread_ = std::thread([this] { loop(); });
+}
+
+ChainLog::~ChainLog() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  if (file_) std::fclose(file_);
+}
+
+void ChainLog::write(json line) {
+  // Serialised on the caller's thread: the JSON object may hold views of the caller's data
+  // only while this call runs. Invalid UTF-8 (a model can emit any bytes) becomes U+FFFD.
+  std::string s = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    queue_.push_back(std::move(s));
+  }
+  cv_.notify_one();
+}
+
+void ChainLog::flush() {
+  std::unique_lock<std::mutex> lk(mu_);
+  drained_.wait(lk, [this] { return queue_.empty() && !busy_; });
+}
+
+int64_t ChainLog::lines_written() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return written_;
+}
+
+void ChainLog::loop() {
+  std::unique_lock<std::mutex> lk(mu_);
+  for (;;) {
+    cv_.wait(lk, [this] { return stop_ || !queue_.empty(); });
+    if (queue_.empty() && stop_) break;
+    std::deque<std::string> batch;
+    batch.swap(queue_);
+    busy_ = true;
+    lk.unlock();
+    for (const auto& s : batch) {
+      // One fwrite per line, then flush: a line is either whole in the file or absent.
+      std::fwrite(s.data(), 1, s.size(), file_);
+      std::fflush(file_);
+    }
+    lk.lock();
+    written_ += static_cast<int64_t>(batch.size());
+    busy_ = false;
+    if (queue_.empty()) drained_.notify_all();
+  }
+  busy_ = false;
+  drained_.notify_all();
+}
+
+}  // namespace retort
