@@ -629,9 +629,10 @@ std::vector<std::string> failure_reasons_of(const ChainView& c) {
     if (auto e = d.find("error"); e != d.end() && e->is_string()) {
       r = reason_kind(e->get<std::string>());
     } else if (auto f = d.find("first_failure"); f != d.end() && f->is_object()) {
-      r = f->value("status", std::string("failed"));
+      // Status "ok" with a failure is a wrong answer: the why says so on its own.
+      std::string status = f->value("status", std::string("failed"));
       std::string why = f->value("why", std::string());
-      if (!why.empty()) r += ": " + reason_kind(why);
+      r = status == "ok" && !why.empty() ? reason_kind(why) : status + (why.empty() ? "" : ": " + reason_kind(why));
     } else if (auto s = d.find("sandbox_status"); s != d.end() && s->is_string() && *s != "ok") {
       r = "sandbox " + s->get<std::string>();
     } else if (d.contains("extracted")) {

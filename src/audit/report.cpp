@@ -193,17 +193,28 @@ void flatten(const json& j, const std::string& prefix, std::vector<std::pair<std
 
 // eval.json has no fixed format: rows are the path to each leaf but its last key, columns
 // the last keys ({"teacher": {"gsm8k": {"pass@1": 0.4}}} -> row "teacher / gsm8k", column "pass@1").
+void leaves_with_path(const json& j, std::vector<std::string>& path,
+                      std::vector<std::pair<std::vector<std::string>, json>>& out) {
+  if (j.is_object() && !j.empty()) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      path.push_back(it.key());
+      leaves_with_path(it.value(), path, out);
+      path.pop_back();
+    }
+  } else {
+    out.emplace_back(path, j);
+  }
+}
+
 std::string eval_table(const json& ev) {
-  std::vector<std::pair<std::string, json>> leaves;
-  flatten(ev, "", leaves);
+  std::vector<std::pair<std::vector<std::string>, json>> leaves;
+  std::vector<std::string> path;
+  leaves_with_path(ev, path, leaves);
   std::vector<std::string> rows, cols;
   std::map<std::pair<std::string, std::string>, json> cells;
-  for (const auto& [path, v] : leaves) {
-    size_t dot = path.rfind('.');
-    std::string row = dot == std::string::npos ? "" : path.substr(0, dot);
-    std::string col = dot == std::string::npos ? path : path.substr(dot + 1);
-    for (char& ch : row)
-      if (ch == '.') ch = '/';
+  for (const auto& [keys, v] : leaves) {
+    std::string row, col = keys.empty() ? "value" : keys.back();
+    for (size_t i = 0; i + 1 < keys.size(); ++i) row += (i ? " / " : "") + keys[i];
     if (std::find(rows.begin(), rows.end(), row) == rows.end()) rows.push_back(row);
     if (std::find(cols.begin(), cols.end(), col) == cols.end()) cols.push_back(col);
     cells[{row, col}] = v;

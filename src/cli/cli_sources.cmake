@@ -2,6 +2,7 @@
 set(RETORT_CLI_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/main.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cmd_pipeline.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cmd_audit.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cmd_model.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cmd_tokenizer.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cmd_rewards.cpp

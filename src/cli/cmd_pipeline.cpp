@@ -9,8 +9,6 @@ void register_pipeline_commands(CLI::App& app) {
   add_pending_command(app, "distill", "SFT plus teacher-guided distillation (logit, feature, attention)");
   add_pending_command(app, "grpo", "GRPO with verifiers, sandbox and a KL anchor");
   add_pending_command(app, "eval", "pass@1, pass@k and maj@k on prompt files");
-  add_pending_command(app, "audit", "query the sampled chains of a run");
-  add_pending_command(app, "report", "write RUN_DIR/report.html");
 }
 
 }  // namespace retort::cli

@@ -15,7 +15,8 @@ void register_tokenizer_commands(CLI::App& app);  // tokenize, tokenizer train
 void register_sandbox_commands(CLI::App& app);    // sandbox run
 void register_rewards_commands(CLI::App& app);    // verify
 void register_model_commands(CLI::App& app);      // generate, score
-void register_pipeline_commands(CLI::App& app);   // run, sft, distill, grpo, eval, audit, report
+void register_pipeline_commands(CLI::App& app);   // run, sft, distill, grpo, eval
+void register_audit_commands(CLI::App& app);      // audit, report
 
 // Adds a subcommand that exists in the design but is not implemented in this build: it
 // says so and exits with status 3.
