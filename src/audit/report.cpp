@@ -111,7 +111,10 @@ std::string svg_chart(const std::string& title, const std::vector<Series>& serie
     return o.str();
   }
   if (unit_range) y0 = std::min(0.0, y0), y1 = std::max(1.0, y1);
-  if (y1 == y0) y0 -= 0.5, y1 += 0.5;
+  if (y1 == y0) {  // a constant: a band around it, not around zero
+    double pad = y0 != 0 ? std::abs(y0) * 0.5 : 0.5;
+    y0 -= pad, y1 += pad;
+  }
   if (x1 == x0) x0 -= 0.5, x1 += 0.5;
   auto px = [&](double x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
   auto py = [&](double y) { return T + (1 - (y - y0) / (y1 - y0)) * (H - T - B); };
@@ -300,7 +303,7 @@ json compact_chain(const json& chain, const ChainView& c, const std::vector<Flag
 
 const char* kCss = R"CSS(
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;background:#fafafa}
-header{background:#263238;color:#fff;padding:12px 24px}header h1{margin:0;font-size:20px}
+header{background:#263238;color:#fff;padding:12px 24px}header h1{margin:0;font-size:20px}header a{color:#b3e5fc;margin-right:10px}
 main{padding:8px 24px 48px}section{margin:18px 0}h2{font-size:17px;border-bottom:1px solid #ccc;padding-bottom:3px}
 table.data{border-collapse:collapse;background:#fff;font-size:13px}table.data td,table.data th{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
 table.data th{background:#eef1f3}.num{text-align:right}.charts{display:flex;flex-wrap:wrap;gap:8px}
@@ -414,8 +417,14 @@ function show(i){
 for (const id of ['f-step-min','f-step-max','f-prompt','f-text']) $(id).addEventListener('input', () => { shown = 200; render(); });
 for (const id of ['f-verdict','f-flag','f-truncated','f-regex']) $(id).addEventListener('change', () => { shown = 200; render(); });
 $('more').addEventListener('click', () => { shown += 200; render(); });
+// A link can carry a search: report.html#search=TEXT opens with it and shows the first hit.
+let h = location.hash || '';
+try { h = decodeURIComponent(h); } catch (e) {}
+if (h.indexOf('#search=') === 0) $('f-text').value = h.slice(8);
 render();
-if (chains.length) show(0);
+const first = chains.findIndex(matches);
+if (first >= 0) show(first);
+if (h.indexOf('#search=') === 0) $('chains').scrollIntoView();
 })();
 )JS";
 
@@ -535,7 +544,10 @@ ReportResult write_report(const ReportOptions& opt) {
     << "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
        "script-src 'unsafe-inline'; img-src data:\">"
     << "<title>retort report: " << html_escape(run_name) << "</title><style>" << kCss << "</style></head><body>\n";
-  h << "<header><h1>retort report: " << html_escape(run_name) << "</h1><div>" << html_escape(opt.run_dir) << "</div></header><main>\n";
+  h << "<header><h1>retort report: " << html_escape(run_name) << "</h1><div>" << html_escape(opt.run_dir) << "</div><nav>"
+    << "<a href=\"#summary\">summary</a> <a href=\"#eval\">evaluation</a> <a href=\"#metrics\">metrics</a> "
+       "<a href=\"#pass-rate\">pass rate</a> <a href=\"#lengths\">lengths</a> <a href=\"#failures\">failures</a> "
+       "<a href=\"#flags\">flags</a> <a href=\"#chains\">chains</a></nav></header><main>\n";
 
   // Run summary.
   h << "<section id=\"summary\"><h2>Run summary</h2><table class=\"data\">";

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>  // popen
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -679,4 +680,48 @@ TEST_CASE("audit: the retort CLI runs audit and report on a fixture run", "[unit
   REQUIRE(run({"report", dir}, out) == 0);
   CHECK(fs::exists(dir + "/report.html"));
   CHECK(json::parse(read_file(out))["chains"] == static_cast<int64_t>(gen.size()));
+}
+
+TEST_CASE("audit: report.html renders in headless Chromium and hostile text stays text", "[unit]") {
+  std::string browser;
+  for (const char* b : {"/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"})
+    if (fs::exists(b)) browser = b;
+  if (browser.empty()) {
+    WARN("no Chromium (Debian package chromium): the report is not checked in a browser");
+    return;
+  }
+  std::vector<Gen> gen = generate();
+  std::string dir = write_run("audit_browser", gen);
+  ReportOptions opt;
+  opt.run_dir = dir;
+  opt.per_step = 100;
+  ReportResult res = write_report(opt);
+  // The page's own script selects the first chain matching #search=...: the hostile one.
+  auto dom_of = [&](const std::string& hash) {
+    std::string profile = dir + "/chromium-profile";
+    std::string cmd = "timeout 90 " + browser + " --headless --no-sandbox --disable-gpu --no-first-run --user-data-dir=" +
+                      profile + " --dump-dom 'file://" + res.path + hash + "' 2>/dev/null";
+    std::string dom;
+    FILE* p = popen(cmd.c_str(), "r");
+    REQUIRE(p);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) dom.append(buf, n);
+    pclose(p);
+    return dom;
+  };
+  std::string dom = dom_of("#search=onerror");
+  REQUIRE(!dom.empty());
+  // The script ran: the count line and the rows are written by it.
+  CHECK(dom.find("1 of " + std::to_string(res.embedded) + " embedded chains match") != std::string::npos);
+  CHECK(dom.find("class=\"row") != std::string::npos);
+  // The hostile chain is displayed, as text: escaped in the serialised DOM, no <img> element.
+  CHECK(dom.find("&lt;img src=x onerror=alert(1)&gt;") != std::string::npos);
+  CHECK(dom.find("<img") == std::string::npos);
+  CHECK(dom.find("pre class=\"reasoning\"") != std::string::npos);
+  CHECK(dom.find("pre class=\"answer\"") != std::string::npos);
+  // Without a search every embedded chain is listed (up to the first page of 200).
+  dom = dom_of("");
+  CHECK(dom.find(std::to_string(res.embedded) + " of " + std::to_string(res.embedded) + " embedded chains match") !=
+        std::string::npos);
 }
