@@ -356,12 +356,14 @@ std::vector<Flag> chain_flags(const ChainView& c, const json& chain, const FlagO
     size_t n = static_cast<size_t>(std::max(1, opt.ngram));
     if (words.size() >= n + 19) {  // at least 20 n-grams: short texts say nothing
       size_t total = words.size() - n + 1, repeats = 0;
-      std::unordered_set<std::string> seen;
+      // 64-bit n-gram hashes instead of strings: this runs on every chain of a large file.
+      std::vector<uint64_t> wh(words.size());
+      for (size_t w = 0; w < words.size(); ++w) wh[w] = std::hash<std::string_view>{}(words[w]);
+      std::unordered_set<uint64_t> seen;
       seen.reserve(total);
-      std::string key;
       for (size_t k = 0; k < total; ++k) {
-        key.clear();
-        for (size_t w = 0; w < n; ++w) key.append(words[k + w]).push_back('\x1f');
+        uint64_t key = 1469598103934665603ull;
+        for (size_t w = 0; w < n; ++w) key = (key ^ wh[k + w]) * 1099511628211ull;
         if (!seen.insert(key).second) ++repeats;
       }
       double frac = static_cast<double>(repeats) / static_cast<double>(total);
