@@ -1,0 +1,143 @@
+// GRPO with verifiers, the sandbox and a KL anchor: `retort grpo CONFIG`.
+//
+// One step, top-down (run_grpo in grpo.cpp):
+//   1 sample    B prompts x G completions with the batched sampler; every finished completion
+//               is handed to the verifiers at once, so verification overlaps decoding
+//   2 score     the N x K reward table (rewards/combine.h), combined with the configured weights
+//   3 dynamic   (optional, DAPO) groups whose rewards are all equal are dropped and more
+//     sampling  prompts are drawn until B groups are kept (bounded retries, logged)
+//   4 advantage per group: (r - mean) / (std + eps), std of the group, of the batch, or none (Dr. GRPO)
+//   5 anchor    log-probs of the teacher (default), of a frozen copy of the initial policy, or none
+//   6 old       log-probs of the sampling policy: the sampler's, or recomputed by a full
+//               forward pass when mu > 1 (the ratio then compares like with like)
+//   7 update    mu passes over the batch in minibatches (one optimizer step each) with
+//               gradient accumulation; the objective is train/grpo_loss.h, untouched here
+//   8 log       metrics.jsonl (one line per step) and chains.jsonl (one line per chain, audit/chain_log.h)
+//   9 save      atomic checkpoints; a killed run resumes from the newest and reproduces the
+//               uninterrupted run's metrics on CPU with a fixed seed
+// Overlong completions: "mask" leaves truncated completions out of the loss (DAPO overlong
+// filtering); "penalty" requires the `overlong` verifier in the rewards (DAPO soft overlong
+// punishment); "none" treats them like any other completion.
+//
+// Failure modes: a config typo names the key and the allowed ones; a bad prompt line names
+// FILE:LINE; no verifier, no usable prompt, a batch that does not split into minibatches, or an
+// anchor without a checkpoint are errors before the first step; a verifier that does not
+// answer by the deadline scores 0 (the detail says so) and the run goes on.
+// What it deliberately is not: data parallel (src/dist) or tuned for GPUs.
+//
+// Shapes: B prompts per step, G completions per prompt, N = B*G sequences, P prompt length
+// (longest in the batch), L completion length (longest in the batch), V vocab.
+#pragma once
+
+#include <map>       // defines: std::map
+#include <optional>  // defines: std::optional
+#include <string>    // defines: std::string
+#include <vector>    // defines: std::vector
+
+#include <nlohmann/json.hpp>  // defines: nlohmann::json
+
+#include "common/runtime.h"    // defines: RuntimeConfig
+#include "data/prompts.h"      // defines: PromptFormatOptions
+#include "rewards/combine.h"   // defines: rewards::RewardsConfig
+#include "rewards/verifier.h"  // defines: rewards::Registry
+#include "train/grpo_loss.h"   // defines: GrpoLossOptions
+#include "train/optim.h"       // defines: OptimConfig
+
+namespace retort {
+
+class ConfigBinder;
+
+struct GrpoDataConfig {
+  std::string prompts;             // prompts JSONL (data/prompts.h formats)
+  PromptFormatOptions format;      // chat_template, system, math_instruction, code_instruction
+  int64_t max_prompt_tokens = 1024;  // longer prompts are skipped (counted in the log)
+  void bind(ConfigBinder& b);
+};
+
+struct GrpoSamplingConfig {
+  double temperature = 1.0;      // 1.0: the sampling log-probs are the policy's own
+  double top_p = 1.0;
+  int64_t top_k = 0;             // 0 = all tokens
+  int64_t max_new_tokens = 512;  // completion length cap; longer ones are "truncated"
+  void bind(ConfigBinder& b);
+};
+
+struct AdvantageConfig {
+  std::string scale = "group";  // group (GRPO) | batch | none (Dr. GRPO: no division by a std)
+  double eps = 1e-4;            // added to the std
+  void bind(ConfigBinder& b);
+};
+
+struct DynamicSamplingConfig {
+  bool enabled = false;  // DAPO: drop groups whose rewards are all equal (their advantage is 0) and refill
+  int max_retries = 3;   // extra sampling rounds per step; a batch still short then trains on fewer groups
+  void bind(ConfigBinder& b);
+};
+
+struct GrpoConfig {
+  std::string run_dir = "runs/grpo";
+  std::string model;             // initial policy checkpoint folder (Hugging Face layout)
+  nlohmann::json model_config;   // or a config.json object to start from random weights (tests)
+  std::string tokenizer;         // tokenizer.json; "" = <model>/tokenizer.json
+  std::string output;            // final model folder; "" = <run_dir>/final
+  std::string anchor = "teacher";  // teacher | reference (frozen initial policy) | none
+  std::string teacher;           // teacher checkpoint folder (anchor = teacher)
+  RuntimeConfig runtime;
+  GrpoDataConfig data;
+  int64_t prompts_per_step = 8;  // B
+  int64_t group_size = 8;        // G
+  GrpoSamplingConfig sampling;
+  rewards::RewardsConfig rewards;
+  AdvantageConfig advantage;
+  DynamicSamplingConfig dynamic_sampling;
+  int mu = 1;                    // passes over each batch (PPO epochs); > 1 recomputes the old log-probs
+  int64_t minibatch_size = 0;    // sequences per optimizer step; 0 = the whole batch (N)
+  int grad_accum = 1;            // micro-batches per minibatch (bounds activation memory)
+  int64_t logprob_micro_batch = 0;  // rows per no-grad forward (anchor / old log-probs); 0 = all
+  GrpoLossOptions loss;
+  std::string overlong = "none";  // none | mask | penalty (see the top of this file)
+  OptimConfig optim = default_optim();
+  int64_t steps = 100;           // GRPO steps (one batch of B*G completions each)
+  int64_t log_every = 1;
+  int64_t save_every = 50;       // 0 = only at the end
+  int keep_last = 2;
+  bool resume = true;
+  void bind(ConfigBinder& b);
+
+  // RL fine-tuning moves a trained model a little: a constant, small learning rate.
+  static OptimConfig default_optim() {
+    OptimConfig o;
+    o.lr = 1e-6;
+    o.warmup_steps = 0;
+    o.min_lr_ratio = 1.0;
+    o.beta2 = 0.99;
+    return o;
+  }
+};
+
+// What a test or a caller can add that a config file cannot say.
+struct GrpoHooks {
+  std::optional<rewards::Registry> registry;  // verifiers to resolve names in; unset = the built-ins
+};
+
+struct GrpoStepMetrics {
+  int64_t step = 0;
+  double reward_mean = 0;     // over the kept batch
+  double reward_std = 0;
+  double loss = 0;
+  double kl = 0;              // mean per-token KL to the anchor under the sampling policy (NaN without anchor)
+  int64_t groups_dropped = 0; // by dynamic sampling
+  int64_t chains = 0;         // completions trained on
+};
+
+struct GrpoResult {
+  std::vector<GrpoStepMetrics> steps;  // the steps run in this process
+  std::string output_dir;
+  int64_t resumed_from = 0;            // step of the checkpoint resumed from (0 = fresh)
+};
+
+// Runs GRPO as configured. `overrides` are "a.b=c" strings applied to `doc` before parsing.
+GrpoResult run_grpo(const nlohmann::json& doc, const std::string& where, const std::vector<std::string>& overrides = {},
+                    const GrpoHooks& hooks = {});
+
+}  // namespace retort
