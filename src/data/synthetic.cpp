@@ -442,22 +442,25 @@ const std::vector<std::string> kPairInputs = {"Input: one line with two integers
 
 constexpr int kMinTests = 3, kMaxTests = 5;
 
-// Draws test inputs until the tests are distinct and do not all print the same thing (a
-// program that prints a constant must not pass). `run` maps an input to what is printed.
+// Draws test inputs until the tests are distinct, do not all print the same thing (a
+// program that prints a constant must not pass) and at most one prints an empty line (a
+// program that prints nothing matches those). `run` maps an input to what is printed.
 template <class MakeInput, class Run>
 bool draw_tests(Rng& rng, MakeInput make_input, Run run, json& tests, std::string& first_input) {
   for (int attempt = 0; attempt < 20; ++attempt) {
     int n = static_cast<int>(rng.uniform(kMinTests, kMaxTests));
     std::set<std::string> inputs, outputs;
+    int empty = 0;
     json t = json::array();
     for (int i = 0; i < n; ++i) {
       std::string in = make_input();
       if (!inputs.insert(in).second) continue;
       std::string out = run(in);
       outputs.insert(out);
+      empty += out.empty();
       t.push_back({{"input", in}, {"output", out + "\n"}});
     }
-    if (t.size() >= static_cast<size_t>(kMinTests) && outputs.size() >= 2) {
+    if (t.size() >= static_cast<size_t>(kMinTests) && outputs.size() >= 2 && empty <= 1) {
       tests = std::move(t);
       first_input = tests[0]["input"].get<std::string>();
       return true;

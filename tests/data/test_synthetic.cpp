@@ -311,13 +311,16 @@ TEST_CASE("synthetic code: the trace holds the reference program and the tests a
       CHECK(p.tests.size() >= 3);
       CHECK(p.tests.size() <= 5);
       std::set<std::string> inputs, outputs;
+      int empty = 0;
       for (const auto& t : p.tests) {
         inputs.insert(t["input"].get<std::string>());
         outputs.insert(t["output"].get<std::string>());
         CHECK(t["output"].get<std::string>().back() == '\n');
+        empty += t["output"] == "\n";
       }
       CHECK(inputs.size() == p.tests.size());
       CHECK(outputs.size() >= 2);  // a program printing a constant must fail some test
+      CHECK(empty <= 1);           // a program printing nothing must fail all but one
       // The self-check works the first test and prints its expected output.
       std::string reasoning = reasoning_of(p.completion);
       std::string out = p.tests[0]["output"].get<std::string>();
