@@ -1,13 +1,52 @@
 // `retort run|sft|distill|grpo|eval|audit|report`.
 #include "cli/commands.h"
 
+#include "common/config.h"
+#include "common/error.h"
+#include "train/grpo.h"
+#include "train/sft.h"
+
 namespace retort::cli {
+
+namespace {
+// A stage subcommand: CONFIG plus key.sub=value overrides.
+struct StageArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+};
+CLI::App* add_stage(CLI::App& app, const std::string& name, const std::string& description, std::shared_ptr<StageArgs> args) {
+  CLI::App* cmd = app.add_subcommand(name, description);
+  cmd->add_option("config", args->config, "JSON config (comments allowed)")->required();
+  cmd->add_option("overrides", args->overrides, "key.sub=value overrides, applied in order");
+  return cmd;
+}
+}  // namespace
 
 void register_pipeline_commands(CLI::App& app) {
   add_pending_command(app, "run", "run the pipeline stages named in a config, in order");
-  add_pending_command(app, "sft", "supervised fine-tuning on reasoning traces");
-  add_pending_command(app, "distill", "SFT plus teacher-guided distillation (logit, feature, attention)");
-  add_pending_command(app, "grpo", "GRPO with verifiers, sandbox and a KL anchor");
+
+  auto sft_args = std::make_shared<StageArgs>();
+  add_stage(app, "sft", "supervised fine-tuning on reasoning traces (resumes a killed run)", sft_args)->callback([sft_args] {
+    run_sft(load_json_file(sft_args->config), sft_args->config, sft_args->overrides);
+  });
+
+  auto distill_args = std::make_shared<StageArgs>();
+  add_stage(app, "distill", "SFT plus teacher-guided distillation (logit, feature, attention; progressive schedule)", distill_args)
+      ->callback([distill_args] {
+        nlohmann::json doc = load_json_file(distill_args->config);
+        for (const auto& o : distill_args->overrides) apply_override(doc, o);
+        bool offline = doc.contains("distill") && doc["distill"].is_object() && doc["distill"].contains("logit") &&
+                       doc["distill"]["logit"].is_object() && doc["distill"]["logit"].value("kind", "") == "offline";
+        if (!offline && (!doc.contains("distill") || !doc["distill"].is_object() || doc["distill"].value("teacher", "").empty())) {
+          throw Error(ErrorInfo{"retort distill needs a teacher", distill_args->config, "distill.teacher = a checkpoint folder, or distill.logit.kind = offline",
+                                "none", "use retort sft for training without a teacher"});
+        }
+        run_sft(doc, distill_args->config);
+      });
+  auto grpo_args = std::make_shared<StageArgs>();
+  add_stage(app, "grpo", "GRPO with verifiers, sandbox and a KL anchor (resumes a killed run)", grpo_args)->callback([grpo_args] {
+    run_grpo(load_json_file(grpo_args->config), grpo_args->config, grpo_args->overrides);
+  });
   add_pending_command(app, "eval", "pass@1, pass@k and maj@k on prompt files");
 }
 

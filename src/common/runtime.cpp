@@ -1,11 +1,18 @@
 #include "common/runtime.h"
 
+#include "common/config.h"
 #include "common/error.h"
 #include "common/platform.h"
 
 #include <cstdlib>  // defines: std::getenv
 
 namespace retort {
+
+void RuntimeConfig::bind(ConfigBinder& b) {
+  b.field("threads", threads);
+  b.field("seed", seed);
+  b.choice("device", device, {"auto", "cpu", "cuda"});
+}
 
 std::string resolve_device(const std::string& device) {
   if (device == "cpu") return "cpu";

@@ -6,10 +6,13 @@
 
 namespace retort {
 
+class ConfigBinder;
+
 struct RuntimeConfig {
   int threads = 0;      // intra-op threads; 0 = the number of cores (Torch defaults to 1 here)
   int64_t seed = 1234;  // seeds Torch's CPU and CUDA generators
   std::string device = "auto";  // auto | cpu | cuda
+  void bind(ConfigBinder& b);
 };
 
 // Applies the config; returns a one-line description for the log.

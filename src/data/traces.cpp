@@ -1,6 +1,7 @@
 #include "data/traces.h"
 
-#include <fstream>  // defines: std::ifstream
+#include <algorithm>  // defines: std::max
+#include <fstream>    // defines: std::ifstream
 
 #include <tbb/parallel_for.h>  // defines: tbb::parallel_for
 
@@ -47,7 +48,25 @@ TraceSample parse_trace(const json& j, const std::string& where) {
   if (!j.is_object()) throw Error(ErrorInfo{"a trace line must be a JSON object", where, "an object", j.type_name(), ""});
   TraceSample s;
   s.id = j.contains("id") ? (j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump()) : where;
-  if (j.contains("teacher_topk")) s.teacher_topk = j["teacher_topk"];
+  if (j.contains("teacher_topk") && !j["teacher_topk"].is_null()) {
+    // Checked here, where the file and line are known; aligned with the tokens later.
+    const json& tk = j["teacher_topk"];
+    if (!tk.is_array())
+      throw Error(ErrorInfo{"'teacher_topk' must be an array with one entry per completion token", where,
+                            "[{\"ids\": [...], \"logprobs\": [...]}, ...]", tk.type_name(), ""});
+    for (size_t i = 0; i < tk.size(); ++i) {
+      const json& e = tk[i];
+      bool ok = e.is_object() && e.contains("ids") && e.contains("logprobs") && e["ids"].is_array() &&
+                e["logprobs"].is_array() && !e["ids"].empty() && e["ids"].size() == e["logprobs"].size();
+      if (ok)
+        for (size_t k = 0; k < e["ids"].size() && ok; ++k)
+          ok = e["ids"][k].is_number_integer() && e["logprobs"][k].is_number();
+      if (!ok)
+        throw Error(ErrorInfo{"teacher_topk entry " + std::to_string(i) + " is malformed", where,
+                              "{\"ids\": [k integers], \"logprobs\": [k numbers]} with k >= 1", e.dump().substr(0, 80), ""});
+    }
+    s.teacher_topk = tk;
+  }
 
   if (j.contains("messages")) {
     const json& msgs = j["messages"];
@@ -148,6 +167,40 @@ bool tokenize_trace(const TraceSample& s, const Tokenizer& tok, const TraceDataO
   out.loss_mask.assign(out.ids.size(), 0);
   for (size_t i = opt.loss_on_prompt ? 0 : static_cast<size_t>(out.prompt_length); i < out.ids.size(); ++i) out.loss_mask[i] = 1;
   out.truncated = false;
+  out.topk_rows = out.topk_k = 0;
+  out.topk_ids.clear();
+  out.topk_logprobs.clear();
+  if (s.teacher_topk.is_array()) {
+    // One entry per completion token as this tokenizer splits it; the end-of-turn token may
+    // lack one (an API teacher never saw it).
+    const json& tk = s.teacher_topk;
+    const size_t n = tk.size();
+    if (n != comp.size() && !(n + 1 == comp.size() && !eos.empty())) {
+      throw Error(ErrorInfo{"teacher_topk does not line up with the completion's tokens", "trace " + s.id,
+                            std::to_string(comp.size()) + " entries (or " + std::to_string(comp.size() - 1) +
+                                " without the end-of-turn token)",
+                            std::to_string(n) + " entries",
+                            "write teacher_topk with the student's tokenizer and chat template (" + opt.chat_template + ")"});
+    }
+    int64_t k = 0;
+    for (const auto& e : tk) k = std::max<int64_t>(k, static_cast<int64_t>(e["ids"].size()));
+    out.topk_rows = static_cast<int64_t>(n);
+    out.topk_k = k;
+    out.topk_ids.assign(n * static_cast<size_t>(k), 0);
+    out.topk_logprobs.assign(n * static_cast<size_t>(k), -1e9f);
+    const int64_t vocab = tok.vocab_size();
+    for (size_t j = 0; j < n; ++j) {
+      const json& e = tk[j];
+      for (size_t c = 0; c < e["ids"].size(); ++c) {
+        int64_t id = e["ids"][c].get<int64_t>();
+        if (id < 0 || id >= vocab)
+          throw Error(ErrorInfo{"teacher_topk names a token outside the vocabulary", "trace " + s.id + ", entry " + std::to_string(j),
+                                "0.." + std::to_string(vocab - 1), std::to_string(id), "use the student's tokenizer"});
+        out.topk_ids[j * k + c] = static_cast<int32_t>(id);
+        out.topk_logprobs[j * k + c] = e["logprobs"][c].get<float>();
+      }
+    }
+  }
   if (static_cast<int64_t>(out.ids.size()) > opt.max_length) {
     if (opt.truncation == "drop" || out.prompt_length >= opt.max_length) return false;
     out.ids.resize(static_cast<size_t>(opt.max_length));

@@ -56,6 +56,12 @@ struct TokenizedSample {
   std::vector<uint8_t> loss_mask;  // [T] 1 where the token is a training target
   int64_t prompt_length = 0;       // tokens of the rendered prompt
   bool truncated = false;
+  // Offline teacher distribution (the trace's teacher_topk), row-major [topk_rows, topk_k]:
+  // row j is the teacher's top-k for completion token j, i.e. for ids[prompt_length + j].
+  // Rows shorter than topk_k are padded with id 0 and log-prob -1e9 (probability 0).
+  int64_t topk_rows = 0, topk_k = 0;
+  std::vector<int32_t> topk_ids;
+  std::vector<float> topk_logprobs;
 };
 
 struct TokenizeStats {

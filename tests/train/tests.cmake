@@ -1,5 +1,7 @@
 # Torch-including test files of src/train: keep them few (each costs a Torch compile).
 set(RETORT_TESTS_train
   ${CMAKE_CURRENT_LIST_DIR}/test_losses.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_sft.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_grpo.cpp
 )
 set(RETORT_TESTS_train_LIBS retort_core)

@@ -1,0 +1,98 @@
+// Hierarchical distillation inside the SFT recipe: the teacher's logits (logic level),
+// hidden states (feature level) and attention probabilities (structure level) guide the
+// student, weighted by the progressive schedule. `retort distill CONFIG` is `retort sft`
+// with a `distill` section whose `teacher` is set.
+//
+// Layer maps are JSON objects {"student index": teacher index}: feature maps index
+// hidden states (0 = embeddings, i = output of layer i), attention maps index layers
+// (0 = first). Loss names in the schedule: ce, logit, feature, attention.
+#pragma once
+
+#include <map>     // defines: std::map
+#include <memory>  // defines: std::unique_ptr
+#include <string>  // defines: std::string
+#include <vector>  // defines: std::vector
+
+#include "common/torch_pch.h"  // defines: torch::Tensor
+#include "model/transformer.h"  // defines: Qwen2ForCausalLM
+#include "train/distill_losses.h"
+
+namespace retort {
+
+class ConfigBinder;
+class Tokenizer;
+
+struct LogitDistillConfig {
+  std::string kind = "forward_kl";  // forward_kl | reverse_kl | jsd | topk (teacher top-k support) |
+                                    // offline (the traces' teacher_topk; no teacher checkpoint needed)
+  double temperature = 2.0;         // tau of the softened distributions
+  double beta = 0.5;                // jsd interpolation (GKD)
+  int top_k = 20;                   // support of "topk" (online)
+  void bind(ConfigBinder& b);
+};
+
+struct FeatureDistillConfig {
+  std::map<std::string, int64_t> layer_map;  // student hidden-state index -> teacher hidden-state index
+  std::string kind = "mse";                  // mse | cosine
+  void bind(ConfigBinder& b);
+};
+
+struct AttentionDistillConfig {
+  std::map<std::string, int64_t> layer_map;  // student layer -> teacher layer
+  std::string heads = "mapped";              // mapped (group-average to gcd of head counts) | mean
+  void bind(ConfigBinder& b);
+};
+
+struct DistillConfig {
+  std::string teacher;  // teacher checkpoint folder; "" = plain SFT (or logit.kind = offline alone)
+  LogitDistillConfig logit;
+  FeatureDistillConfig feature;
+  AttentionDistillConfig attention;
+  DistillSchedule schedule;  // empty = {"ce": 1, "logit": 1} throughout
+  void bind(ConfigBinder& b);
+};
+
+// The teacher-side state of a distillation run: the frozen teacher, the learned
+// projections, and the loss computation for one batch.
+class Distiller {
+ public:
+  // Loads the teacher, checks it shares the student's tokenizer and vocabulary, validates
+  // the layer maps against both models and creates one projection per feature pair whose
+  // widths differ. Throws retort::Error naming the config key on any mismatch.
+  Distiller(const DistillConfig& cfg, Qwen2ForCausalLMImpl& student, const Tokenizer& student_tok, torch::Device device,
+            const std::string& where);
+
+  // Named learnable tensors (projections) for the optimizer and the checkpoint.
+  std::vector<std::pair<std::string, torch::Tensor>> parameters() const;
+  void load_parameters(const std::map<std::string, torch::Tensor>& tensors, const std::string& where);
+
+  struct Losses {
+    torch::Tensor total;                    // scalar: the weighted sum, ce included
+    std::map<std::string, double> values;   // each loss's value
+  };
+  // The offline teacher distribution of a batch (logit.kind = offline), aligned with the
+  // targets: ids/logprobs [B, T-1, K], mask [B, T-1] (1 where the trace gave the teacher's top-k).
+  struct OfflineTopk {
+    torch::Tensor ids, logprobs, mask;
+  };
+
+  // Which student outputs (hidden states, attentions) the active weights require.
+  ForwardOptions student_options(const std::map<std::string, double>& weights) const;
+  // ids/attention [B, T]; loss_mask [B, T-1]; ce_mean = the caller's token cross-entropy of
+  // `student_out` (a scalar); `offline` is used only by logit.kind = offline.
+  Losses losses(const ForwardOutput& student_out, const torch::Tensor& ids, const torch::Tensor& attention,
+                const torch::Tensor& loss_mask, const torch::Tensor& ce_mean, const std::map<std::string, double>& weights,
+                const OfflineTopk& offline = {});
+  bool offline() const { return cfg_.logit.kind == "offline"; }
+
+  const DistillSchedule& schedule() const { return schedule_; }
+
+ private:
+  DistillConfig cfg_;
+  DistillSchedule schedule_;
+  Qwen2ForCausalLM teacher_{nullptr};
+  std::vector<std::pair<int64_t, int64_t>> feature_pairs_, attention_pairs_;
+  std::map<int64_t, torch::Tensor> projections_;  // student index -> [Cs, Ct]
+};
+
+}  // namespace retort

@@ -1,0 +1,185 @@
+#include "train/optim.h"
+
+#include <cmath>       // defines: std::cos, std::sqrt
+#include <filesystem>  // defines: std::filesystem
+#include <fstream>     // defines: std::ifstream
+
+#include "common/config.h"
+#include "common/error.h"
+#include "model/checkpoint.h"
+#include "model/transformer.h"
+
+namespace fs = std::filesystem;
+
+namespace retort {
+
+void OptimConfig::bind(ConfigBinder& b) {
+  b.field("lr", lr);
+  b.field("min_lr_ratio", min_lr_ratio);
+  b.field("warmup_steps", warmup_steps);
+  b.field("weight_decay", weight_decay);
+  b.field("beta1", beta1);
+  b.field("beta2", beta2);
+  b.field("eps", eps);
+  b.field("grad_clip", grad_clip);
+}
+
+double learning_rate(const OptimConfig& c, int64_t step, int64_t total) {
+  if (c.warmup_steps > 0 && step < c.warmup_steps) return c.lr * static_cast<double>(step + 1) / c.warmup_steps;
+  int64_t decay_steps = std::max<int64_t>(1, total - c.warmup_steps);
+  double progress = std::min(1.0, static_cast<double>(step - c.warmup_steps) / decay_steps);
+  double floor = c.lr * c.min_lr_ratio;
+  return floor + (c.lr - floor) * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> params, const OptimConfig& cfg) : cfg_(cfg) {
+  for (auto& [name, p] : params) {
+    if (!p.requires_grad()) continue;
+    slots_.push_back({name, p, torch::zeros_like(p, torch::kFloat), torch::zeros_like(p, torch::kFloat), p.dim() >= 2});
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& s : slots_)
+    if (s.param.grad().defined()) s.param.mutable_grad().zero_();
+}
+
+void AdamW::step(double lr) {
+  torch::NoGradGuard ng;
+  ++t_;
+  const double bc1 = 1.0 - std::pow(cfg_.beta1, static_cast<double>(t_));
+  const double bc2 = 1.0 - std::pow(cfg_.beta2, static_cast<double>(t_));
+  for (auto& s : slots_) {
+    if (!s.param.grad().defined()) continue;
+    auto g = s.param.grad().to(torch::kFloat);
+    s.m.mul_(cfg_.beta1).add_(g, 1.0 - cfg_.beta1);
+    s.v.mul_(cfg_.beta2).addcmul_(g, g, 1.0 - cfg_.beta2);
+    auto denom = (s.v / bc2).sqrt_().add_(cfg_.eps);
+    auto update = (s.m / bc1).div_(denom);
+    if (s.decay && cfg_.weight_decay > 0) s.param.mul_(1.0 - lr * cfg_.weight_decay);
+    s.param.add_(update.to(s.param.scalar_type()), -lr);
+  }
+}
+
+std::map<std::string, torch::Tensor> AdamW::state_tensors() const {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& s : slots_) {
+    out[s.name + ".exp_avg"] = s.m.detach().cpu().contiguous();
+    out[s.name + ".exp_avg_sq"] = s.v.detach().cpu().contiguous();
+  }
+  return out;
+}
+
+void AdamW::load_state(const std::map<std::string, torch::Tensor>& tensors, int64_t steps_taken, const std::string& where) {
+  torch::NoGradGuard ng;
+  for (auto& s : slots_) {
+    for (auto [suffix, dst] : {std::pair<const char*, torch::Tensor*>{".exp_avg", &s.m}, {".exp_avg_sq", &s.v}}) {
+      auto it = tensors.find(s.name + suffix);
+      if (it == tensors.end() || it->second.sizes() != dst->sizes()) {
+        throw Error(ErrorInfo{"the optimizer state does not match the model", where, s.name + suffix + " of shape " + c10::str(dst->sizes()),
+                              it == tensors.end() ? "absent" : c10::str(it->second.sizes()),
+                              "resume with the same model configuration, or start a new run folder"});
+      }
+      dst->copy_(it->second);
+    }
+  }
+  t_ = steps_taken;
+}
+
+double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
+  torch::NoGradGuard ng;
+  double total = 0;
+  for (const auto& p : params)
+    if (p.grad().defined()) total += p.grad().to(torch::kFloat).pow(2).sum().item<double>();  // sync point
+  double norm = std::sqrt(total);
+  if (max_norm > 0 && norm > max_norm) {
+    double scale = max_norm / (norm + 1e-6);
+    for (const auto& p : params)
+      if (p.grad().defined()) p.grad().mul_(scale);
+  }
+  return norm;
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkpoints
+
+namespace {
+int64_t step_of(const fs::path& p) {
+  std::string n = p.filename().string();
+  if (n.rfind("step-", 0) != 0) return -1;
+  try {
+    size_t used = 0;
+    int64_t v = std::stoll(n.substr(5), &used);
+    return used == n.size() - 5 ? v : -1;
+  } catch (...) {
+    return -1;
+  }
+}
+}  // namespace
+
+void save_training_checkpoint(const std::string& run_dir, int64_t step, Qwen2ForCausalLMImpl& model, const AdamW& optim,
+                              const nlohmann::json& trainer_state, const std::string& tokenizer_dir, int keep_last,
+                              const std::map<std::string, torch::Tensor>& extra) {
+  fs::path root = fs::path(run_dir) / "checkpoints";
+  fs::create_directories(root);
+  fs::path final_dir = root / ("step-" + std::to_string(step));
+  fs::path tmp = root / (".tmp-step-" + std::to_string(step));
+  fs::remove_all(tmp);
+  SaveOptions so;
+  so.tokenizer_dir = tokenizer_dir;
+  save_model(model, tmp.string(), so);
+  write_safetensors_tensors((tmp / "optimizer.safetensors").string(), optim.state_tensors());
+  if (!extra.empty()) write_safetensors_tensors((tmp / "distill_state.safetensors").string(), extra);
+  // trainer_state.json last: its presence marks a complete checkpoint.
+  write_json_file_atomic((tmp / "trainer_state.json").string(), trainer_state);
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);  // one atomic step from invisible to complete
+
+  std::vector<std::pair<int64_t, fs::path>> all;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory() && step_of(e.path()) >= 0) all.emplace_back(step_of(e.path()), e.path());
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; keep_last > 0 && i + static_cast<size_t>(keep_last) < all.size(); ++i) fs::remove_all(all[i].second);
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
+  fs::path root = fs::path(run_dir) / "checkpoints";
+  if (!fs::exists(root)) return std::nullopt;
+  int64_t best = -1;
+  fs::path best_path;
+  for (const auto& e : fs::directory_iterator(root)) {
+    int64_t s = step_of(e.path());
+    if (s > best && fs::exists(e.path() / "trainer_state.json")) {
+      best = s;
+      best_path = e.path();
+    }
+  }
+  if (best < 0) return std::nullopt;
+  return best_path.string();
+}
+
+nlohmann::json load_training_checkpoint(const std::string& dir, Qwen2ForCausalLMImpl& model, AdamW& optim) {
+  nlohmann::json state = load_json_file((fs::path(dir) / "trainer_state.json").string());
+  {
+    torch::NoGradGuard ng;
+    model.load_hf_state_dict(read_checkpoint_tensors(dir), dir);
+  }
+  optim.load_state(read_safetensors((fs::path(dir) / "optimizer.safetensors").string()), state.value("optimizer_steps", int64_t(0)),
+                   (fs::path(dir) / "optimizer.safetensors").string());
+  return state;
+}
+
+void truncate_jsonl_after_step(const std::string& path, int64_t step) {
+  std::ifstream f(path);
+  if (!f) return;
+  std::string line, kept;
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) continue;  // a line cut by the kill
+    if (j.is_object() && j.contains("step") && j["step"].is_number() && j["step"].get<int64_t>() > step) continue;
+    kept += line + "\n";
+  }
+  write_file_atomic(path, kept);
+}
+
+}  // namespace retort

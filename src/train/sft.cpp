@@ -1,0 +1,365 @@
+#include "train/sft.h"
+
+#include <algorithm>   // defines: std::shuffle, std::sort
+#include <cmath>       // defines: std::isnan
+#include <filesystem>  // defines: std::filesystem
+#include <random>      // defines: std::mt19937_64
+
+#include "common/config.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/platform.h"
+#include "common/run_dir.h"
+#include "model/checkpoint.h"
+#include "model/transformer.h"
+#include "train/distill.h"
+#include "tokenizer/tokenizer.h"
+
+namespace fs = std::filesystem;
+
+namespace retort {
+
+void SftDataConfig::bind(ConfigBinder& b) {
+  b.field("train", train);
+  b.field("valid", valid);
+  b.field("valid_fraction", valid_fraction);
+  format.bind(b);  // the trace options sit beside the paths: data.max_length, data.chat_template, ...
+}
+
+void SftConfig::bind(ConfigBinder& b) {
+  b.field("run_dir", run_dir);
+  b.field("model", model);
+  b.field("model_config", model_config);
+  b.field("tokenizer", tokenizer);
+  b.field("output", output);
+  b.field("runtime", runtime);
+  b.field("data", data);
+  b.field("optim", optim);
+  b.field("steps", steps);
+  b.field("batch_size", batch_size);
+  b.field("grad_accum", grad_accum);
+  b.field("log_every", log_every);
+  b.field("eval_every", eval_every);
+  b.field("save_every", save_every);
+  b.field("keep_last", keep_last);
+  b.field("resume", resume);
+  b.field("distill", distill);
+}
+
+namespace {
+
+// ---- batches ------------------------------------------------------------------------------
+
+// One epoch's batches: a seeded permutation, then windows of 16 batches sorted by length so
+// that a batch holds similar lengths (little padding), then the batches shuffled again.
+std::vector<std::vector<int64_t>> epoch_batches(const std::vector<TokenizedSample>& data, int batch_size, uint64_t seed,
+                                                int64_t epoch) {
+  std::vector<int64_t> order(data.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+  std::mt19937_64 rng(seed * 1000003ull + static_cast<uint64_t>(epoch));
+  std::shuffle(order.begin(), order.end(), rng);
+  const size_t window = static_cast<size_t>(batch_size) * 16;
+  for (size_t w = 0; w < order.size(); w += window) {
+    auto end = order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), w + window));
+    std::stable_sort(order.begin() + static_cast<std::ptrdiff_t>(w), end,
+                     [&](int64_t a, int64_t b) { return data[a].ids.size() < data[b].ids.size(); });
+  }
+  std::vector<std::vector<int64_t>> batches;
+  for (size_t i = 0; i < order.size(); i += static_cast<size_t>(batch_size))
+    batches.emplace_back(order.begin() + static_cast<std::ptrdiff_t>(i),
+                         order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), i + batch_size)));
+  std::shuffle(batches.begin(), batches.end(), rng);
+  return batches;
+}
+
+struct Batch {
+  torch::Tensor ids;        // [B, T] int64, right-padded with 0
+  torch::Tensor attention;  // [B, T] int64: 1 for real tokens
+  torch::Tensor targets;    // [B, T-1] int64: ids shifted left
+  torch::Tensor loss_mask;  // [B, T-1] float: 1 where the target is trained on
+  int64_t target_tokens = 0;
+  Distiller::OfflineTopk topk;  // [B, T-1, K] teacher_topk aligned with the targets (offline distillation only)
+};
+
+// Places each row's teacher_topk at the positions that predict its completion tokens:
+// completion token j sits at ids[prompt_length + j] and is predicted by logits[prompt_length + j - 1].
+Distiller::OfflineTopk make_offline_topk(const std::vector<TokenizedSample>& data, const std::vector<int64_t>& rows, int64_t T) {
+  int64_t K = 1;
+  for (int64_t r : rows) K = std::max(K, data[r].topk_k);
+  const int64_t B = static_cast<int64_t>(rows.size());
+  auto ids = torch::zeros({B, T - 1, K}, torch::kLong);
+  auto lp = torch::full({B, T - 1, K}, -1e9, torch::kFloat);
+  auto mask = torch::zeros({B, T - 1}, torch::kFloat);
+  auto ia = ids.accessor<int64_t, 3>();
+  auto la = lp.accessor<float, 3>();
+  auto ma = mask.accessor<float, 2>();
+  for (int64_t b = 0; b < B; ++b) {
+    const TokenizedSample& s = data[rows[b]];
+    for (int64_t j = 0; j < s.topk_rows; ++j) {
+      int64_t pos = s.prompt_length + j - 1;
+      if (pos < 0 || pos >= T - 1 || s.prompt_length + j >= static_cast<int64_t>(s.ids.size())) continue;  // cut by truncation
+      for (int64_t c = 0; c < s.topk_k; ++c) {
+        ia[b][pos][c] = s.topk_ids[j * s.topk_k + c];
+        la[b][pos][c] = s.topk_logprobs[j * s.topk_k + c];
+      }
+      ma[b][pos] = 1;
+    }
+  }
+  return {ids, lp, mask};
+}
+
+Batch make_batch(const std::vector<TokenizedSample>& data, const std::vector<int64_t>& rows, torch::Device device,
+                 bool offline_topk = false) {
+  int64_t T = 0;
+  for (int64_t r : rows) T = std::max<int64_t>(T, static_cast<int64_t>(data[r].ids.size()));
+  const int64_t B = static_cast<int64_t>(rows.size());
+  auto ids = torch::zeros({B, T}, torch::kLong);
+  auto att = torch::zeros({B, T}, torch::kLong);
+  auto lm = torch::zeros({B, T}, torch::kFloat);
+  auto ia = ids.accessor<int64_t, 2>();
+  auto aa = att.accessor<int64_t, 2>();
+  auto la = lm.accessor<float, 2>();
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& s = data[rows[b]];
+    for (size_t t = 0; t < s.ids.size(); ++t) {
+      ia[b][t] = s.ids[t];
+      aa[b][t] = 1;
+      la[b][t] = s.loss_mask[t];
+    }
+  }
+  Batch out;
+  out.ids = ids.to(device);
+  out.attention = att.to(device);
+  out.targets = ids.narrow(1, 1, T - 1).to(device);
+  // A position's loss trains the prediction of the NEXT token: mask of the target.
+  auto mask = lm.narrow(1, 1, T - 1);
+  out.loss_mask = mask.to(device);
+  out.target_tokens = static_cast<int64_t>(mask.sum().item<double>());
+  if (offline_topk) {
+    auto t = make_offline_topk(data, rows, T);
+    out.topk = {t.ids.to(device), t.logprobs.to(device), t.mask.to(device)};
+  }
+  return out;
+}
+
+// Summed token cross-entropy of a batch: sum over trained targets of -log p(target).
+torch::Tensor summed_ce(const ForwardOutput& out, const Batch& b) {
+  auto logits = out.logits.narrow(1, 0, b.ids.size(1) - 1).to(torch::kFloat);  // [B, T-1, V]
+  auto logp = torch::log_softmax(logits, -1).gather(-1, b.targets.unsqueeze(-1)).squeeze(-1);  // [B, T-1]
+  return -(logp * b.loss_mask).sum();
+}
+
+double validation_loss(Qwen2ForCausalLMImpl& model, const std::vector<TokenizedSample>& valid, int batch_size,
+                       torch::Device device) {
+  if (valid.empty()) return std::nan("");
+  torch::NoGradGuard ng;
+  model.eval();
+  double total = 0;
+  int64_t tokens = 0;
+  for (size_t i = 0; i < valid.size(); i += static_cast<size_t>(batch_size)) {
+    std::vector<int64_t> rows;
+    for (size_t j = i; j < std::min(valid.size(), i + batch_size); ++j) rows.push_back(static_cast<int64_t>(j));
+    Batch b = make_batch(valid, rows, device);
+    total += summed_ce(model.forward(b.ids, b.attention), b).item<double>();
+    tokens += b.target_tokens;
+  }
+  model.train();
+  return tokens > 0 ? total / tokens : std::nan("");
+}
+
+}  // namespace
+
+SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const std::vector<std::string>& overrides) {
+  // ---- setup -------------------------------------------------------------------------------
+  nlohmann::json doc = doc_in;
+  for (const auto& o : overrides) apply_override(doc, o);
+  SftConfig cfg = parse_config<SftConfig>(doc, where);
+  if (cfg.data.train.empty()) throw Error(ErrorInfo{"no training traces given", where, "data.train = a JSONL file", "\"\"", ""});
+  if (cfg.model.empty() == cfg.model_config.is_null()) {
+    throw Error(ErrorInfo{"give exactly one of 'model' (a checkpoint folder) and 'model_config' (a config.json object)", where,
+                          "one of them", cfg.model.empty() ? "neither" : "both", ""});
+  }
+  if (cfg.batch_size <= 0 || cfg.grad_accum <= 0 || cfg.steps <= 0) {
+    throw Error(ErrorInfo{"batch_size, grad_accum and steps must be positive", where, "> 0",
+                          std::to_string(cfg.batch_size) + ", " + std::to_string(cfg.grad_accum) + ", " + std::to_string(cfg.steps), ""});
+  }
+  log_info(apply_runtime(cfg.runtime));
+  torch::Device device(resolve_device(cfg.runtime.device));
+  RunDir run(cfg.run_dir);
+  run.save_resolved_config(config_to_json(cfg));
+
+  std::string tok_path = !cfg.tokenizer.empty() ? cfg.tokenizer : (fs::path(cfg.model) / "tokenizer.json").string();
+  Tokenizer tok = Tokenizer::from_file(tok_path);
+  std::string tokenizer_dir = fs::path(tok_path).parent_path().string();
+
+  // Data: tokenize, then split off validation deterministically.
+  auto traces = load_traces(cfg.data.train);
+  TokenizeStats stats;
+  auto train = tokenize_traces(traces, tok, cfg.data.format, &stats, cfg.data.train);
+  log_info("traces: " + std::to_string(stats.samples) + " read, " + std::to_string(stats.kept) + " kept, " +
+           std::to_string(stats.dropped_too_long) + " dropped as too long, " + std::to_string(stats.cut) + " cut, " +
+           std::to_string(stats.tokens) + " tokens");
+  std::vector<TokenizedSample> valid;
+  if (!cfg.data.valid.empty()) {
+    valid = tokenize_traces(load_traces(cfg.data.valid), tok, cfg.data.format, nullptr, cfg.data.valid);
+  } else if (cfg.data.valid_fraction > 0 && train.size() > 1) {
+    size_t n_valid = std::max<size_t>(1, static_cast<size_t>(train.size() * cfg.data.valid_fraction));
+    n_valid = std::min(n_valid, train.size() - 1);
+    // The last n_valid samples of a seeded permutation.
+    std::vector<size_t> order(train.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::mt19937_64 rng(static_cast<uint64_t>(cfg.runtime.seed) ^ 0x5eedull);
+    std::shuffle(order.begin(), order.end(), rng);
+    std::vector<TokenizedSample> kept;
+    for (size_t i = 0; i < order.size(); ++i) (i < order.size() - n_valid ? kept : valid).push_back(std::move(train[order[i]]));
+    train.swap(kept);
+  }
+
+  // Model.
+  Qwen2ForCausalLM model = cfg.model.empty() ? Qwen2ForCausalLM(ModelConfig::from_json(cfg.model_config, where + ": model_config"))
+                                             : load_model(cfg.model, LoadOptions{device.str(), "float32"});
+  model->to(device);
+  model->train();
+  if (model->config().vocab_size < tok.vocab_size()) {
+    throw Error(ErrorInfo{"the tokenizer has more tokens than the model's vocabulary", where, "vocab_size >= " + std::to_string(tok.vocab_size()),
+                          std::to_string(model->config().vocab_size), "use the model's own tokenizer"});
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  std::vector<torch::Tensor> params;
+  for (auto& p : model->named_parameters()) {
+    named.emplace_back(p.key(), p.value());
+    params.push_back(p.value());
+  }
+  std::unique_ptr<Distiller> distiller;
+  if (!cfg.distill.teacher.empty() || cfg.distill.logit.kind == "offline") {
+    if (cfg.distill.logit.kind == "offline") {
+      int64_t with = 0;
+      for (const auto& t : train) with += t.topk_rows > 0;
+      if (with == 0) {
+        throw Error(ErrorInfo{"distill.logit.kind = offline, but no training trace carries teacher_topk", cfg.data.train,
+                              "traces with \"teacher_topk\": [{\"ids\", \"logprobs\"} per completion token]", "none",
+                              "write the teacher's top-k into the traces, or use an online kind with distill.teacher"});
+      }
+      log_info("distill: " + std::to_string(with) + " of " + std::to_string(train.size()) + " training traces carry teacher_topk");
+    }
+    distiller = std::make_unique<Distiller>(cfg.distill, *model, tok, device, where);
+    for (auto& np : distiller->parameters()) {
+      named.push_back(np);
+      params.push_back(np.second);
+    }
+  }
+  AdamW optim(named, cfg.optim);
+
+  // Resume.
+  int64_t step = 0, epoch = 0, cursor = 0;
+  SftResult result;
+  if (cfg.resume) {
+    if (auto ckpt = latest_checkpoint(cfg.run_dir)) {
+      nlohmann::json st = load_training_checkpoint(*ckpt, *model, optim);
+      if (distiller) distiller->load_parameters(read_safetensors(*ckpt + "/distill_state.safetensors"), *ckpt);
+      step = st.at("step");
+      epoch = st.at("epoch");
+      cursor = st.at("cursor");
+      result.resumed_from = step;
+      log_info("resumed from " + *ckpt + " at step " + std::to_string(step));
+    }
+  }
+  // Lines a killed run wrote after its last checkpoint (or a fresh run's predecessor) go.
+  truncate_jsonl_after_step(run.file("metrics.jsonl"), step);
+  MetricsWriter metrics(run.file("metrics.jsonl"));
+
+  // ---- train ---------------------------------------------------------------------------------
+  auto batches = epoch_batches(train, cfg.batch_size, static_cast<uint64_t>(cfg.runtime.seed), epoch);
+  auto next_rows = [&]() {
+    if (cursor >= static_cast<int64_t>(batches.size())) {
+      ++epoch;
+      cursor = 0;
+      batches = epoch_batches(train, cfg.batch_size, static_cast<uint64_t>(cfg.runtime.seed), epoch);
+    }
+    return batches[cursor++];
+  };
+  auto trainer_state = [&]() {
+    return nlohmann::json{{"step", step}, {"epoch", epoch}, {"cursor", cursor}, {"optimizer_steps", optim.steps_taken()},
+                          {"seed", cfg.runtime.seed}, {"stage", "sft"}};
+  };
+  ProgressBar bar("sft", cfg.steps, "step");
+  bar.update(step);
+  while (step < cfg.steps) {
+    double t0 = now_seconds();
+    std::vector<Batch> micro;
+    int64_t target_tokens = 0, tokens = 0;
+    for (int a = 0; a < cfg.grad_accum; ++a) {
+      micro.push_back(make_batch(train, next_rows(), device, distiller && distiller->offline()));
+      target_tokens += micro.back().target_tokens;
+      tokens += micro.back().ids.numel();
+    }
+    // The step's CE is the mean over all its trained tokens, whatever the accumulation; the
+    // distillation losses are per-batch means, averaged over the micro-batches.
+    std::map<std::string, double> weights = distiller ? distiller->schedule().weights_at(step) : std::map<std::string, double>{{"ce", 1.0}};
+    std::map<std::string, double> parts;
+    double loss_sum = 0;
+    for (const Batch& b : micro) {
+      ForwardOutput out = model->forward(b.ids, b.attention, distiller ? distiller->student_options(weights) : ForwardOptions{});
+      auto ce = summed_ce(out, b) / static_cast<double>(std::max<int64_t>(1, target_tokens));
+      torch::Tensor loss;
+      if (distiller) {
+        // ce_mean of this micro-batch alone, for the weighted sum: ce scaled back by the share.
+        auto l = distiller->losses(out, b.ids, b.attention, b.loss_mask, ce * static_cast<double>(micro.size()), weights, b.topk);
+        loss = l.total / static_cast<double>(micro.size());
+        for (const auto& kv : l.values) parts[kv.first] += kv.second / static_cast<double>(micro.size());
+      } else {
+        loss = ce;
+        parts["ce"] += ce.item<double>();
+      }
+      loss.backward();
+      loss_sum += loss.item<double>();  // sync point
+    }
+    double grad_norm = clip_grad_norm(params, cfg.optim.grad_clip);
+    double lr = learning_rate(cfg.optim, step, cfg.steps);
+    optim.step(lr);
+    optim.zero_grad();
+    ++step;
+    double dt = now_seconds() - t0;
+    result.losses.push_back(loss_sum);
+    result.parts.push_back(parts);
+
+    nlohmann::json rec = {{"step", step}, {"loss", loss_sum}, {"lr", lr}, {"grad_norm", grad_norm},
+                          {"tokens", tokens}, {"tokens_per_s", tokens / std::max(dt, 1e-9)}, {"epoch", epoch}};
+    for (const auto& kv : parts) rec["loss_" + kv.first] = kv.second;
+    if (distiller)
+      for (const auto& kv : weights) rec["weight_" + kv.first] = kv.second;
+    bool last = step == cfg.steps;
+    if ((cfg.eval_every > 0 && step % cfg.eval_every == 0) || last) {
+      double vl = validation_loss(*model, valid, cfg.batch_size, device);
+      if (!std::isnan(vl)) rec["valid_loss"] = vl;
+      result.final_valid_loss = vl;
+    }
+    if (cfg.log_every > 0 && (step % cfg.log_every == 0 || last)) metrics.write(rec);
+    char suffix[96];
+    std::snprintf(suffix, sizeof suffix, "loss %.4f lr %.2e", loss_sum, lr);
+    bar.update(step, suffix);
+    if ((cfg.save_every > 0 && step % cfg.save_every == 0) || last) {
+      std::map<std::string, torch::Tensor> extra;
+      if (distiller)
+        for (auto& np : distiller->parameters()) extra[np.first] = np.second.detach().cpu().contiguous();
+      save_training_checkpoint(cfg.run_dir, step, *model, optim, trainer_state(), tokenizer_dir, cfg.keep_last, extra);
+    }
+  }
+  bar.finish();
+
+  // ---- save ------------------------------------------------------------------------------
+  result.output_dir = cfg.output.empty() ? run.file("final") : cfg.output;
+  std::string tmp = result.output_dir + ".tmp";
+  fs::remove_all(tmp);
+  SaveOptions so;
+  so.tokenizer_dir = tokenizer_dir;
+  save_model(*model, tmp, so);
+  // The tokenizer may come from a file not named tokenizer.json: the folder must still load.
+  if (!fs::exists(fs::path(tmp) / "tokenizer.json")) fs::copy_file(tok_path, fs::path(tmp) / "tokenizer.json");
+  fs::remove_all(result.output_dir);
+  fs::rename(tmp, result.output_dir);
+  log_info("sft: wrote " + result.output_dir);
+  return result;
+}
+
+}  // namespace retort

@@ -1,0 +1,305 @@
+// SFT: a tiny model learns the traces (loss falls), and a run killed with SIGKILL and
+// resumed writes the same losses as an uninterrupted run.
+#include <signal.h>    // defines: kill, SIGKILL
+#include <spawn.h>     // defines: posix_spawn
+#include <sys/wait.h>  // defines: waitpid
+#include <unistd.h>    // defines: usleep
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "common/config.h"
+#include "common/error.h"
+#include "data/traces.h"
+#include "model/checkpoint.h"
+#include "tokenizer/tokenizer.h"
+#include "train/sft.h"
+
+#include <catch2/catch.hpp>
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const std::string kBin = RETORT_BINARY_DIR;
+const std::string kSrc = RETORT_SOURCE_DIR;
+
+// Arithmetic traces in R1 style, written into the build folder.
+std::string write_traces(const std::string& name, int n) {
+  std::string path = kBin + "/" + name;
+  std::ofstream f(path);
+  for (int i = 0; i < n; ++i) {
+    int a = (i * 7) % 10, b = (i * 3 + 1) % 10;
+    json line = {{"prompt", "What is " + std::to_string(a) + "+" + std::to_string(b) + "?"},
+                 {"completion", "<think>\n" + std::to_string(a) + "+" + std::to_string(b) + "=" + std::to_string(a + b) +
+                                    "\n</think>\nThe answer is \\boxed{" + std::to_string(a + b) + "}."}};
+    f << line.dump() << "\n";
+  }
+  return path;
+}
+
+json tiny_config(const std::string& run_dir, const std::string& traces) {
+  return json{{"run_dir", run_dir},
+              {"model_config", {{"architectures", {"Qwen2ForCausalLM"}}, {"model_type", "qwen2"}, {"vocab_size", 608},
+                                {"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", 2},
+                                {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"max_position_embeddings", 256},
+                                {"rope_theta", 10000.0}, {"rms_norm_eps", 1e-6}, {"tie_word_embeddings", true}}},
+              {"tokenizer", kSrc + "/tests/fixtures/tokenizer/trained.tokenizer.json"},
+              {"runtime", {{"threads", 1}, {"seed", 7}, {"device", "cpu"}}},
+              {"data", {{"train", traces}, {"chat_template", "chatml"}, {"max_length", 128}, {"valid_fraction", 0.1}}},
+              {"optim", {{"lr", 3e-3}, {"warmup_steps", 5}, {"min_lr_ratio", 0.1}}},
+              {"steps", 60},
+              {"batch_size", 8},
+              {"grad_accum", 1},
+              {"eval_every", 20},
+              {"save_every", 10},
+              {"keep_last", 2}};
+}
+
+std::vector<std::pair<int64_t, double>> read_losses(const std::string& metrics) {
+  std::vector<std::pair<int64_t, double>> out;
+  std::ifstream f(metrics);
+  std::string line;
+  while (std::getline(f, line)) {
+    auto j = json::parse(line);
+    out.emplace_back(j["step"].get<int64_t>(), j["loss"].get<double>());
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("sft: a tiny model learns arithmetic traces and writes a loadable checkpoint", "[train]") {
+  std::string run = kBin + "/test_runs/sft_learn";
+  fs::remove_all(run);
+  json cfg = tiny_config(run, write_traces("sft_traces.jsonl", 96));
+  retort::SftResult r = retort::run_sft(cfg, "test");
+  REQUIRE(r.losses.size() == 60);
+  double first = 0, last = 0;
+  for (int i = 0; i < 5; ++i) first += r.losses[i] / 5, last += r.losses[55 + i] / 5;
+  INFO("first-5 mean " << first << ", last-5 mean " << last);
+  CHECK(last < 0.6 * first);
+  CHECK(r.final_valid_loss < first);
+  CHECK(fs::exists(r.output_dir + "/model.safetensors"));
+  CHECK(fs::exists(r.output_dir + "/tokenizer.json"));
+  CHECK(fs::exists(run + "/config.resolved.json"));
+  // keep_last = 2: only the two newest checkpoints stay.
+  int n = 0;
+  for (auto& e : fs::directory_iterator(run + "/checkpoints")) n += e.path().filename().string().rfind("step-", 0) == 0;
+  CHECK(n == 2);
+  CHECK(fs::exists(run + "/checkpoints/step-60/optimizer.safetensors"));
+}
+
+TEST_CASE("sft: config errors name the key", "[train]") {
+  json cfg = tiny_config(kBin + "/test_runs/sft_bad", write_traces("sft_traces_bad.jsonl", 4));
+  cfg["optim"]["learning_rate"] = 1.0;
+  CHECK_THROWS_WITH(retort::run_sft(cfg, "bad.json"), Catch::Contains("optim.learning_rate") && Catch::Contains("bad.json"));
+  cfg = tiny_config(kBin + "/test_runs/sft_bad", write_traces("sft_traces_bad.jsonl", 4));
+  CHECK_THROWS_WITH(retort::run_sft(cfg, "bad.json", {"data.truncation=chop"}), Catch::Contains("drop, cut"));
+}
+
+TEST_CASE("sft: a run killed with SIGKILL resumes and reproduces the uninterrupted losses", "[train]") {
+  std::string traces = write_traces("sft_traces_resume.jsonl", 64);
+  std::string bin = kBin + "/retort";
+  REQUIRE(fs::exists(bin));
+  auto run_cli = [&](const std::string& run_dir, bool kill_after_checkpoint) {
+    json cfg = tiny_config(run_dir, traces);
+    cfg["steps"] = 40;
+    cfg["eval_every"] = 0;
+    std::string cfg_path = run_dir + ".json";
+    std::ofstream(cfg_path) << cfg.dump(2);
+    const char* argv[] = {bin.c_str(), "sft", cfg_path.c_str(), nullptr};
+    pid_t pid;
+    REQUIRE(posix_spawn(&pid, bin.c_str(), nullptr, nullptr, const_cast<char* const*>(argv), environ) == 0);
+    if (kill_after_checkpoint) {
+      // Kill as soon as the step-10 checkpoint is complete: the run is mid-way.
+      for (int i = 0; i < 6000 && !fs::exists(run_dir + "/checkpoints/step-10/trainer_state.json"); ++i) usleep(10000);
+      ::kill(pid, SIGKILL);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return status;
+  };
+  std::string a = kBin + "/test_runs/sft_uninterrupted", b = kBin + "/test_runs/sft_killed";
+  fs::remove_all(a);
+  fs::remove_all(b);
+  CHECK(run_cli(a, false) == 0);
+  int killed = run_cli(b, true);
+  CHECK(WIFSIGNALED(killed));
+  auto partial = read_losses(b + "/metrics.jsonl");
+  CHECK(partial.size() < 40);
+  CHECK(run_cli(b, false) == 0);  // resumes from the newest checkpoint
+
+  auto la = read_losses(a + "/metrics.jsonl"), lb = read_losses(b + "/metrics.jsonl");
+  REQUIRE(la.size() == 40);
+  REQUIRE(lb.size() == 40);
+  for (size_t i = 0; i < la.size(); ++i) {
+    CHECK(lb[i].first == la[i].first);
+    CHECK(lb[i].second == la[i].second);  // bit-identical on CPU with a fixed seed
+  }
+}
+
+TEST_CASE("distill: each teacher-guided loss falls when trained alone; the schedule and mismatches", "[train]") {
+  std::string traces = write_traces("distill_traces.jsonl", 64);
+  // A wider, deeper teacher, trained briefly by SFT.
+  std::string teacher_run = kBin + "/test_runs/distill_teacher";
+  fs::remove_all(teacher_run);
+  json tcfg = tiny_config(teacher_run, traces);
+  tcfg["model_config"]["hidden_size"] = 48;
+  tcfg["model_config"]["num_hidden_layers"] = 3;
+  tcfg["steps"] = 30;
+  tcfg["eval_every"] = 0;
+  std::string teacher = retort::run_sft(tcfg, "teacher").output_dir;
+
+  auto student_cfg = [&](const std::string& name, json phases) {
+    std::string run = kBin + "/test_runs/distill_" + name;
+    fs::remove_all(run);
+    json c = tiny_config(run, traces);
+    c["steps"] = 30;
+    c["eval_every"] = 0;
+    c["distill"] = {{"teacher", teacher},
+                    {"logit", {{"kind", "forward_kl"}, {"temperature", 2.0}}},
+                    {"feature", {{"layer_map", {{"1", 1}, {"2", 3}}}, {"kind", "mse"}}},
+                    {"attention", {{"layer_map", {{"0", 0}, {"1", 2}}}, {"heads", "mapped"}}},
+                    {"schedule", {{"mode", "phases"}, {"phases", phases}}}};
+    return c;
+  };
+  for (const char* loss : {"logit", "feature", "attention"}) {
+    auto r = retort::run_sft(student_cfg(loss, json::array({{{"steps", 30}, {"weights", {{loss, 1.0}}}}})), "student");
+    REQUIRE(r.parts.size() == 30);
+    double first = r.parts.front().at(loss), last = r.parts.back().at(loss);
+    INFO(loss << ": first " << first << ", last " << last);
+    CHECK(std::isfinite(first));
+    CHECK(last < 0.8 * first);
+  }
+  // Progressive: structure, then feature, then logic; the active weights are logged.
+  json phases = json::array({{{"steps", 4}, {"weights", {{"ce", 1.0}, {"attention", 1.0}}}},
+                             {{"steps", 4}, {"weights", {{"ce", 1.0}, {"feature", 1.0}}}},
+                             {{"steps", 4}, {"weights", {{"ce", 1.0}, {"logit", 1.0}}}}});
+  json pc = student_cfg("progressive", phases);
+  pc["steps"] = 12;
+  auto r = retort::run_sft(pc, "student");
+  CHECK(r.parts[0].count("attention") == 1);
+  CHECK(r.parts[0].count("logit") == 0);
+  CHECK(r.parts[5].count("feature") == 1);
+  CHECK(r.parts[11].count("logit") == 1);
+  std::ifstream m(kBin + "/test_runs/distill_progressive/metrics.jsonl");
+  std::string first_line;
+  std::getline(m, first_line);
+  CHECK(json::parse(first_line)["weight_attention"] == 1.0);
+
+  // A bad layer map and an unknown loss name fail with the key.
+  json bad = student_cfg("bad", phases);
+  bad["distill"]["feature"]["layer_map"] = {{"9", 1}};
+  CHECK_THROWS_WITH(retort::run_sft(bad, "s.json"), Catch::Contains("distill.feature.layer_map"));
+  bad = student_cfg("bad", json::array({{{"steps", 4}, {"weights", {{"logits", 1.0}}}}}));
+  CHECK_THROWS_WITH(retort::run_sft(bad, "s.json"), Catch::Contains("did you mean 'logit'"));
+  // A teacher with another vocabulary is refused.
+  std::string other_run = kBin + "/test_runs/distill_other";
+  fs::remove_all(other_run);
+  json oc = tiny_config(other_run, traces);
+  oc["model_config"]["vocab_size"] = 640;
+  oc["steps"] = 1;
+  oc["eval_every"] = 0;
+  std::string other = retort::run_sft(oc, "other").output_dir;
+  bad = student_cfg("bad", phases);
+  bad["distill"]["teacher"] = other;
+  CHECK_THROWS_WITH(retort::run_sft(bad, "s.json"), Catch::Contains("different vocabulary sizes"));
+}
+
+TEST_CASE("distill: offline teacher_topk from the trace file matches the online top-k loss", "[train]") {
+  std::string plain = write_traces("offline_plain.jsonl", 32);
+  std::string teacher_run = kBin + "/test_runs/offline_teacher";
+  fs::remove_all(teacher_run);
+  json tcfg = tiny_config(teacher_run, plain);
+  tcfg["model_config"]["hidden_size"] = 48;
+  tcfg["steps"] = 20;
+  tcfg["eval_every"] = 0;
+  std::string teacher = retort::run_sft(tcfg, "teacher").output_dir;
+
+  // Write the teacher's top-8 for every completion token into the traces, as an API teacher would.
+  const int K = 8;
+  auto tok = retort::Tokenizer::from_file(kSrc + "/tests/fixtures/tokenizer/trained.tokenizer.json");
+  auto model = retort::load_model(teacher, retort::LoadOptions{"cpu", "float32"});
+  model->eval();
+  retort::TraceDataOptions opt;
+  opt.chat_template = "chatml";
+  opt.max_length = 128;
+  std::string with_topk = kBin + "/offline_topk.jsonl";
+  std::vector<json> lines;
+  {
+    std::ifstream in(plain);
+    std::string line;
+    while (std::getline(in, line)) lines.push_back(json::parse(line));
+  }
+  {
+    torch::NoGradGuard ng;
+    std::ofstream out(with_topk);
+    for (size_t i = 0; i < lines.size(); ++i) {
+      retort::TokenizedSample ts;
+      REQUIRE(retort::tokenize_trace(retort::parse_trace(lines[i], "x"), tok, opt, ts));
+      auto ids = torch::tensor(std::vector<int64_t>(ts.ids.begin(), ts.ids.end())).unsqueeze(0);
+      auto logp = torch::log_softmax(model->forward(ids, torch::ones_like(ids)).logits[0], -1);  // [T, V]
+      json topk = json::array();
+      for (int64_t p = ts.prompt_length; p < static_cast<int64_t>(ts.ids.size()); ++p) {
+        auto top = logp[p - 1].topk(K);
+        auto v = std::get<0>(top), ix = std::get<1>(top);
+        json e = {{"ids", json::array()}, {"logprobs", json::array()}};
+        for (int k = 0; k < K; ++k) {
+          e["ids"].push_back(ix[k].item<int64_t>());
+          e["logprobs"].push_back(v[k].item<double>());
+        }
+        topk.push_back(e);
+      }
+      lines[i]["teacher_topk"] = topk;
+      lines[i]["id"] = "t" + std::to_string(i);
+      out << lines[i].dump() << "\n";
+    }
+  }
+
+  auto student = [&](const std::string& name, int steps, bool online) {
+    std::string run = kBin + "/test_runs/offline_" + name;
+    fs::remove_all(run);
+    json c = tiny_config(run, with_topk);
+    c["steps"] = steps;
+    c["eval_every"] = 0;
+    c["distill"] = {{"teacher", online ? teacher : ""},
+                    {"logit", {{"kind", online ? "topk" : "offline"}, {"top_k", K}, {"temperature", 2.0}}},
+                    {"schedule", {{"mode", "phases"}, {"phases", json::array({{{"steps", steps}, {"weights", {{"logit", 1.0}}}}})}}}};
+    return c;
+  };
+  // Same initial student, same batch: the stored top-k give the online top-k loss.
+  auto off1 = retort::run_sft(student("one", 1, false), "s");
+  auto on1 = retort::run_sft(student("online", 1, true), "s");
+  INFO("offline " << off1.parts[0].at("logit") << ", online " << on1.parts[0].at("logit"));
+  CHECK(off1.parts[0].at("logit") > 0);
+  CHECK(off1.parts[0].at("logit") == Approx(on1.parts[0].at("logit")).epsilon(1e-3));
+  // Trained on the stored distributions alone, the loss falls.
+  auto r = retort::run_sft(student("train", 25, false), "s");
+  double first = r.parts.front().at("logit"), last = r.parts.back().at("logit");
+  INFO("offline logit loss: first " << first << ", last " << last);
+  CHECK(last < 0.8 * first);
+
+  // Misaligned top-k name the trace; a malformed entry names the file and line.
+  lines[3]["teacher_topk"].erase(0);
+  lines[3]["teacher_topk"].erase(0);
+  std::string bad = kBin + "/offline_bad.jsonl";
+  {
+    std::ofstream out(bad);
+    for (const auto& l : lines) out << l.dump() << "\n";
+  }
+  json c = student("bad", 1, false);
+  c["data"]["train"] = bad;
+  CHECK_THROWS_WITH(retort::run_sft(c, "s.json"), Catch::Contains("teacher_topk does not line up") && Catch::Contains("t3"));
+  lines[3]["teacher_topk"][0]["logprobs"] = "x";
+  {
+    std::ofstream out(bad);
+    for (const auto& l : lines) out << l.dump() << "\n";
+  }
+  CHECK_THROWS_WITH(retort::run_sft(c, "s.json"), Catch::Contains("offline_bad.jsonl:4") && Catch::Contains("teacher_topk entry 0"));
+  // Offline without any teacher_topk is refused.
+  c["data"]["train"] = plain;
+  CHECK_THROWS_WITH(retort::run_sft(c, "s.json"), Catch::Contains("no training trace carries teacher_topk"));
+}
