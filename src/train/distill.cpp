@@ -34,6 +34,9 @@ void DistillConfig::bind(ConfigBinder& b) {
   b.field("feature", feature);
   b.field("attention", attention);
   b.field("schedule", schedule);
+  b.field("on_policy", on_policy);
+  b.field("on_policy_max_new_tokens", on_policy_max_new_tokens);
+  b.field("on_policy_temperature", on_policy_temperature);
 }
 
 namespace {

@@ -49,6 +49,12 @@ struct DistillConfig {
   FeatureDistillConfig feature;
   AttentionDistillConfig attention;
   DistillSchedule schedule;  // empty = {"ce": 1, "logit": 1} throughout
+  // On-policy distillation (GKD's lambda, Agarwal et al. 2024): the share of steps whose
+  // batch is the student's own completions of the batch's prompts instead of the traces; on
+  // those steps the teacher's distribution is the only target (the ce weight is taken as 0).
+  double on_policy = 0.0;
+  int64_t on_policy_max_new_tokens = 128;
+  double on_policy_temperature = 1.0;
   void bind(ConfigBinder& b);
 };
 

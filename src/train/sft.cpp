@@ -12,6 +12,8 @@
 #include "common/run_dir.h"
 #include "model/checkpoint.h"
 #include "model/transformer.h"
+#include "rollout/sampler.h"
+#include "tokenizer/chat_template.h"
 #include "train/distill.h"
 #include "tokenizer/tokenizer.h"
 
@@ -142,6 +144,25 @@ Batch make_batch(const std::vector<TokenizedSample>& data, const std::vector<int
   return out;
 }
 
+// GKD's on-policy batch: the student completes the prompts of `rows` (prompts left-padded,
+// completions right-padded, as the sampler lays them out) and the targets are its own tokens.
+//   tokens [N, P+L], loss_mask [N, P+L-1] = 1 at the positions that predict completion tokens.
+Batch on_policy_batch(Qwen2ForCausalLMImpl& model, const std::vector<TokenizedSample>& data, const std::vector<int64_t>& rows,
+                      const SamplerOptions& opts) {
+  std::vector<std::vector<int32_t>> prompts;
+  for (int64_t r : rows) prompts.emplace_back(data[r].ids.begin(), data[r].ids.begin() + data[r].prompt_length);
+  Rollout ro = sample(model, prompts, opts);
+  const int64_t P = ro.prompt_length, L = ro.completion_mask.size(1), T = ro.tokens.size(1);
+  Batch out;
+  out.ids = ro.tokens;
+  out.attention = ro.attention_mask;
+  out.targets = ro.tokens.narrow(1, 1, T - 1);
+  out.loss_mask = torch::zeros({ro.tokens.size(0), T - 1}, torch::kFloat).to(ro.tokens.device());
+  if (L > 0) out.loss_mask.narrow(1, P - 1, L).copy_(ro.completion_mask.to(torch::kFloat));
+  out.target_tokens = static_cast<int64_t>(out.loss_mask.sum().item<double>());
+  return out;
+}
+
 // Summed token cross-entropy of a batch: sum over trained targets of -log p(target).
 torch::Tensor summed_ce(const ForwardOutput& out, const Batch& b) {
   auto logits = out.logits.narrow(1, 0, b.ids.size(1) - 1).to(torch::kFloat);  // [B, T-1, V]
@@ -250,6 +271,23 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
   }
   AdamW optim(named, cfg.optim);
 
+  // On-policy distillation: the sampler stops at the template's end-of-turn token.
+  const double lambda = cfg.distill.on_policy;
+  SamplerOptions on_policy_opts;
+  if (lambda > 0) {
+    if (lambda > 1 || !distiller || cfg.distill.teacher.empty() || cfg.distill.logit.kind == "offline") {
+      throw Error(ErrorInfo{"on-policy distillation needs a teacher checkpoint and a share in (0, 1]", where + ": distill.on_policy",
+                            "0 < on_policy <= 1 with distill.teacher set and an online logit.kind", std::to_string(lambda),
+                            "the teacher must score the student's own samples"});
+    }
+    on_policy_opts.max_new_tokens = cfg.distill.on_policy_max_new_tokens;
+    on_policy_opts.temperature = cfg.distill.on_policy_temperature;
+    for (const auto& stop : ChatTemplate::by_name(cfg.data.format.chat_template).stop_strings())
+      if (auto id = tok.token_to_id(stop)) on_policy_opts.stop_token_ids.push_back(*id);
+    if (!cfg.data.format.eos_token.empty())
+      if (auto id = tok.token_to_id(cfg.data.format.eos_token)) on_policy_opts.stop_token_ids.push_back(*id);
+  }
+
   // Resume.
   int64_t step = 0, epoch = 0, cursor = 0;
   SftResult result;
@@ -288,14 +326,24 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
     double t0 = now_seconds();
     std::vector<Batch> micro;
     int64_t target_tokens = 0, tokens = 0;
+    // Whether this step is on-policy: a draw from (seed, step), so that a resumed run makes
+    // the same choices and samples the same completions.
+    std::mt19937_64 step_rng(static_cast<uint64_t>(cfg.runtime.seed) * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(step));
+    const bool on_policy = lambda > 0 && std::uniform_real_distribution<double>(0.0, 1.0)(step_rng) < lambda;
     for (int a = 0; a < cfg.grad_accum; ++a) {
-      micro.push_back(make_batch(train, next_rows(), device, distiller && distiller->offline()));
+      if (on_policy) {
+        on_policy_opts.seed = step_rng();
+        micro.push_back(on_policy_batch(*model, train, next_rows(), on_policy_opts));
+      } else {
+        micro.push_back(make_batch(train, next_rows(), device, distiller && distiller->offline()));
+      }
       target_tokens += micro.back().target_tokens;
       tokens += micro.back().ids.numel();
     }
     // The step's CE is the mean over all its trained tokens, whatever the accumulation; the
     // distillation losses are per-batch means, averaged over the micro-batches.
     std::map<std::string, double> weights = distiller ? distiller->schedule().weights_at(step) : std::map<std::string, double>{{"ce", 1.0}};
+    if (on_policy) weights["ce"] = 0.0;  // no reference completion: the teacher is the only target
     std::map<std::string, double> parts;
     double loss_sum = 0;
     for (const Batch& b : micro) {
@@ -325,6 +373,7 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
 
     nlohmann::json rec = {{"step", step}, {"loss", loss_sum}, {"lr", lr}, {"grad_norm", grad_norm},
                           {"tokens", tokens}, {"tokens_per_s", tokens / std::max(dt, 1e-9)}, {"epoch", epoch}};
+    if (lambda > 0) rec["on_policy"] = on_policy ? 1 : 0;
     for (const auto& kv : parts) rec["loss_" + kv.first] = kv.second;
     if (distiller)
       for (const auto& kv : weights) rec["weight_" + kv.first] = kv.second;

@@ -303,3 +303,63 @@ TEST_CASE("distill: offline teacher_topk from the trace file matches the online 
   c["data"]["train"] = plain;
   CHECK_THROWS_WITH(retort::run_sft(c, "s.json"), Catch::Contains("no training trace carries teacher_topk"));
 }
+
+TEST_CASE("distill: on-policy (GKD lambda) steps train on the student's own samples", "[train]") {
+  std::string traces = write_traces("onpolicy_traces.jsonl", 32);
+  std::string teacher_run = kBin + "/test_runs/onpolicy_teacher";
+  fs::remove_all(teacher_run);
+  json tcfg = tiny_config(teacher_run, traces);
+  tcfg["model_config"]["hidden_size"] = 48;
+  tcfg["steps"] = 30;
+  tcfg["eval_every"] = 0;
+  std::string teacher = retort::run_sft(tcfg, "teacher").output_dir;
+
+  auto cfg = [&](const std::string& name, double lambda, int steps) {
+    std::string run = kBin + "/test_runs/onpolicy_" + name;
+    fs::remove_all(run);
+    json c = tiny_config(run, traces);
+    c["steps"] = steps;
+    c["eval_every"] = 0;
+    c["batch_size"] = 4;
+    c["distill"] = {{"teacher", teacher},
+                    {"logit", {{"kind", "jsd"}, {"beta", 0.5}, {"temperature", 1.0}}},
+                    {"on_policy", lambda},
+                    {"on_policy_max_new_tokens", 24},
+                    {"schedule", {{"mode", "phases"}, {"phases", json::array({{{"steps", steps}, {"weights", {{"ce", 1.0}, {"logit", 1.0}}}}})}}}};
+    return std::make_pair(c, run);
+  };
+  // lambda = 1: every step on-policy, the divergence on the student's samples falls.
+  auto [c1, run1] = cfg("all", 1.0, 24);
+  auto r = retort::run_sft(c1, "s");
+  double first = 0, last = 0;
+  for (int i = 0; i < 4; ++i) first += r.parts[i].at("logit") / 4, last += r.parts[20 + i].at("logit") / 4;
+  INFO("on-policy jsd: first-4 mean " << first << ", last-4 mean " << last);
+  CHECK(last < 0.8 * first);
+  std::ifstream m(run1 + "/metrics.jsonl");
+  std::string line;
+  int on = 0, n = 0;
+  while (std::getline(m, line)) {
+    auto j = json::parse(line);
+    on += j["on_policy"].get<int>();
+    ++n;
+    CHECK(j["weight_ce"] == 0.0);  // the weights in effect are logged: on-policy steps have no reference to imitate
+    CHECK(j["weight_logit"] == 1.0);
+  }
+  CHECK(n == 24);
+  CHECK(on == 24);
+  // lambda = 0.5: a seeded mix of both kinds of step, the same on a second run.
+  auto [c2, run2] = cfg("half", 0.5, 16);
+  auto a = retort::run_sft(c2, "s");
+  auto [c3, run3] = cfg("half_again", 0.5, 16);
+  auto b = retort::run_sft(c3, "s");
+  int on_steps = 0;
+  std::ifstream mh(run2 + "/metrics.jsonl");
+  while (std::getline(mh, line)) on_steps += json::parse(line)["on_policy"].get<int>();
+  CHECK(on_steps > 0);
+  CHECK(on_steps < 16);
+  REQUIRE(a.losses.size() == b.losses.size());
+  for (size_t i = 0; i < a.losses.size(); ++i) CHECK(a.losses[i] == b.losses[i]);
+  // A share outside (0, 1] is refused with its key.
+  c1["distill"]["on_policy"] = 1.5;
+  CHECK_THROWS_WITH(retort::run_sft(c1, "s.json"), Catch::Contains("distill.on_policy") && Catch::Contains("1.5"));
+}
