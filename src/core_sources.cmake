@@ -10,4 +10,5 @@ list(APPEND RETORT_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/model/transformer.cpp
   ${CMAKE_CURRENT_LIST_DIR}/model/checkpoint.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rollout/sampler.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/rollout/score.cpp
 )

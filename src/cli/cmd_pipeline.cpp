@@ -3,6 +3,7 @@
 
 #include "common/config.h"
 #include "common/error.h"
+#include "train/eval.h"
 #include "train/grpo.h"
 #include "train/sft.h"
 
@@ -47,7 +48,10 @@ void register_pipeline_commands(CLI::App& app) {
   add_stage(app, "grpo", "GRPO with verifiers, sandbox and a KL anchor (resumes a killed run)", grpo_args)->callback([grpo_args] {
     run_grpo(load_json_file(grpo_args->config), grpo_args->config, grpo_args->overrides);
   });
-  add_pending_command(app, "eval", "pass@1, pass@k and maj@k on prompt files");
+  auto eval_args = std::make_shared<StageArgs>();
+  add_stage(app, "eval", "pass@1, pass@k and maj@k of a checkpoint on prompt files; writes eval.json", eval_args)->callback([eval_args] {
+    run_eval(load_json_file(eval_args->config), eval_args->config, eval_args->overrides);
+  });
 }
 
 }  // namespace retort::cli

@@ -3,5 +3,6 @@ set(RETORT_TESTS_train
   ${CMAKE_CURRENT_LIST_DIR}/test_losses.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_sft.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_grpo.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_eval.cpp
 )
 set(RETORT_TESTS_train_LIBS retort_core)

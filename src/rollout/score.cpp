@@ -1,0 +1,170 @@
+// Sampling with overlapped verification (see score.h).
+#include "rollout/score.h"
+
+#include <condition_variable>  // defines: std::condition_variable
+#include <exception>           // defines: std::exception_ptr
+#include <mutex>               // defines: std::mutex
+#include <set>                 // defines: std::set
+#include <thread>              // defines: std::thread
+#include <utility>             // defines: std::pair
+
+#include "common/error.h"     // defines: retort::Error
+#include "common/platform.h"  // defines: now_seconds
+
+namespace retort {
+
+using nlohmann::json;
+
+namespace {
+
+// Scores completions while the sampler still decodes others: submit() (from the sampler's
+// on_finished callback, on the sampling thread) queues a row; a worker thread scores
+// whatever is queued with RewardSet::score and files the cells by row; finish() waits and
+// returns the N x K table.
+class StreamingScorer {
+ public:
+  StreamingScorer(const rewards::RewardSet& set, int64_t n) : set_(set) {
+    const size_t k = set.names().size();
+    table_.n = static_cast<int>(n);
+    table_.k = static_cast<int>(k);
+    table_.names = set.names();
+    table_.weights = set.weights();
+    table_.rewards.assign(static_cast<size_t>(n) * k, 0.0);
+    table_.passed.assign(static_cast<size_t>(n) * k, 0);
+    table_.details.assign(static_cast<size_t>(n) * k, json::object());
+    submitted_.assign(static_cast<size_t>(n), false);
+    worker_ = std::thread([this] { loop(); });
+  }
+  ~StreamingScorer() {
+    close();
+    if (worker_.joinable()) worker_.join();
+  }
+  StreamingScorer(const StreamingScorer&) = delete;
+  StreamingScorer& operator=(const StreamingScorer&) = delete;
+
+  void submit(int64_t row, rewards::ScoreInput in) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (submitted_[static_cast<size_t>(row)]) return;
+      submitted_[static_cast<size_t>(row)] = true;
+      pending_.emplace_back(row, std::move(in));
+    }
+    cv_.notify_one();
+  }
+  bool submitted(int64_t row) const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return submitted_[static_cast<size_t>(row)];
+  }
+
+  // Waits for every submitted row; returns the table with the weighted totals.
+  rewards::RewardTable finish() {
+    close();
+    if (worker_.joinable()) worker_.join();
+    if (error_) std::rethrow_exception(error_);
+    table_.total = rewards::combine_rewards(table_);
+    return table_;
+  }
+  double busy_s() const { return busy_s_; }  // read after finish()
+
+ private:
+  void close() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      closed_ = true;
+    }
+    cv_.notify_one();
+  }
+  void loop() {
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+      cv_.wait(lk, [this] { return closed_ || !pending_.empty(); });
+      if (pending_.empty()) break;  // closed and drained
+      std::vector<std::pair<int64_t, rewards::ScoreInput>> work;
+      work.swap(pending_);
+      lk.unlock();
+      try {
+        double t0 = now_seconds();
+        std::vector<rewards::ScoreInput> inputs;
+        inputs.reserve(work.size());
+        for (auto& w : work) inputs.push_back(std::move(w.second));
+        rewards::RewardTable part = set_.score(inputs);  // blocks until answered or the deadline
+        const size_t k = static_cast<size_t>(table_.k);
+        for (size_t i = 0; i < work.size(); ++i) {
+          const size_t row = static_cast<size_t>(work[i].first);
+          for (size_t j = 0; j < k; ++j) {
+            table_.rewards[row * k + j] = part.rewards[i * k + j];
+            table_.passed[row * k + j] = part.passed[i * k + j];
+            table_.details[row * k + j] = std::move(part.details[i * k + j]);
+          }
+        }
+        busy_s_ += now_seconds() - t0;
+      } catch (...) {
+        error_ = std::current_exception();
+      }
+      lk.lock();
+    }
+  }
+
+  const rewards::RewardSet& set_;
+  rewards::RewardTable table_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::pair<int64_t, rewards::ScoreInput>> pending_;
+  std::vector<bool> submitted_;
+  bool closed_ = false;
+  double busy_s_ = 0;
+  std::exception_ptr error_;
+  std::thread worker_;
+};
+
+}  // namespace
+
+ScoredRollout sample_and_score(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_t>>& prompt_ids,
+                               const std::vector<const PromptRecord*>& records, SamplerOptions opts,
+                               const rewards::RewardSet& rewards, const Tokenizer& tok) {
+  if (prompt_ids.size() != records.size()) {
+    throw Error(ErrorInfo{"sample_and_score needs one record per prompt", "rollout/score", std::to_string(prompt_ids.size()) + " records",
+                          std::to_string(records.size()), "pass the records the prompt ids were encoded from"});
+  }
+  ScoredRollout s;
+  const int64_t G = opts.group_size;
+  const int64_t N = static_cast<int64_t>(prompt_ids.size()) * G;
+  const std::set<int64_t> stops(opts.stop_token_ids.begin(), opts.stop_token_ids.end());
+  s.texts.assign(static_cast<size_t>(N), "");
+  StreamingScorer scorer(rewards, N);
+  auto to_input = [&](int64_t row, const std::vector<int32_t>& ids) {
+    std::vector<int32_t> c = ids;
+    if (!c.empty() && stops.count(c.back())) c.pop_back();  // the stop token is not part of the text
+    s.texts[static_cast<size_t>(row)] = tok.decode(c, /*skip_special=*/false);
+    const PromptRecord& rec = *records[static_cast<size_t>(row / G)];
+    return rewards::ScoreInput{rec.text, s.texts[static_cast<size_t>(row)], rec.row, static_cast<int64_t>(ids.size())};
+  };
+  // Verification starts here, on the scorer's thread, while the sampler decodes the other rows.
+  opts.on_finished = [&](int64_t row, const std::vector<int32_t>& ids) { scorer.submit(row, to_input(row, ids)); };
+  const double t0 = now_seconds();
+  s.rollout = sample(model, prompt_ids, opts);
+  const double t1 = now_seconds();
+  for (int64_t row = 0; row < N; ++row)  // every row is reported by the sampler; this is a safety net
+    if (!scorer.submitted(row)) scorer.submit(row, to_input(row, s.rollout.completions[static_cast<size_t>(row)]));
+  s.table = scorer.finish();  // sync point: the verifiers' last answers
+  s.sample_s = t1 - t0;
+  s.score_wait_s = now_seconds() - t1;
+  s.verify_busy_s = scorer.busy_s();
+  return s;
+}
+
+std::vector<int64_t> sampler_stop_ids(const ModelConfig& mc, const Tokenizer& tok, const ChatTemplate& tmpl) {
+  std::set<int64_t> ids(mc.eos_token_ids.begin(), mc.eos_token_ids.end());
+  for (const auto& s : tmpl.stop_strings())
+    if (auto id = tok.token_to_id(s)) ids.insert(*id);
+  return {ids.begin(), ids.end()};
+}
+
+uint64_t mix_seed3(int64_t seed, int64_t a, int64_t b) {
+  uint64_t z = static_cast<uint64_t>(seed) * 0x9E3779B97F4A7C15ull ^ (static_cast<uint64_t>(a) << 20) ^ static_cast<uint64_t>(b);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace retort
