@@ -1,10 +1,13 @@
 // `retort run|sft|distill|grpo|eval|audit|report`.
 #include "cli/commands.h"
 
+#include <cstdio>  // defines: std::fputs
+
 #include "common/config.h"
 #include "common/error.h"
 #include "train/eval.h"
 #include "train/grpo.h"
+#include "train/pipeline.h"
 #include "train/sft.h"
 
 namespace retort::cli {
@@ -24,7 +27,12 @@ CLI::App* add_stage(CLI::App& app, const std::string& name, const std::string& d
 }  // namespace
 
 void register_pipeline_commands(CLI::App& app) {
-  add_pending_command(app, "run", "run the pipeline stages named in a config, in order");
+  auto run_args = std::make_shared<StageArgs>();
+  add_stage(app, "run", "the whole pipeline: data, tokenizer, teacher, student (distillation), GRPO, evaluation, report", run_args)
+      ->callback([run_args] {
+        PipelineResult r = run_pipeline(load_json_file(run_args->config), run_args->config, run_args->overrides);
+        std::fputs(format_summary(r).c_str(), stdout);
+      });
 
   auto sft_args = std::make_shared<StageArgs>();
   add_stage(app, "sft", "supervised fine-tuning on reasoning traces (resumes a killed run)", sft_args)->callback([sft_args] {

@@ -19,6 +19,7 @@ void TraceDataOptions::bind(ConfigBinder& b) {
   b.choice("truncation", truncation, {"drop", "cut"});
   b.field("loss_on_prompt", loss_on_prompt);
   b.field("eos_token", eos_token);
+  b.field("system", system);
 }
 
 namespace {
@@ -140,7 +141,17 @@ std::vector<TraceSample> load_traces(const std::string& path) {
 
 bool tokenize_trace(const TraceSample& s, const Tokenizer& tok, const TraceDataOptions& opt, TokenizedSample& out) {
   ChatTemplate tmpl = ChatTemplate::by_name(opt.chat_template);
-  std::string prompt = tmpl.render(s.prompt, /*add_generation_prompt=*/true);
+  std::string prompt;
+  if (!opt.system.empty() && (s.prompt.empty() || s.prompt.front().role != "system")) {
+    // A configured system turn for traces that bring none (the prompt files' "system" option).
+    std::vector<ChatMessage> with_system;
+    with_system.reserve(s.prompt.size() + 1);
+    with_system.push_back({"system", opt.system});
+    with_system.insert(with_system.end(), s.prompt.begin(), s.prompt.end());
+    prompt = tmpl.render(with_system, /*add_generation_prompt=*/true);
+  } else {
+    prompt = tmpl.render(s.prompt, /*add_generation_prompt=*/true);
+  }
   std::string completion = s.completion;
   // R1 templates end the generation prompt with "<think>\n": do not repeat it.
   if (opt.chat_template == "r1-distill") {

@@ -41,6 +41,7 @@ struct TraceDataOptions {
   std::string truncation = "drop";           // drop: skip longer samples; cut: keep the first max_length tokens
   bool loss_on_prompt = false;               // false: loss only on completion tokens (the default of TRL's SFT on completions)
   std::string eos_token = "";                // appended to the completion; "" = the template's first stop string
+  std::string system = "";                   // system turn for traces without one; "" = none (the template's default, if it has one)
   void bind(ConfigBinder& b);
 };
 

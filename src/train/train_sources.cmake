@@ -7,4 +7,5 @@ list(APPEND RETORT_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/distill.cpp
   ${CMAKE_CURRENT_LIST_DIR}/grpo.cpp
   ${CMAKE_CURRENT_LIST_DIR}/eval.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/pipeline.cpp
 )

@@ -69,6 +69,27 @@ TEST_CASE("tokenized traces mask the prompt and end with the end-of-turn token",
   CHECK(t.loss_mask[0] == 1);
 }
 
+TEST_CASE("data.system replaces the template's default system turn, unless the trace has its own", "[unit]") {
+  auto tok = test_tokenizer();
+  retort::TraceDataOptions opt;
+  opt.chat_template = "chatml";
+  retort::TraceSample s = retort::parse_trace(json::parse(R"({"prompt": "What is 3*4?", "completion": "12"})"), "x");
+  retort::TokenizedSample with_default, with_short;
+  REQUIRE(retort::tokenize_trace(s, tok, opt, with_default));
+  CHECK_THAT(tok.decode(with_default.ids), Catch::Contains("You are Qwen"));
+  opt.system = "Be brief.";
+  REQUIRE(retort::tokenize_trace(s, tok, opt, with_short));
+  CHECK(tok.decode(with_short.ids) == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is 3*4?<|im_end|>\n"
+                                      "<|im_start|>assistant\n12<|im_end|>");
+  CHECK(with_short.ids.size() < with_default.ids.size());
+  // A trace that brings its own system turn keeps it.
+  retort::TraceSample own = retort::parse_trace(
+      json::parse(R"({"messages": [{"role": "system", "content": "Own."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]})"), "y");
+  retort::TokenizedSample t;
+  REQUIRE(retort::tokenize_trace(own, tok, opt, t));
+  CHECK_THAT(tok.decode(t.ids), Catch::Contains("system\nOwn.") && !Catch::Contains("Be brief."));
+}
+
 TEST_CASE("truncation drops or cuts long samples and an all-dropped dataset is an error", "[unit]") {
   auto tok = test_tokenizer();
   retort::TraceDataOptions opt;

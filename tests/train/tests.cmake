@@ -4,5 +4,6 @@ set(RETORT_TESTS_train
   ${CMAKE_CURRENT_LIST_DIR}/test_sft.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_grpo.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_eval.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_pipeline.cpp
 )
 set(RETORT_TESTS_train_LIBS retort_core)

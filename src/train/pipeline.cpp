@@ -1,0 +1,394 @@
+// The pipeline recipe: data -> tokenizer -> teacher -> student -> grpo -> eval -> report.
+// See pipeline.h for the stages, the config and resume.
+#include "train/pipeline.h"
+
+#include <cstdio>      // defines: std::snprintf
+#include <filesystem>  // defines: std::filesystem
+#include <fstream>     // defines: std::ifstream, std::ofstream
+#include <sstream>     // defines: std::ostringstream
+
+#include "audit/report.h"       // defines: write_report
+#include "common/config.h"      // defines: ConfigBinder, parse_config, apply_override, write_json_file_atomic
+#include "common/error.h"       // defines: retort::Error
+#include "common/log.h"         // defines: log_info
+#include "common/platform.h"    // defines: now_seconds
+#include "common/run_dir.h"     // defines: RunDir, make_dirs
+#include "model/checkpoint.h"   // defines: read_checkpoint_tensors
+#include "tokenizer/text_io.h"  // defines: read_training_texts
+#include "train/eval.h"         // defines: run_eval, EvalConfig
+#include "train/grpo.h"         // defines: run_grpo, GrpoConfig
+#include "train/sft.h"          // defines: run_sft, SftConfig
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace retort {
+
+void PipelineConfig::bind(ConfigBinder& b) {
+  b.field("run_dir", run_dir);
+  b.field("stages", stages);
+  b.field("runtime", runtime);
+  b.field("data", data);
+  b.field("tokenizer", tokenizer);
+  b.field("teacher", teacher);
+  b.field("student", student);
+  b.field("grpo", grpo);
+  b.field("eval", eval);
+}
+
+namespace {
+
+const std::vector<std::string> kStages = {"data", "tokenizer", "teacher", "student", "grpo", "eval", "report"};
+
+bool wants(const PipelineConfig& cfg, const std::string& stage) {
+  return std::find(cfg.stages.begin(), cfg.stages.end(), stage) != cfg.stages.end();
+}
+
+// A stage section must be an object and must not set what the pipeline fills in.
+void check_section(const json& section, const std::string& name, const std::vector<std::string>& filled, const std::string& where) {
+  if (!section.is_object()) {
+    throw Error(ErrorInfo{"the pipeline section '" + name + "' must be a JSON object", where, "an object", section.type_name(), ""});
+  }
+  for (const auto& key : filled) {
+    // "data.train" style keys are nested.
+    const json* node = &section;
+    std::string rest = key;
+    bool present = true;
+    while (true) {
+      size_t dot = rest.find('.');
+      std::string head = rest.substr(0, dot);
+      if (!node->is_object() || !node->contains(head)) {
+        present = false;
+        break;
+      }
+      node = &(*node)[head];
+      if (dot == std::string::npos) break;
+      rest = rest.substr(dot + 1);
+    }
+    if (present) {
+      throw Error(ErrorInfo{"'" + name + "." + key + "' is set by the pipeline", where, "no '" + key + "' in the '" + name + "' section",
+                            node->dump(), "remove it: the pipeline points every stage at the previous stage's output in run_dir"});
+    }
+  }
+}
+
+json with_runtime(json doc, const RuntimeConfig& runtime) {
+  if (!doc.contains("runtime")) doc["runtime"] = config_to_json(runtime);
+  return doc;
+}
+
+// Every stage's config, with the pipeline's paths filled in.
+struct StageDocs {
+  json teacher, student, grpo;
+  json eval;  // without model and run_dir (set per evaluated stage)
+};
+
+struct Paths {
+  std::string root, data, tokenizer, teacher_dir, student_dir, grpo_dir, eval_dir;
+  std::string teacher_model() const { return teacher_dir + "/final"; }
+  std::string student_model() const { return student_dir + "/final"; }
+  std::string grpo_model() const { return grpo_dir + "/final"; }
+};
+
+Paths make_paths(const std::string& root) {
+  Paths p;
+  p.root = root;
+  p.data = root + "/data";
+  p.tokenizer = root + "/tokenizer/tokenizer.json";
+  p.teacher_dir = root + "/teacher";
+  p.student_dir = root + "/student";
+  p.grpo_dir = root + "/grpo";
+  p.eval_dir = root + "/eval";
+  return p;
+}
+
+StageDocs stage_docs(const PipelineConfig& cfg, const Paths& p, const std::string& where) {
+  StageDocs d;
+  check_section(cfg.teacher, "teacher", {"run_dir", "tokenizer", "model", "output", "data.train", "data.valid", "distill"}, where);
+  check_section(cfg.student, "student", {"run_dir", "tokenizer", "model", "output", "data.train", "data.valid", "distill.teacher"}, where);
+  check_section(cfg.grpo, "grpo", {"run_dir", "tokenizer", "model", "output", "teacher", "data.prompts"}, where);
+  check_section(cfg.eval, "eval", {"run_dir", "model", "tokenizer", "output", "datasets"}, where);
+
+  d.teacher = with_runtime(cfg.teacher, cfg.runtime);
+  d.teacher["run_dir"] = p.teacher_dir;
+  d.teacher["tokenizer"] = p.tokenizer;
+  d.teacher["data"]["train"] = p.data + "/traces.train.jsonl";
+  d.teacher["data"]["valid"] = p.data + "/traces.valid.jsonl";
+
+  d.student = with_runtime(cfg.student, cfg.runtime);
+  d.student["run_dir"] = p.student_dir;
+  d.student["tokenizer"] = p.tokenizer;
+  d.student["data"]["train"] = p.data + "/traces.train.jsonl";
+  d.student["data"]["valid"] = p.data + "/traces.valid.jsonl";
+  d.student["distill"]["teacher"] = p.teacher_model();
+
+  d.grpo = with_runtime(cfg.grpo, cfg.runtime);
+  d.grpo["run_dir"] = p.grpo_dir;
+  d.grpo["tokenizer"] = p.tokenizer;
+  d.grpo["model"] = p.student_model();
+  if (cfg.grpo.value("anchor", std::string("teacher")) == "teacher") d.grpo["teacher"] = p.teacher_model();
+  d.grpo["data"]["prompts"] = p.data + "/rl.jsonl";
+
+  d.eval = with_runtime(cfg.eval, cfg.runtime);
+  d.eval["tokenizer"] = p.tokenizer;
+  d.eval["datasets"] = json::array({json{{"name", "math"}, {"path", p.data + "/eval.math.jsonl"}},
+                                    json{{"name", "code"}, {"path", p.data + "/eval.code.jsonl"}}});
+
+  // Parse every stage now, so that a typo in a late stage fails before the early ones train.
+  // Errors name the key with its section ("grpo.loss.betta").
+  parse_config<SftConfig>(d.teacher, where, "teacher");
+  parse_config<SftConfig>(d.student, where, "student");
+  parse_config<GrpoConfig>(d.grpo, where, "grpo");
+  json probe = d.eval;
+  probe["model"] = p.teacher_model();
+  probe["run_dir"] = p.eval_dir;
+  parse_config<EvalConfig>(probe, where, "eval");
+  return d;
+}
+
+// A finished stage leaves DIR/stage.json (its resolved config). Returns true when the stage can
+// be skipped; throws when it finished under a different config.
+bool finished_earlier(const std::string& dir, const json& doc, const std::string& stage, const std::string& where) {
+  const std::string marker = dir + "/stage.json";
+  if (!fs::exists(marker)) return false;
+  json before = load_json_file(marker);
+  if (before == doc) {
+    log_info("pipeline: " + stage + " finished earlier in " + dir + " with this config; reusing it");
+    return true;
+  }
+  throw Error(ErrorInfo{"the " + stage + " stage in " + dir + " finished under a different config", where,
+                        "the config recorded in " + marker, "a changed config",
+                        "use a new run_dir, or delete " + dir + " (and the stages after it) to train it again"});
+}
+
+void mark_finished(const std::string& dir, const json& doc) {
+  make_dirs(dir);
+  write_json_file_atomic(dir + "/stage.json", doc, 2);
+}
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw Error(ErrorInfo{"cannot read a file the data stage wrote", path, "a readable file", "no such file", "run the data stage"});
+  std::vector<std::string> out;
+  std::string line;
+  while (std::getline(f, line))
+    if (!line.empty()) out.push_back(line);
+  return out;
+}
+
+int64_t count_parameters(const std::string& model_dir) {
+  int64_t n = 0;
+  for (const auto& [name, t] : read_checkpoint_tensors(model_dir)) n += t.numel();
+  return n;
+}
+
+std::string fmt_duration(double s) {
+  char buf[32];
+  if (s < 60) std::snprintf(buf, sizeof buf, "%.0fs", s);
+  else std::snprintf(buf, sizeof buf, "%dm %02ds", static_cast<int>(s) / 60, static_cast<int>(s) % 60);
+  return buf;
+}
+
+std::string fmt_pct(double v) {
+  if (v < 0) return "-";
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%.1f%%", 100.0 * v);
+  return buf;
+}
+
+}  // namespace
+
+PipelineResult run_pipeline(const json& doc_in, const std::string& where, const std::vector<std::string>& overrides) {
+  const double t_start = now_seconds();
+  json doc = doc_in;
+  for (const auto& o : overrides) apply_override(doc, o);
+  PipelineConfig cfg = parse_config<PipelineConfig>(doc, where);
+  for (const auto& s : cfg.stages) {
+    if (std::find(kStages.begin(), kStages.end(), s) == kStages.end()) {
+      std::string allowed;
+      for (const auto& k : kStages) allowed += (allowed.empty() ? "" : ", ") + k;
+      throw Error(ErrorInfo{"unknown pipeline stage '" + s + "'", where + ": stages", "some of: " + allowed, s, "stages run in the fixed order above"});
+    }
+  }
+  const Paths p = make_paths(cfg.run_dir);
+  const StageDocs docs = stage_docs(cfg, p, where);
+  RunDir run(cfg.run_dir);
+  run.save_resolved_config(config_to_json(cfg));
+  PipelineResult result;
+
+  // ---- data: the synthetic teacher's traces and prompts ------------------------------------
+  if (wants(cfg, "data")) {
+    double t0 = now_seconds();
+    json data_doc = config_to_json(cfg.data);
+    if (!finished_earlier(p.data, data_doc, "data", where)) {
+      SyntheticData data = generate_synthetic(cfg.data);
+      SyntheticFiles files = write_synthetic(data, p.data, /*tokenizer_corpus=*/true);
+      // GRPO draws from one prompt file: math and code interleaved, so that every step sees both.
+      std::vector<std::string> math = read_lines(files.rl_math), code = read_lines(files.rl_code);
+      std::string mixed;
+      for (size_t i = 0, j = 0; i < math.size() || j < code.size();) {
+        // Keep the files' ratio: take from whichever list is further behind its share.
+        bool take_math = j >= code.size() || (i < math.size() && i * code.size() <= j * math.size());
+        mixed += (take_math ? math[i++] : code[j++]) + "\n";
+      }
+      write_file_atomic(p.data + "/rl.jsonl", mixed);
+      log_info("pipeline: data: " + std::to_string(data.train.size()) + " training traces, " + std::to_string(data.valid.size()) +
+               " validation traces, " + std::to_string(math.size() + code.size()) + " RL prompts, " +
+               std::to_string(data.eval_math.size()) + " + " + std::to_string(data.eval_code.size()) + " held-out math + code prompts");
+      mark_finished(p.data, data_doc);
+    }
+    result.data_s = now_seconds() - t0;
+  }
+
+  // ---- tokenizer: byte-level BPE on the corpus of traces and RL prompts ---------------------
+  if (wants(cfg, "tokenizer")) {
+    double t0 = now_seconds();
+    const std::string dir = fs::path(p.tokenizer).parent_path().string();
+    json tok_doc = config_to_json(cfg.tokenizer);
+    if (!finished_earlier(dir, tok_doc, "tokenizer", where)) {
+      BpeTrainerStats stats;
+      json tok = train_bpe(read_training_texts(p.data + "/tokenizer.jsonl"), cfg.tokenizer, &stats);
+      make_dirs(dir);
+      write_json_file_atomic(p.tokenizer, tok, 2);
+      log_info("pipeline: tokenizer: " + std::to_string(stats.merges) + " merges on " + std::to_string(stats.texts) + " texts");
+      mark_finished(dir, tok_doc);
+    }
+    result.tokenizer_s = now_seconds() - t0;
+  }
+
+  // ---- teacher, student, grpo: the training stages -----------------------------------------
+  struct Trained {
+    std::string stage, dir, model;
+    const json* doc;
+  };
+  const std::vector<Trained> trained = {{"teacher", p.teacher_dir, p.teacher_model(), &docs.teacher},
+                                        {"student", p.student_dir, p.student_model(), &docs.student},
+                                        {"grpo", p.grpo_dir, p.grpo_model(), &docs.grpo}};
+  for (const auto& t : trained) {
+    StageSummary s;
+    s.stage = t.stage;
+    s.model = t.model;
+    if (wants(cfg, t.stage) && !finished_earlier(t.dir, *t.doc, t.stage, where)) {
+      double t0 = now_seconds();
+      log_info("pipeline: " + t.stage + " -> " + t.model);
+      if (t.stage == "grpo") run_grpo(*t.doc, where + " (grpo)");
+      else run_sft(*t.doc, where + " (" + t.stage + ")");
+      s.train_s = now_seconds() - t0;
+      mark_finished(t.dir, *t.doc);
+    }
+    if (fs::exists(t.model)) s.parameters = count_parameters(t.model);
+    result.stages.push_back(s);
+  }
+
+  // ---- eval: every trained stage on the held-out prompts -----------------------------------
+  if (wants(cfg, "eval")) {
+    for (auto& s : result.stages) {
+      if (!fs::exists(s.model)) {
+        log_info("pipeline: eval: no " + s.stage + " model at " + s.model + "; skipped");
+        continue;
+      }
+      json ed = docs.eval;
+      ed["model"] = s.model;
+      ed["run_dir"] = p.eval_dir + "/" + s.stage;
+      const std::string eval_json = p.eval_dir + "/" + s.stage + "/eval.json";
+      double t0 = now_seconds();
+      if (!finished_earlier(p.eval_dir + "/" + s.stage, ed, "eval of " + s.stage, where) || !fs::exists(eval_json)) {
+        run_eval(ed, where + " (eval of " + s.stage + ")");
+        mark_finished(p.eval_dir + "/" + s.stage, ed);
+      }
+      s.eval_s = now_seconds() - t0;
+      json ev = load_json_file(eval_json);
+      double passed = 0, total = 0;
+      for (const char* name : {"math", "code"}) {
+        const json& d = ev["datasets"][name];
+        double p1 = d["metrics"]["all"]["pass@1"].get<double>();
+        double n = d["prompts"].get<double>();
+        (std::string(name) == "math" ? s.math_pass1 : s.code_pass1) = p1;
+        passed += p1 * n;
+        total += n;
+      }
+      s.all_pass1 = total > 0 ? passed / total : -1;
+    }
+  }
+
+  // ---- summary.json and the report ----------------------------------------------------------
+  json summary = {{"run_dir", cfg.run_dir}, {"stages", json::object()}};
+  json eval_by_stage = json::object();
+  for (const auto& s : result.stages) {
+    summary["stages"][s.stage] = {{"model", s.model},         {"parameters", s.parameters}, {"math_pass1", s.math_pass1},
+                                  {"code_pass1", s.code_pass1}, {"all_pass1", s.all_pass1},   {"train_s", s.train_s},
+                                  {"eval_s", s.eval_s}};
+    if (s.all_pass1 >= 0) {
+      eval_by_stage[s.stage] = {{"math", {{"pass@1", s.math_pass1}}}, {"code", {{"pass@1", s.code_pass1}}},
+                                {"all", {{"pass@1", s.all_pass1}}}, {"parameters", {{"count", s.parameters}}}};
+    }
+  }
+  if (wants(cfg, "report")) {
+    double t0 = now_seconds();
+    if (!fs::exists(p.grpo_dir + "/chains.jsonl")) {
+      throw Error(ErrorInfo{"the report needs the GRPO run's chains", p.grpo_dir + "/chains.jsonl", "a file written by the grpo stage",
+                            "no such file", "run the grpo stage (add \"grpo\" to stages)"});
+    }
+    // The page shows RUN_DIR/eval.json: here, the held-out evaluation of every stage.
+    write_json_file_atomic(p.grpo_dir + "/eval.json", eval_by_stage, 2);
+    audit::ReportOptions ro;
+    ro.run_dir = p.grpo_dir;
+    ro.out = cfg.run_dir + "/report.html";
+    result.report = audit::write_report(ro).path;
+    result.report_s = now_seconds() - t0;
+  }
+  result.total_s = now_seconds() - t_start;
+  summary["data_s"] = result.data_s;
+  summary["tokenizer_s"] = result.tokenizer_s;
+  summary["report_s"] = result.report_s;
+  summary["total_s"] = result.total_s;
+  summary["report"] = result.report;
+  result.summary = cfg.run_dir + "/summary.json";
+  write_json_file_atomic(result.summary, summary, 2);
+  return result;
+}
+
+std::string format_summary(const PipelineResult& r) {
+  std::ostringstream o;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-9s %12s %12s %12s %12s %10s %8s\n", "stage", "parameters", "math pass@1", "code pass@1",
+                "all pass@1", "train", "eval");
+  o << line;
+  const StageSummary* teacher = nullptr;
+  const StageSummary* student = nullptr;
+  const StageSummary* grpo = nullptr;
+  for (const auto& s : r.stages) {
+    if (s.stage == "teacher") teacher = &s;
+    if (s.stage == "student") student = &s;
+    if (s.stage == "grpo") grpo = &s;
+    char params[32];
+    std::snprintf(params, sizeof params, "%.3fM", static_cast<double>(s.parameters) / 1e6);
+    std::snprintf(line, sizeof line, "%-9s %12s %12s %12s %12s %10s %8s\n", s.stage.c_str(), params, fmt_pct(s.math_pass1).c_str(),
+                  fmt_pct(s.code_pass1).c_str(), fmt_pct(s.all_pass1).c_str(), s.train_s > 0 ? fmt_duration(s.train_s).c_str() : "reused",
+                  fmt_duration(s.eval_s).c_str());
+    o << line;
+  }
+  if (teacher && student && teacher->parameters > 0) {
+    std::snprintf(line, sizeof line, "student/teacher parameters: %.3f\n",
+                  static_cast<double>(student->parameters) / static_cast<double>(teacher->parameters));
+    o << line;
+  }
+  if (teacher && student && teacher->all_pass1 > 0 && student->all_pass1 >= 0) {
+    std::snprintf(line, sizeof line, "distilled student / teacher held-out accuracy: %.2f (target >= 0.80)\n",
+                  student->all_pass1 / teacher->all_pass1);
+    o << line;
+  }
+  if (student && grpo && student->all_pass1 >= 0 && grpo->all_pass1 >= 0) {
+    std::snprintf(line, sizeof line, "GRPO over the distilled student: %+.1f points of held-out pass@1 (target >= +5)\n",
+                  100.0 * (grpo->all_pass1 - student->all_pass1));
+    o << line;
+  }
+  std::snprintf(line, sizeof line, "data %s, tokenizer %s, report %s, total %s\n", fmt_duration(r.data_s).c_str(),
+                fmt_duration(r.tokenizer_s).c_str(), fmt_duration(r.report_s).c_str(), fmt_duration(r.total_s).c_str());
+  o << line;
+  if (!r.report.empty()) o << "report: " << r.report << "\n";
+  o << "summary: " << r.summary << "\n";
+  return o.str();
+}
+
+}  // namespace retort

@@ -1,0 +1,82 @@
+// The whole pipeline in one run: `retort run CONFIG` (configs/demo.json is the embedded default).
+//
+// Top-down (run_pipeline in pipeline.cpp), each stage in its own folder of RUN_DIR:
+//   data       the synthetic teacher's traces and prompts (data/synthetic.h): traces for SFT,
+//              RL prompts, held-out evaluation prompts, a tokenizer corpus     -> RUN_DIR/data/
+//   tokenizer  a byte-level BPE tokenizer trained on that corpus               -> RUN_DIR/tokenizer/
+//   teacher    SFT of a tiny Qwen2-shaped teacher from random weights          -> RUN_DIR/teacher/final
+//   student    SFT + hierarchical distillation of a smaller student from it    -> RUN_DIR/student/final
+//   grpo       GRPO of the student on the RL prompts, KL anchor to the teacher -> RUN_DIR/grpo/final
+//   eval       every stage's model on the held-out prompts (math and code)     -> RUN_DIR/eval/<stage>/
+//   report     RUN_DIR/report.html (the GRPO run's chains and metrics, the evaluation per stage)
+// then a table on stdout: held-out accuracy per stage, the student/teacher size ratio, wall
+// time per stage, where the report is. RUN_DIR/summary.json holds the same numbers.
+//
+// The stage sections of the config ("teacher", "student", "grpo", "eval") are the configs of
+// `retort sft`, `retort distill`, `retort grpo` and `retort eval` without the paths the
+// pipeline fills in (run_dir, model, teacher, tokenizer, data files, datasets); the top-level
+// "runtime" applies to every stage that does not set its own. Every stage config is parsed
+// before anything runs, so a typo deep in "grpo" fails in the first second, naming the key.
+//
+// Resume: a stage that finished writes RUN_DIR/<stage>/stage.json (its resolved config); a
+// rerun skips it when the config is unchanged and refuses, naming the stage, when it changed
+// (its checkpoints belong to the old config). A stage killed halfway resumes from its last
+// checkpoint (sft and grpo resume exactly).
+//
+// What it deliberately is not: a scheduler. Stages run one after the other in this process.
+#pragma once
+
+#include <cstdint>  // defines: int64_t
+#include <string>   // defines: std::string
+#include <vector>   // defines: std::vector
+
+#include <nlohmann/json.hpp>  // defines: nlohmann::json
+
+#include "common/runtime.h"     // defines: RuntimeConfig
+#include "data/synthetic.h"     // defines: SyntheticOptions
+#include "tokenizer/trainer.h"  // defines: BpeTrainerOptions
+
+namespace retort {
+
+class ConfigBinder;
+
+struct PipelineConfig {
+  std::string run_dir = "runs/demo";
+  std::vector<std::string> stages = {"data", "tokenizer", "teacher", "student", "grpo", "eval", "report"};
+  RuntimeConfig runtime;           // default for every stage
+  SyntheticOptions data;           // the synthetic teacher's splits
+  BpeTrainerOptions tokenizer;     // trained on data/tokenizer.jsonl
+  nlohmann::json teacher = nlohmann::json::object();  // an SftConfig without run_dir, tokenizer, data.train / data.valid
+  nlohmann::json student = nlohmann::json::object();  // an SftConfig with "distill"; the pipeline sets distill.teacher
+  nlohmann::json grpo = nlohmann::json::object();     // a GrpoConfig without run_dir, model, teacher, tokenizer, data.prompts
+  nlohmann::json eval = nlohmann::json::object();     // an EvalConfig without run_dir, model, datasets
+  void bind(ConfigBinder& b);
+};
+
+// One row of the final table.
+struct StageSummary {
+  std::string stage;            // teacher | student | grpo
+  std::string model;            // its checkpoint folder
+  int64_t parameters = 0;
+  double math_pass1 = -1;       // held-out pass@1 in [0, 1]; -1 = not evaluated
+  double code_pass1 = -1;
+  double all_pass1 = -1;        // over math and code prompts together
+  double train_s = 0;           // wall time of the stage's training in this process (0 = reused)
+  double eval_s = 0;
+};
+
+struct PipelineResult {
+  std::vector<StageSummary> stages;
+  double data_s = 0, tokenizer_s = 0, report_s = 0, total_s = 0;
+  std::string report;           // report.html path ("" = not written)
+  std::string summary;          // summary.json path
+};
+
+// Runs the stages named in the config, in the fixed order above. `overrides` are "a.b=c"
+// strings applied to `doc` before parsing (e.g. "grpo.steps=5").
+PipelineResult run_pipeline(const nlohmann::json& doc, const std::string& where, const std::vector<std::string>& overrides = {});
+
+// The table printed at the end (also used by tests).
+std::string format_summary(const PipelineResult& r);
+
+}  // namespace retort

@@ -1,0 +1,204 @@
+// The pipeline (`retort run`): configs/demo.json parses completely; a typo deep in a late
+// stage fails before anything runs; keys the pipeline fills are refused; a small end-to-end
+// run produces every stage's model, evaluation, the report and summary.json; a rerun reuses
+// every finished stage; a changed stage config is refused, naming the stage.
+#include <filesystem>
+#include <fstream>
+
+#include "common/config.h"
+#include "common/error.h"
+#include "train/pipeline.h"
+
+#include <catch2/catch.hpp>
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const std::string kBin = RETORT_BINARY_DIR;
+const std::string kSrc = RETORT_SOURCE_DIR;
+
+json model_config(int hidden, int inter, int layers, int heads, int kv) {
+  return {{"architectures", {"Qwen2ForCausalLM"}}, {"model_type", "qwen2"}, {"vocab_size", 320}, {"hidden_size", hidden},
+          {"intermediate_size", inter}, {"num_hidden_layers", layers}, {"num_attention_heads", heads},
+          {"num_key_value_heads", kv}, {"max_position_embeddings", 512}, {"rope_theta", 10000.0},
+          {"rms_norm_eps", 1e-6}, {"tie_word_embeddings", true}};
+}
+
+// A pipeline small enough for a test: the same stages as the demo, a few steps each.
+json small_pipeline(const std::string& run_dir) {
+  json split = {{"math", 40}, {"code", 20}, {"min_steps", 1}, {"max_steps", 2}};
+  json sft = {{"data", {{"chat_template", "chatml"}, {"max_length", 384}}},
+              {"optim", {{"lr", 3e-3}, {"warmup_steps", 2}}},
+              {"steps", 6},
+              {"batch_size", 4},
+              {"eval_every", 0},
+              {"save_every", 0},
+              {"keep_last", 1}};
+  json teacher = sft;
+  teacher["model_config"] = model_config(48, 96, 2, 4, 2);
+  json student = sft;
+  student["model_config"] = model_config(16, 32, 2, 2, 1);
+  student["distill"] = {{"logit", {{"kind", "forward_kl"}, {"temperature", 2.0}}},
+                        {"feature", {{"layer_map", {{"2", 2}}}}},
+                        {"attention", {{"layer_map", {{"0", 0}}}}},
+                        {"schedule",
+                         {{"mode", "phases"},
+                          {"phases",
+                           {{{"steps", 2}, {"weights", {{"ce", 1.0}, {"attention", 1.0}}}},
+                            {{"steps", 2}, {"weights", {{"ce", 1.0}, {"feature", 1.0}}}},
+                            {{"steps", 0}, {"weights", {{"ce", 1.0}, {"logit", 1.0}}}}}}}}};
+  json grpo = {{"data", {{"chat_template", "chatml"}}},
+               {"prompts_per_step", 2},
+               {"group_size", 4},
+               {"sampling", {{"max_new_tokens", 24}}},
+               {"rewards",
+                {{"verifiers", {{{"name", "math"}}, {{"name", "code"}, {"args", {{"reward", "all_or_nothing"}}}}, {{"name", "format"}, {"weight", 0.1}}}},
+                 {"threads", 1}}},
+               {"optim", {{"lr", 1e-3}}},
+               {"steps", 2},
+               {"save_every", 0},
+               {"keep_last", 1}};
+  json eval = {{"format", {{"chat_template", "chatml"}}},
+               {"sampling", {{"k", 2}, {"max_new_tokens", 24}}},
+               {"rewards", {{"threads", 1}}},
+               {"batch_size", 8}};
+  return {{"run_dir", run_dir},
+          {"runtime", {{"threads", 1}, {"seed", 11}, {"device", "cpu"}}},
+          {"data",
+           {{"seed", 3},
+            {"train", split},
+            {"valid", {{"math", 4}, {"code", 2}, {"min_steps", 1}, {"max_steps", 2}}},
+            {"rl", {{"math", 6}, {"code", 3}, {"min_steps", 2}, {"max_steps", 3}}},
+            {"eval", {{"math", 4}, {"code", 2}, {"min_steps", 2}, {"max_steps", 3}}}}},
+          {"tokenizer", {{"vocab_size", 300}}},
+          {"teacher", teacher},
+          {"student", student},
+          {"grpo", grpo},
+          {"eval", eval}};
+}
+
+size_t count_lines(const std::string& path) {
+  std::ifstream f(path);
+  std::string line;
+  size_t n = 0;
+  while (std::getline(f, line))
+    if (!line.empty()) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("pipeline: configs/demo.json parses in every stage", "[e2e]") {
+  const std::string path = kSrc + "/configs/demo.json";
+  json doc = retort::load_json_file(path);
+  const std::string run = kBin + "/test_runs/pipeline_demo_parse";
+  fs::remove_all(run);
+  doc["run_dir"] = run;
+  doc["stages"] = json::array();  // validate every stage's config, run none
+  retort::PipelineResult r = retort::run_pipeline(doc, path);
+  CHECK(fs::exists(run + "/config.resolved.json"));
+  CHECK(fs::exists(r.summary));
+  CHECK_FALSE(fs::exists(run + "/data"));
+  // The demo's student has at most a quarter of the teacher's parameters: the size bound,
+  // checked on the two model configs (12*h^2-ish layers plus the tied embedding).
+  auto params = [](const json& c) {
+    int64_t h = c["hidden_size"], i = c["intermediate_size"], L = c["num_hidden_layers"], v = c["vocab_size"];
+    int64_t heads = c["num_attention_heads"], kv = c["num_key_value_heads"], d = h / heads;
+    int64_t attn = h * heads * d + heads * d + 2 * (h * kv * d + kv * d) + heads * d * h;
+    return v * h + L * (attn + 3 * h * i + 2 * h) + h;
+  };
+  double ratio = static_cast<double>(params(doc["student"]["model_config"])) / static_cast<double>(params(doc["teacher"]["model_config"]));
+  INFO("student/teacher parameter ratio " << ratio);
+  CHECK(ratio <= 0.25);
+}
+
+TEST_CASE("pipeline: config errors name the key before anything runs", "[e2e]") {
+  const std::string run = kBin + "/test_runs/pipeline_errors";
+  fs::remove_all(run);
+  json doc = small_pipeline(run);
+  doc["grpo"]["loss"] = {{"betta", 0.1}};
+  CHECK_THROWS_WITH(retort::run_pipeline(doc, "p.json"), Catch::Contains("grpo.loss.betta") && Catch::Contains("p.json"));
+  CHECK_FALSE(fs::exists(run + "/data"));  // nothing ran
+
+  doc = small_pipeline(run);
+  doc["teacher"]["run_dir"] = "elsewhere";
+  CHECK_THROWS_WITH(retort::run_pipeline(doc, "p.json"), Catch::Contains("teacher.run_dir") && Catch::Contains("set by the pipeline"));
+  doc = small_pipeline(run);
+  doc["student"]["distill"]["teacher"] = "other";
+  CHECK_THROWS_WITH(retort::run_pipeline(doc, "p.json"), Catch::Contains("student.distill.teacher"));
+  doc = small_pipeline(run);
+  doc["stages"] = {"data", "sft"};
+  CHECK_THROWS_WITH(retort::run_pipeline(doc, "p.json"), Catch::Contains("unknown pipeline stage 'sft'") && Catch::Contains("teacher"));
+  doc = small_pipeline(run);
+  doc["student"]["optim"]["lrr"] = 1;
+  CHECK_THROWS_WITH(retort::run_pipeline(doc, "p.json"), Catch::Contains("student.optim.lrr"));
+  CHECK_FALSE(fs::exists(run + "/data"));
+}
+
+TEST_CASE("pipeline: a small end-to-end run, then a rerun that reuses every stage", "[e2e]") {
+  const std::string run = kBin + "/test_runs/pipeline_e2e";
+  fs::remove_all(run);
+  retort::PipelineResult r = retort::run_pipeline(small_pipeline(run), "pipeline test");
+
+  // Every stage left its output.
+  for (const char* f : {"/data/traces.train.jsonl", "/data/rl.jsonl", "/data/eval.math.jsonl", "/data/eval.code.jsonl",
+                        "/tokenizer/tokenizer.json", "/teacher/final/model.safetensors", "/student/final/model.safetensors",
+                        "/grpo/final/model.safetensors", "/grpo/chains.jsonl", "/eval/teacher/eval.json", "/eval/student/eval.json",
+                        "/eval/grpo/eval.json", "/report.html", "/summary.json"}) {
+    INFO(f);
+    CHECK(fs::exists(run + f));
+  }
+  // GRPO's prompt file holds the math and the code RL prompts, interleaved.
+  CHECK(count_lines(run + "/data/rl.jsonl") == 9);
+  // GRPO sampled B x G chains per step.
+  CHECK(count_lines(run + "/grpo/chains.jsonl") >= 2 * 2 * 4);
+
+  REQUIRE(r.stages.size() == 3);
+  CHECK(r.stages[0].stage == "teacher");
+  CHECK(r.stages[1].stage == "student");
+  CHECK(r.stages[2].stage == "grpo");
+  CHECK(r.stages[1].parameters < r.stages[0].parameters);
+  CHECK(r.stages[2].parameters == r.stages[1].parameters);  // GRPO trains the student
+  for (const auto& s : r.stages) {
+    INFO(s.stage);
+    CHECK(s.train_s > 0);
+    CHECK(s.math_pass1 >= 0.0);
+    CHECK(s.math_pass1 <= 1.0);
+    CHECK(s.code_pass1 >= 0.0);
+    CHECK(s.code_pass1 <= 1.0);
+    // all = the prompt-weighted mean of math (4 prompts) and code (2 prompts).
+    CHECK(s.all_pass1 == Approx((4 * s.math_pass1 + 2 * s.code_pass1) / 6.0).margin(1e-12));
+    // The table's numbers are the stage's eval.json.
+    json ev = retort::load_json_file(run + "/eval/" + s.stage + "/eval.json");
+    CHECK(ev["datasets"]["math"]["metrics"]["all"]["pass@1"].get<double>() == s.math_pass1);
+    CHECK(ev["datasets"]["code"]["metrics"]["all"]["pass@1"].get<double>() == s.code_pass1);
+  }
+  json summary = retort::load_json_file(r.summary);
+  CHECK(summary["stages"]["student"]["parameters"] == r.stages[1].parameters);
+  // The report shows the evaluation per stage.
+  json per_stage = retort::load_json_file(run + "/grpo/eval.json");
+  CHECK(per_stage.contains("teacher"));
+  CHECK(per_stage.contains("grpo"));
+  std::string table = retort::format_summary(r);
+  CHECK_THAT(table, Catch::Contains("student/teacher parameters"));
+  CHECK_THAT(table, Catch::Contains("report: " + run + "/report.html"));
+
+  // A rerun with the same config trains nothing and reports the same numbers.
+  const size_t chains_before = count_lines(run + "/grpo/chains.jsonl");
+  retort::PipelineResult again = retort::run_pipeline(small_pipeline(run), "pipeline test");
+  REQUIRE(again.stages.size() == 3);
+  for (size_t i = 0; i < 3; ++i) {
+    INFO(again.stages[i].stage);
+    CHECK(again.stages[i].train_s == 0.0);
+    CHECK(again.stages[i].all_pass1 == r.stages[i].all_pass1);
+  }
+  CHECK(count_lines(run + "/grpo/chains.jsonl") == chains_before);  // GRPO did not sample again
+
+  // A changed stage config is refused: its checkpoints belong to the old one.
+  json changed = small_pipeline(run);
+  changed["teacher"]["steps"] = 7;
+  CHECK_THROWS_WITH(retort::run_pipeline(changed, "pipeline test"),
+                    Catch::Contains("teacher stage") && Catch::Contains("different config") && Catch::Contains("new run_dir"));
+}
