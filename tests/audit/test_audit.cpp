@@ -699,7 +699,8 @@ TEST_CASE("audit: report.html renders in headless Chromium and hostile text stay
   // The page's own script selects the first chain matching #search=...: the hostile one.
   auto dom_of = [&](const std::string& hash) {
     std::string profile = dir + "/chromium-profile";
-    std::string cmd = "timeout 90 " + browser + " --headless --no-sandbox --disable-gpu --no-first-run --user-data-dir=" +
+    std::string cmd = "timeout 90 " + browser + " --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking"
+                      " --disable-component-update --disable-sync --disable-quic --user-data-dir=" +
                       profile + " --dump-dom 'file://" + res.path + hash + "' 2>/dev/null";
     std::string dom;
     FILE* p = popen(cmd.c_str(), "r");
