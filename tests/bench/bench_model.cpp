@@ -4,9 +4,16 @@
 // on python3-torch, run as a subprocess), plus the machine's matrix-multiply peak measured
 // with torch::mm and the share of it that decode reaches.
 //
-//   build/bench/bench_model [--quick] [--threads N]
+//   build/bench/bench_model [--quick] [--threads N] [--reps N]
+//   build/bench/bench_model --model DIR [--device cuda] [--dtype bfloat16] [--batches 1,64,256]
+//                           [--prompt 8] [--cache-steps 128] [--reps 3]
 //
-// What it deliberately is not: a GPU benchmark (it runs on the CPU it was built for).
+// The second form measures only decode tokens/s (KV cache, greedy, prefill not timed) of the
+// checkpoint in DIR on the given device, and prints one JSON object
+// {"device", "dtype", "prompt", "steps", "decode_cache": {"B": tokens/s}} (scripts/gpu_check.py
+// reads it to set retort next to transformers' generate on a GPU).
+//
+// What the first form deliberately is not: a GPU benchmark (it runs on the CPU it was built for).
 #include <algorithm>   // defines: std::max, std::min
 #include <cstdio>      // defines: popen, std::printf
 #include <filesystem>  // defines: std::filesystem
@@ -75,15 +82,18 @@ double gemm_peak_gflops() {
 double decode_tps(retort::Qwen2ForCausalLMImpl& m, int64_t B, int64_t P, int64_t steps, bool use_cache) {
   torch::NoGradGuard ng;
   const auto& cfg = m.config();
-  auto ids = prompt_ids(B, P, cfg.vocab_size);
+  auto ids = prompt_ids(B, P, cfg.vocab_size).to(m.device());
+  const bool cuda = m.device().is_cuda();
   if (use_cache) {
     auto cache = retort::KVCache::allocate(cfg, B, P + steps + 1, m.dtype(), m.device());
     retort::ForwardOptions fo;
     fo.cache = &cache;
     fo.last_logits_only = true;
     auto next = m.forward(ids, {}, fo).logits.select(1, 0).argmax(-1);  // [B]
+    if (cuda) torch::cuda::synchronize();  // sync point: the prefill is not timed
     double t0 = retort::now_seconds();
     for (int64_t s = 0; s < steps; ++s) next = m.forward(next.unsqueeze(1), {}, fo).logits.select(1, 0).argmax(-1);
+    if (cuda) torch::cuda::synchronize();  // sync point
     return B * steps / (retort::now_seconds() - t0);
   }
   retort::ForwardOptions fo;
@@ -94,6 +104,7 @@ double decode_tps(retort::Qwen2ForCausalLMImpl& m, int64_t B, int64_t P, int64_t
     auto next = m.forward(seq, {}, fo).logits.select(1, 0).argmax(-1);
     seq = torch::cat({seq, next.unsqueeze(1)}, 1);
   }
+  if (cuda) torch::cuda::synchronize();  // sync point
   return B * steps / (retort::now_seconds() - t0);
 }
 
@@ -126,6 +137,18 @@ std::string load_average() {
   std::fclose(f);
   std::string r(buf, n);
   while (!r.empty() && r.back() == '\n') r.pop_back();
+  return r;
+}
+
+std::vector<int64_t> split_ints(const std::string& s) {
+  std::vector<int64_t> r;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = s.find(',', i);
+    if (j == std::string::npos) j = s.size();
+    if (j > i) r.push_back(std::stoll(s.substr(i, j - i)));
+    i = j + 1;
+  }
   return r;
 }
 
@@ -176,22 +199,57 @@ double best_of(int reps, F f) {
 
 }  // namespace
 
+// The --model form: decode tokens/s of one checkpoint on one device; one JSON object on stdout.
+int decode_only(const std::string& dir, const std::string& device, const std::string& dtype, const Setup& s) {
+  retort::LoadOptions lo;
+  lo.device = device;
+  lo.dtype = dtype;
+  auto m = retort::load_model(dir, lo);
+  m->eval();
+  json out = {{"device", device}, {"dtype", retort::dtype_name(m->dtype())}, {"prompt", s.prompt},
+              {"steps", s.cache_steps}, {"reps", s.reps}, {"threads", at::get_num_threads()}, {"decode_cache", json::object()}};
+  for (int64_t b : s.batches) {
+    decode_tps(*m, b, s.prompt, 2, true);  // warm-up (kernels, allocator)
+    out["decode_cache"][std::to_string(b)] = best_of(s.reps, [&] { return decode_tps(*m, b, s.prompt, s.cache_steps, true); });
+  }
+  std::printf("%s\n", out.dump().c_str());
+  return 0;
+}
+
 int main(int argc, char** argv) {
   Setup s;
   bool quick = false;
+  std::string model_dir, device = "cpu", dtype = "auto";
+  bool steps_set = false, reps_set = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
+    const bool has_value = i + 1 < argc;
     if (a == "--quick") quick = true;
-    else if (a == "--threads" && i + 1 < argc) s.threads = std::atoi(argv[++i]);
+    else if (a == "--threads" && has_value) s.threads = std::atoi(argv[++i]);
+    else if (a == "--model" && has_value) model_dir = argv[++i];
+    else if (a == "--device" && has_value) device = argv[++i];
+    else if (a == "--dtype" && has_value) dtype = argv[++i];
+    else if (a == "--batches" && has_value) s.batches = split_ints(argv[++i]);
+    else if (a == "--prompt" && has_value) s.prompt = std::atoll(argv[++i]);
+    else if (a == "--cache-steps" && has_value) { s.cache_steps = std::atoll(argv[++i]); steps_set = true; }
+    else if (a == "--reps" && has_value) { s.reps = std::atoi(argv[++i]); reps_set = true; }
+    else {
+      std::fprintf(stderr, "bench_model: unknown or incomplete option '%s' (see the comment at the top of bench_model.cpp)\n", a.c_str());
+      return 2;
+    }
   }
   if (s.threads <= 0) s.threads = retort::cpu_count();
   at::set_num_threads(s.threads);
+  if (!model_dir.empty()) {
+    if (!steps_set) s.cache_steps = 128;
+    return decode_only(model_dir, device, dtype, s);
+  }
   if (quick) {
     s.batches = {1, 16};
     s.cache_steps = 4;
     s.nocache_steps = 2;
     s.train_steps = 1;
-    s.reps = 1;
+    if (!reps_set) s.reps = 1;
   }
   torch::manual_seed(0);
   double peak = gemm_peak_gflops();
