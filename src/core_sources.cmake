@@ -12,3 +12,7 @@ list(APPEND RETORT_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/rollout/sampler.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rollout/score.cpp
 )
+# dist/: data parallel over c10d (one Torch translation unit)
+list(APPEND RETORT_CORE_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/dist/dist.cpp
+)

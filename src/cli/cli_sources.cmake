@@ -7,4 +7,5 @@ set(RETORT_CLI_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/cmd_tokenizer.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cmd_rewards.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cmd_sandbox.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cmd_launch.cpp
 )

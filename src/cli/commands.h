@@ -17,6 +17,7 @@ void register_rewards_commands(CLI::App& app);    // verify
 void register_model_commands(CLI::App& app);      // generate, score
 void register_pipeline_commands(CLI::App& app);   // run, sft, distill, grpo, eval
 void register_audit_commands(CLI::App& app);      // audit, report
+void register_launch_commands(CLI::App& app);     // launch (data parallel on one machine)
 
 // Adds a subcommand that exists in the design but is not implemented in this build: it
 // says so and exits with status 3.

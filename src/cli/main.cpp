@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   // One explicit list: the order is the order of `retort --help`.
   retort::cli::register_pipeline_commands(app);
   retort::cli::register_audit_commands(app);
+  retort::cli::register_launch_commands(app);
   retort::cli::register_model_commands(app);
   retort::cli::register_tokenizer_commands(app);
   retort::cli::register_rewards_commands(app);

@@ -135,6 +135,23 @@ Rollout sample(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_
   auto stop_ids = torch::tensor(opts.stop_token_ids.empty() ? std::vector<int64_t>{-1} : opts.stop_token_ids,
                                 torch::kLong).to(dev);
   at::Generator gen = make_generator(dev, opts.seed);
+  std::vector<at::Generator> row_gens;  // [N] with opts.row_seeds
+  if (!opts.row_seeds.empty()) {
+    if (static_cast<int64_t>(opts.row_seeds.size()) != N) {
+      throw Error(ErrorInfo{"the sampler got a seed count that is not one per row", "sampler: row_seeds",
+                            std::to_string(N) + " seeds (B*G)", std::to_string(opts.row_seeds.size()), ""});
+    }
+    for (uint64_t s : opts.row_seeds) row_gens.push_back(at::detail::createCPUGenerator(s));
+  }
+  // Each active row's token from its own generator: [A] on dev.
+  auto pick_per_row = [&](const torch::Tensor& lg) {
+    auto host = lg.to(torch::kCPU);  // sync point: [A, V]
+    std::vector<int64_t> picked(active_host.size());
+    for (size_t i = 0; i < active_host.size(); ++i)
+      picked[i] = pick_tokens(host.narrow(0, static_cast<int64_t>(i), 1), opts, row_gens[static_cast<size_t>(active_host[i])])
+                      .item<int64_t>();
+    return torch::tensor(picked, torch::kLong).to(dev);
+  };
 
   auto finish_row = [&](int64_t row) {
     if (!opts.on_finished) return;
@@ -146,7 +163,7 @@ Rollout sample(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_
   // (3) decode.
   int64_t used = 0;
   for (int64_t t = 0; t < Lmax; ++t) {
-    auto next = pick_tokens(logits, opts, gen);                                           // [A]
+    auto next = row_gens.empty() ? pick_tokens(logits, opts, gen) : pick_per_row(logits);  // [A]
     auto lp = torch::log_softmax(logits.to(torch::kFloat), -1).gather(1, next.unsqueeze(1)).squeeze(1);  // [A]
     gen_tokens.select(1, t).index_copy_(0, active, next);
     gen_lp.select(1, t).index_copy_(0, active, lp);

@@ -45,6 +45,11 @@ struct SamplerOptions {
   std::vector<int64_t> stop_token_ids; // EOS, <|im_end|>, <｜end▁of▁sentence｜>, ...
   int64_t pad_token_id = 0;            // fills padding in Rollout::tokens (masked out everywhere)
   uint64_t seed = 0;                   // the same seed, prompts and options give the same rollout
+  // One CPU generator per row (B*G seeds, row b*G + g) instead of one for the batch: a row's
+  // tokens then depend on its own seed only, not on which other rows share the batch, so
+  // that data parallel ranks sampling disjoint prompts reproduce a single process. Costs a
+  // host copy of the logits per step. Empty = `seed` for the whole batch.
+  std::vector<uint64_t> row_seeds;
   // Called (on the calling thread) as soon as a row finishes, with its row index and ids,
   // so that verification can start while other rows still decode. Optional.
   std::function<void(int64_t row, const std::vector<int32_t>& completion)> on_finished;

@@ -17,6 +17,7 @@
 #include "common/log.h"             // defines: log_info, MetricsWriter, ProgressBar
 #include "common/platform.h"        // defines: now_seconds
 #include "common/run_dir.h"         // defines: RunDir
+#include "dist/dist.h"              // defines: DistContext, dist_context, shard_range
 #include "model/checkpoint.h"       // defines: load_model, save_model
 #include "model/transformer.h"      // defines: Qwen2ForCausalLM
 #include "rewards/extract.h"        // defines: rewards::split_think
@@ -42,6 +43,7 @@ void GrpoSamplingConfig::bind(ConfigBinder& b) {
   b.field("top_p", top_p);
   b.field("top_k", top_k);
   b.field("max_new_tokens", max_new_tokens);
+  b.field("seed_per_row", seed_per_row);
 }
 
 void AdvantageConfig::bind(ConfigBinder& b) {
@@ -443,8 +445,18 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
   }
   log_info(apply_runtime(cfg.runtime));
   torch::Device device(resolve_device(cfg.runtime.device));
+  const DistContext& dist = dist_context(device);
+  if (dist.enabled() && cfg.minibatch_size > 0) {
+    throw Error(ErrorInfo{"data parallel GRPO takes one optimizer step per pass over the whole batch", where + ": minibatch_size",
+                          "minibatch_size = 0 under RANK/WORLD_SIZE", std::to_string(cfg.minibatch_size),
+                          "set minibatch_size=0 (use mu for more updates per batch, grad_accum to bound memory)"});
+  }
+  if (dist.enabled() && !cfg.sampling.seed_per_row) {
+    cfg.sampling.seed_per_row = true;
+    log_info("data parallel: sampling.seed_per_row on, so that the ranks sample what one process would");
+  }
   RunDir run(cfg.run_dir);
-  run.save_resolved_config(config_to_json(cfg));
+  if (dist.is_main()) run.save_resolved_config(config_to_json(cfg));
 
   // ---- setup: tokenizer, prompts, verifiers --------------------------------------------------
   std::string tok_path = !cfg.tokenizer.empty() ? cfg.tokenizer : (fs::path(cfg.model) / "tokenizer.json").string();
@@ -460,6 +472,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
                                               : load_model(cfg.model, LoadOptions{device.str(), "float32"});
   policy->to(device);
   policy->train();
+  dist.broadcast(policy->parameters());  // every rank (and the reference copy) starts from rank 0's weights
   if (policy->config().vocab_size < tok.vocab_size()) {
     throw Error(ErrorInfo{"the tokenizer has more tokens than the model's vocabulary", where, "vocab_size >= " + std::to_string(tok.vocab_size()),
                           std::to_string(policy->config().vocab_size), "use the model's own tokenizer"});
@@ -505,6 +518,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
         throw Error(ErrorInfo{"the run directory holds a checkpoint of another stage", *ckpt, "stage grpo", st.value("stage", "?"),
                               "give this GRPO run its own run_dir"});
       }
+      dist.check_resume(st.value("world_size", int64_t{1}), *ckpt);
       step = st.at("step");
       epoch = st.at("epoch");
       cursor = st.at("cursor");
@@ -513,10 +527,14 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     }
   }
   // What a killed run wrote after its last checkpoint goes; the resumed run writes it again.
-  truncate_jsonl_after_step(run.file("metrics.jsonl"), step);
-  truncate_chains_after_step(run.file("chains.jsonl"), step);
-  MetricsWriter metrics(run.file("metrics.jsonl"));
-  ChainLog chains(run.file("chains.jsonl"));
+  std::unique_ptr<MetricsWriter> metrics;
+  std::unique_ptr<ChainLog> chains;
+  if (dist.is_main()) {
+    truncate_jsonl_after_step(run.file("metrics.jsonl"), step);
+    truncate_chains_after_step(run.file("chains.jsonl"), step);
+    metrics = std::make_unique<MetricsWriter>(run.file("metrics.jsonl"));
+    chains = std::make_unique<ChainLog>(run.file("chains.jsonl"));
+  }
 
   const uint64_t seed = static_cast<uint64_t>(cfg.runtime.seed);
   std::vector<int64_t> order = epoch_order(prompts.records.size(), seed, epoch);
@@ -537,13 +555,17 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
                 {"optimizer_steps", optim.steps_taken()},
                 {"seed", cfg.runtime.seed},
                 {"rng", {{"sampler", "splitmix64(seed, step, round)"}, {"minibatch_order", "mt19937_64(splitmix64(seed, step, 1000 + pass))"}}},
-                {"stage", "grpo"}};
+                {"stage", "grpo"},
+                {"world_size", dist.world_size()}};
   };
   const int64_t B = cfg.prompts_per_step, G = cfg.group_size;
 
   // ---- train -----------------------------------------------------------------------------------
-  ProgressBar bar("grpo", cfg.steps, "step");
-  bar.update(step);
+  std::unique_ptr<ProgressBar> bar;
+  if (dist.is_main()) {
+    bar = std::make_unique<ProgressBar>("grpo", cfg.steps, "step");
+    bar->update(step);
+  }
   while (step < cfg.steps) {
     const double t_step = now_seconds();
     json rec = {{"step", step + 1}};
@@ -556,19 +578,34 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     int64_t dropped = 0, all_equal_groups = 0;
     double sample_s = 0, score_wait_s = 0, verify_busy_s = 0;
     int64_t sampled_tokens = 0;
+    int64_t kept_global = 0;  // kept groups over all ranks
     for (int round = 0; round <= (cfg.dynamic_sampling.enabled ? cfg.dynamic_sampling.max_retries : 0); ++round) {
-      const int64_t want = B - static_cast<int64_t>(kept.size());
+      const int64_t want = B - kept_global;
       if (want <= 0) break;
       std::vector<int64_t> idx;
       for (int64_t i = 0; i < want; ++i) idx.push_back(next_prompt());
+      // Data parallel: every rank drew the same `want` prompts; it samples its slice.
+      ShardRange mine = shard_range(want, dist.rank(), dist.world_size());
+      idx = std::vector<int64_t>(idx.begin() + mine.begin, idx.begin() + mine.end);
       SamplerOptions so = sampler;
       so.seed = mix_seed(cfg.runtime.seed, step, round);
-      rounds.push_back(sample_and_score(*policy, prompts, std::move(idx), so, reward_set, tok));
+      if (cfg.sampling.seed_per_row) {
+        // Row (prompt i of the round, sample j): a stream of its own, keyed by the prompt's
+        // place in the whole round, whichever rank samples it.
+        for (int64_t i = mine.begin; i < mine.end; ++i)
+          for (int64_t j = 0; j < G; ++j) so.row_seeds.push_back(mix_seed(static_cast<int64_t>(so.seed), i, j));
+      }
+      if (idx.empty()) {
+        rounds.emplace_back();  // nothing for this rank in this round; the round numbers stay aligned
+      } else {
+        rounds.push_back(sample_and_score(*policy, prompts, std::move(idx), so, reward_set, tok));
+      }
       Sampled& s = rounds.back();
       sample_s += s.sample_s;
       score_wait_s += s.score_wait_s;
       verify_busy_s += s.verify_busy_s;
-      sampled_tokens += s.rollout.completion_mask.sum().item<int64_t>();
+      if (!s.prompts.empty()) sampled_tokens += s.rollout.completion_mask.sum().item<int64_t>();
+      const size_t kept_before = kept.size();
       for (int64_t g = 0; g < static_cast<int64_t>(s.prompts.size()); ++g) {
         bool equal = all_equal(s.table.total, static_cast<size_t>(g * G), static_cast<size_t>(G));
         all_equal_groups += equal;
@@ -578,22 +615,37 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
         }
         kept.push_back(GroupRef{round, g});
       }
+      kept_global += static_cast<int64_t>(dist.enabled() ? dist.sum(static_cast<double>(kept.size() - kept_before))  // sync point
+                                                         : static_cast<double>(kept.size() - kept_before));
+    }
+    if (dist.enabled()) {
+      auto c = dist.sum({static_cast<double>(all_equal_groups), static_cast<double>(dropped)});
+      all_equal_groups = static_cast<int64_t>(c[0]);
+      dropped = static_cast<int64_t>(c[1]);
     }
     rec["groups_all_equal"] = all_equal_groups;
     rec["groups_dropped"] = dropped;
     rec["sampling_rounds"] = static_cast<int64_t>(rounds.size());
-    rec["groups"] = static_cast<int64_t>(kept.size());
+    rec["groups"] = kept_global;
 
-    // 4: advantages over the kept batch, group by group.
+    // 4: advantages over the kept batch, group by group: on the combined batch (its groups
+    //    in rank order), of which this rank keeps its own slice.
     std::vector<double> rewards_kept;
     for (const auto& k : kept)
       for (int64_t j = 0; j < G; ++j) rewards_kept.push_back(rounds[static_cast<size_t>(k.round)].table.total[static_cast<size_t>(k.g * G + j)]);
-    std::vector<double> adv = kept.empty() ? std::vector<double>{} : group_advantages(rewards_kept, static_cast<int>(G), cfg.advantage.scale, cfg.advantage.eps);
+    std::vector<int64_t> chain_counts;  // per rank
+    std::vector<double> rewards_all = dist.all_gather(rewards_kept, &chain_counts);
+    int64_t chain_offset = 0;  // this rank's first chain in the combined batch
+    for (int r = 0; r < dist.rank(); ++r) chain_offset += chain_counts[static_cast<size_t>(r)];
+    std::vector<double> adv = rewards_all.empty() ? std::vector<double>{} : group_advantages(rewards_all, static_cast<int>(G), cfg.advantage.scale, cfg.advantage.eps);
+    if (dist.enabled())
+      adv = std::vector<double>(adv.begin() + chain_offset, adv.begin() + chain_offset + static_cast<int64_t>(rewards_kept.size()));
+    const int64_t n_global = static_cast<int64_t>(rewards_all.size());
 
     GrpoStepMetrics sm;
     sm.step = step + 1;
     sm.groups_dropped = dropped;
-    sm.chains = static_cast<int64_t>(rewards_kept.size());
+    sm.chains = n_global;
     double anchor_s = 0, old_s = 0, update_s = 0;
     std::vector<double> chain_kl(rewards_kept.size(), std::nan(""));
     GrpoLossStats agg;  // token-weighted over every micro-batch of every pass
@@ -601,7 +653,9 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     int64_t updates = 0, update_tokens = 0;
     const double lr = learning_rate(cfg.optim, step, cfg.steps);
 
-    if (!kept.empty()) {
+    // Under data parallel a rank may hold no group this step; it still joins every
+    // gradient sum below (with zeros), so that all ranks take the same optimizer steps.
+    if (n_global > 0) {
       GrpoBatch batch = gather_batch(rounds, kept, G, sampler.pad_token_id, cfg.overlong == "mask");
       batch.advantages = torch::tensor(std::vector<float>(adv.begin(), adv.end()));
       const int64_t N = batch.ids.size(0);
@@ -609,7 +663,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
 
       // 5: the anchor's log-probs, and each chain's mean KL to it under the sampling policy
       //    (k-estimator of the loss, with the same single definition: grpo_loss with A = 0, beta = 1).
-      if (anchor) {
+      if (anchor && N > 0) {
         double t0 = now_seconds();
         torch::NoGradGuard ng;
         batch.ref_logprobs = completion_logprobs(*anchor, batch, {}, cfg.logprob_micro_batch, device).to(torch::kCPU);  // [N, L]
@@ -628,7 +682,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
 
       // 6: the old (sampling) policy's log-probs: the sampler's, or recomputed with a full
       //    forward pass when mu > 1 so that the first pass's ratio is exactly 1.
-      if (cfg.mu > 1) {
+      if (cfg.mu > 1 && N > 0) {
         double t0 = now_seconds();
         torch::NoGradGuard ng;
         policy->eval();
@@ -643,15 +697,24 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
       //    grad_accum micro-batches whose losses are weighted to the minibatch's aggregation.
       double t0 = now_seconds();
       const int64_t M = cfg.minibatch_size > 0 ? std::min(cfg.minibatch_size, N) : N;
+      // Data parallel: minibatch_size is 0, so one minibatch (this rank's whole slice) per pass.
+      const int64_t n_minibatches = dist.enabled() ? 1 : (N + M - 1) / M;
+      // dr_grpo's default divisor N * L is the combined batch's: the longest completion of all ranks.
+      const double l_global = dist.enabled() ? dist.max(static_cast<double>(batch.L)) : static_cast<double>(batch.L);
       for (int pass = 0; pass < cfg.mu; ++pass) {
         std::vector<int64_t> perm(static_cast<size_t>(N));
         for (int64_t i = 0; i < N; ++i) perm[static_cast<size_t>(i)] = i;
         std::mt19937_64 rng(mix_seed(cfg.runtime.seed, step, 1000 + pass));
         std::shuffle(perm.begin(), perm.end(), rng);
-        for (int64_t mb = 0; mb < N; mb += M) {
+        for (int64_t mbi = 0; mbi < n_minibatches; ++mbi) {
+          const int64_t mb = mbi * M;
           const int64_t n_mb = std::min(M, N - mb);
           const double mb_tokens = batch.loss_mask.index_select(0, torch::tensor(std::vector<int64_t>(perm.begin() + mb, perm.begin() + mb + n_mb)))
                                        .sum().item<double>();
+          // The aggregation's denominators are the combined minibatch's (the whole batch under
+          // data parallel): each rank's loss is its share, and the gradient sum is the total.
+          const double seq_denom = dist.enabled() ? static_cast<double>(n_global) : static_cast<double>(n_mb);
+          const double tok_denom = dist.enabled() ? dist.sum(mb_tokens) : mb_tokens;  // sync point
           const int64_t micro = (n_mb + cfg.grad_accum - 1) / cfg.grad_accum;
           double mb_loss = 0;
           for (int64_t m0 = mb; m0 < mb + n_mb; m0 += micro) {
@@ -666,9 +729,10 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
             // Weight of this micro-batch in the minibatch's aggregate (see grpo_loss.h):
             //   sequence, dr_grpo with the default N*L divisor: its share of sequences;
             //   token: its share of tokens; dr_grpo with a set constant: 1 (sums add up).
-            double w = static_cast<double>(n) / n_mb;
-            if (cfg.loss.aggregation == "token") w = mb_tokens > 0 ? st.tokens / mb_tokens : 0.0;
+            double w = static_cast<double>(n) / seq_denom;
+            if (cfg.loss.aggregation == "token") w = tok_denom > 0 ? st.tokens / tok_denom : 0.0;
             if (cfg.loss.aggregation == "dr_grpo" && cfg.loss.dr_grpo_constant > 0) w = 1.0;
+            else if (cfg.loss.aggregation == "dr_grpo" && dist.enabled()) w *= static_cast<double>(batch.L) / l_global;
             (loss * w).backward();
             mb_loss += st.loss * w;
             agg.kl += st.kl * st.tokens;
@@ -680,6 +744,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
             agg.tokens += st.tokens;
             update_tokens += on_device(batch.attention_mask, rows).sum().item<int64_t>();  // sync point
           }
+          dist.all_reduce_gradients(params);  // sync point (no-op in a single process)
           grad_norm = clip_grad_norm(params, cfg.optim.grad_clip);
           optim.step(lr);
           optim.zero_grad();
@@ -688,8 +753,16 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
         }
       }
       update_s = now_seconds() - t0;
+      if (dist.enabled()) {
+        auto v = dist.sum({loss_sum, agg.kl, agg.clip_low, agg.clip_high, agg.dual_clipped, agg.ratio_mean, agg.policy_loss,
+                           agg.tokens, static_cast<double>(update_tokens)});
+        loss_sum = v[0], agg.kl = v[1], agg.clip_low = v[2], agg.clip_high = v[3], agg.dual_clipped = v[4];
+        agg.ratio_mean = v[5], agg.policy_loss = v[6], agg.tokens = v[7], update_tokens = static_cast<int64_t>(v[8]);
+      }
 
-      // 8 (chains): one line per chain of the kept batch, in batch order.
+      // 8 (chains): one line per chain of the kept batch, in batch order (under data
+      //    parallel: rank by rank, gathered to rank 0, group numbers of the combined batch).
+      json lines = json::array();
       for (int64_t i = 0; i < N; ++i) {
         const Sampled& s = rounds[static_cast<size_t>(batch.round[static_cast<size_t>(i)])];
         const int64_t row = batch.src_row[static_cast<size_t>(i)];
@@ -697,7 +770,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
         ChainEntry e;
         e.step = step + 1;
         e.prompt_id = p.id;
-        e.group = batch.group[static_cast<size_t>(i)];
+        e.group = batch.group[static_cast<size_t>(i)] + chain_offset / G;
         e.sample = row % G;
         e.prompt = p.text;
         e.text = s.texts[static_cast<size_t>(row)];
@@ -713,13 +786,20 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
         if (anchor) e.kl = chain_kl[static_cast<size_t>(i)];
         e.length = static_cast<int64_t>(s.rollout.completions[static_cast<size_t>(row)].size());
         e.truncated = s.rollout.truncated[static_cast<size_t>(row)];
-        chains.write(e);
+        if (!dist.enabled()) chains->write(e);
+        else lines.push_back(chain_line(e));
+      }
+      if (dist.enabled()) {
+        std::vector<std::string> all = dist.gather_to_main(lines.dump(-1, ' ', false, json::error_handler_t::replace));
+        for (const auto& part : all)
+          for (auto& line : json::parse(part)) chains->write(std::move(line));
       }
     }
     ++step;
 
-    // 8 (metrics): rewards per verifier, pass rates, KL, clipping, lengths, stage times.
-    MeanStd total = mean_std(rewards_kept);
+    // 8 (metrics): rewards per verifier, pass rates, KL, clipping, lengths, stage times; of
+    //    the combined batch (the dist calls return their input in a single process).
+    MeanStd total = mean_std(rewards_all);
     rec["reward_mean"] = finite_or_null(total.mean);
     rec["reward_std"] = finite_or_null(total.std);
     {
@@ -746,6 +826,20 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
           comp_tokens += s.rollout.completion_mask[row].sum().item<double>();
         }
       }
+      {
+        std::vector<double> c;
+        for (size_t k = 0; k < vnames.size(); ++k) c.push_back(static_cast<double>(passed[k])), c.push_back(static_cast<double>(applicable[k]));
+        c.push_back(static_cast<double>(truncated));
+        c.push_back(neg_logp);
+        c.push_back(comp_tokens);
+        c = dist.sum(c);
+        for (size_t k = 0; k < vnames.size(); ++k) passed[k] = static_cast<int64_t>(c[2 * k]), applicable[k] = static_cast<int64_t>(c[2 * k + 1]);
+        truncated = static_cast<int64_t>(c[2 * vnames.size()]);
+        neg_logp = c[2 * vnames.size() + 1];
+        comp_tokens = c[2 * vnames.size() + 2];
+        for (auto& v : per) v = dist.all_gather(v);
+        lengths = dist.all_gather(lengths);
+      }
       for (size_t k = 0; k < vnames.size(); ++k) {
         MeanStd m = mean_std(per[k]);
         rec["reward_mean_" + vnames[k]] = finite_or_null(m.mean);
@@ -760,6 +854,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
       // expectation at temperature 1 without top-k / top-p).
       rec["entropy"] = comp_tokens > 0 ? json(neg_logp / comp_tokens) : json(nullptr);
       for (double k : chain_kl) kls.push_back(k);
+      kls = dist.all_gather(kls);
       MeanStd kl = mean_std(kls);
       sm.kl = kl.mean;
       rec["kl"] = finite_or_null(kl.mean);
@@ -791,22 +886,23 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     rec["update_tokens_per_s"] = update_s > 0 ? update_tokens / update_s : 0.0;
     result.steps.push_back(sm);
     const bool last = step == cfg.steps;
-    if (cfg.log_every > 0 && (step % cfg.log_every == 0 || last)) metrics.write(rec);
+    if (metrics && cfg.log_every > 0 && (step % cfg.log_every == 0 || last)) metrics->write(rec);
     char suffix[128];
     std::snprintf(suffix, sizeof suffix, "reward %.3f kl %.4f", total.mean, sm.kl);
-    bar.update(step, suffix);
+    if (bar) bar->update(step, suffix);
 
-    // 9: checkpoint; the chains of this step reach the disk first.
-    if ((cfg.save_every > 0 && step % cfg.save_every == 0) || last) {
-      chains.flush();
+    // 9: checkpoint (rank 0); the chains of this step reach the disk first.
+    if (dist.is_main() && ((cfg.save_every > 0 && step % cfg.save_every == 0) || last)) {
+      chains->flush();
       save_training_checkpoint(cfg.run_dir, step, *policy, optim, trainer_state(), tokenizer_dir, cfg.keep_last);
     }
   }
-  bar.finish();
-  chains.flush();
+  if (bar) bar->finish();
+  if (chains) chains->flush();
 
   // ---- save --------------------------------------------------------------------------------------
   result.output_dir = cfg.output.empty() ? run.file("final") : cfg.output;
+  if (!dist.is_main()) return result;  // rank 0 writes the model
   std::string tmp = result.output_dir + ".tmp";
   fs::remove_all(tmp);
   SaveOptions so;

@@ -23,7 +23,14 @@
 // FILE:LINE; no verifier, no usable prompt, a batch that does not split into minibatches, or an
 // anchor without a checkpoint are errors before the first step; a verifier that does not
 // answer by the deadline scores 0 (the detail says so) and the run goes on.
-// What it deliberately is not: data parallel (src/dist) or tuned for GPUs.
+// Data parallel (src/dist, RANK/WORLD_SIZE set): every rank draws the same prompts and takes
+// a contiguous slice of each round's groups (a group stays on one rank, so its advantages are
+// unchanged); the losses are scaled by the combined batch's counts and the gradients summed,
+// so N ranks take the step one process takes on the whole batch (with sampling.seed_per_row,
+// which data parallel turns on). Dynamic sampling refills to B groups over all ranks.
+// minibatch_size must be 0 there (one optimizer step per pass over the whole batch).
+// Only rank 0 writes metrics.jsonl, chains.jsonl and checkpoints.
+// What it deliberately is not: tuned for GPUs.
 //
 // Shapes: B prompts per step, G completions per prompt, N = B*G sequences, P prompt length
 // (longest in the batch), L completion length (longest in the batch), V vocab.
@@ -59,6 +66,10 @@ struct GrpoSamplingConfig {
   double top_p = 1.0;
   int64_t top_k = 0;             // 0 = all tokens
   int64_t max_new_tokens = 512;  // completion length cap; longer ones are "truncated"
+  // One random stream per completion, from (seed, step, round, prompt's place in the round,
+  // sample): a completion then does not depend on the other prompts of its batch. Always on
+  // under data parallel, where it makes N ranks sample what one process samples.
+  bool seed_per_row = false;
   void bind(ConfigBinder& b);
 };
 

@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "common/platform.h"
 #include "common/run_dir.h"
+#include "dist/dist.h"
 #include "model/checkpoint.h"
 #include "model/transformer.h"
 #include "rollout/sampler.h"
@@ -170,14 +171,17 @@ torch::Tensor summed_ce(const ForwardOutput& out, const Batch& b) {
   return -(logp * b.loss_mask).sum();
 }
 
+// Data parallel: rank r scores the batches r, r + W, ...; the sums are added over the ranks.
 double validation_loss(Qwen2ForCausalLMImpl& model, const std::vector<TokenizedSample>& valid, int batch_size,
-                       torch::Device device) {
+                       torch::Device device, const DistContext& dist) {
   if (valid.empty()) return std::nan("");
   torch::NoGradGuard ng;
   model.eval();
   double total = 0;
   int64_t tokens = 0;
+  int64_t index = 0;
   for (size_t i = 0; i < valid.size(); i += static_cast<size_t>(batch_size)) {
+    if (index++ % dist.world_size() != dist.rank()) continue;
     std::vector<int64_t> rows;
     for (size_t j = i; j < std::min(valid.size(), i + batch_size); ++j) rows.push_back(static_cast<int64_t>(j));
     Batch b = make_batch(valid, rows, device);
@@ -185,6 +189,11 @@ double validation_loss(Qwen2ForCausalLMImpl& model, const std::vector<TokenizedS
     tokens += b.target_tokens;
   }
   model.train();
+  if (dist.enabled()) {
+    auto s = dist.sum({total, static_cast<double>(tokens)});  // sync point
+    total = s[0];
+    tokens = static_cast<int64_t>(s[1]);
+  }
   return tokens > 0 ? total / tokens : std::nan("");
 }
 
@@ -206,8 +215,11 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
   }
   log_info(apply_runtime(cfg.runtime));
   torch::Device device(resolve_device(cfg.runtime.device));
+  // Data parallel (RANK/WORLD_SIZE set): every rank builds the same global batches from the
+  // same seed and trains on its slice; only rank 0 writes the run directory.
+  const DistContext& dist = dist_context(device);
   RunDir run(cfg.run_dir);
-  run.save_resolved_config(config_to_json(cfg));
+  if (dist.is_main()) run.save_resolved_config(config_to_json(cfg));
 
   std::string tok_path = !cfg.tokenizer.empty() ? cfg.tokenizer : (fs::path(cfg.model) / "tokenizer.json").string();
   Tokenizer tok = Tokenizer::from_file(tok_path);
@@ -294,6 +306,7 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
   if (cfg.resume) {
     if (auto ckpt = latest_checkpoint(cfg.run_dir)) {
       nlohmann::json st = load_training_checkpoint(*ckpt, *model, optim);
+      dist.check_resume(st.value("world_size", int64_t{1}), *ckpt);
       if (distiller) distiller->load_parameters(read_safetensors(*ckpt + "/distill_state.safetensors"), *ckpt);
       step = st.at("step");
       epoch = st.at("epoch");
@@ -302,9 +315,14 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
       log_info("resumed from " + *ckpt + " at step " + std::to_string(step));
     }
   }
+  // Every rank starts from rank 0's weights (a random init or a checkpoint alike).
+  dist.broadcast(params);
   // Lines a killed run wrote after its last checkpoint (or a fresh run's predecessor) go.
-  truncate_jsonl_after_step(run.file("metrics.jsonl"), step);
-  MetricsWriter metrics(run.file("metrics.jsonl"));
+  std::unique_ptr<MetricsWriter> metrics;
+  if (dist.is_main()) {
+    truncate_jsonl_after_step(run.file("metrics.jsonl"), step);
+    metrics = std::make_unique<MetricsWriter>(run.file("metrics.jsonl"));
+  }
 
   // ---- train ---------------------------------------------------------------------------------
   auto batches = epoch_batches(train, cfg.batch_size, static_cast<uint64_t>(cfg.runtime.seed), epoch);
@@ -316,12 +334,22 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
     }
     return batches[cursor++];
   };
+  // This rank's slice of a global batch's rows (all of them in a single process).
+  auto my_rows = [&](const std::vector<int64_t>& rows) {
+    if (!dist.enabled()) return rows;
+    ShardRange r = shard_range(static_cast<int64_t>(rows.size()), dist.rank(), dist.world_size());
+    return std::vector<int64_t>(rows.begin() + r.begin, rows.begin() + r.end);
+  };
   auto trainer_state = [&]() {
     return nlohmann::json{{"step", step}, {"epoch", epoch}, {"cursor", cursor}, {"optimizer_steps", optim.steps_taken()},
-                          {"seed", cfg.runtime.seed}, {"stage", "sft"}};
+                          {"seed", cfg.runtime.seed}, {"stage", "sft"},
+                          {"world_size", dist.world_size()}};
   };
-  ProgressBar bar("sft", cfg.steps, "step");
-  bar.update(step);
+  std::unique_ptr<ProgressBar> bar;
+  if (dist.is_main()) {
+    bar = std::make_unique<ProgressBar>("sft", cfg.steps, "step");
+    bar->update(step);
+  }
   while (step < cfg.steps) {
     double t0 = now_seconds();
     std::vector<Batch> micro;
@@ -331,15 +359,31 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
     std::mt19937_64 step_rng(static_cast<uint64_t>(cfg.runtime.seed) * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(step));
     const bool on_policy = lambda > 0 && std::uniform_real_distribution<double>(0.0, 1.0)(step_rng) < lambda;
     for (int a = 0; a < cfg.grad_accum; ++a) {
+      // Every rank draws the same global rows (and the same random numbers); a rank whose
+      // slice is empty (a short last batch of an epoch) still joins the collectives.
+      std::vector<int64_t> rows = my_rows(next_rows());
+      const uint64_t policy_seed = step_rng();
+      if (rows.empty()) continue;
       if (on_policy) {
-        on_policy_opts.seed = step_rng();
-        micro.push_back(on_policy_batch(*model, train, next_rows(), on_policy_opts));
+        // Each rank samples its own rows: the streams differ from a single process's.
+        on_policy_opts.seed = policy_seed ^ (static_cast<uint64_t>(dist.rank()) * 0x9e3779b97f4a7c15ull);
+        micro.push_back(on_policy_batch(*model, train, rows, on_policy_opts));
       } else {
-        micro.push_back(make_batch(train, next_rows(), device, distiller && distiller->offline()));
+        micro.push_back(make_batch(train, rows, device, distiller && distiller->offline()));
       }
       target_tokens += micro.back().target_tokens;
       tokens += micro.back().ids.numel();
     }
+    // The CE divides by the combined batch's trained tokens, so that the SUM of the ranks'
+    // gradients is the single-process gradient of the combined batch.
+    if (dist.enabled()) {
+      auto s = dist.sum({static_cast<double>(target_tokens), static_cast<double>(tokens)});  // sync point
+      target_tokens = static_cast<int64_t>(s[0]);
+      tokens = static_cast<int64_t>(s[1]);
+    }
+    // Micro-batch slices over all ranks: the distillation losses (per-batch means) are
+    // averaged over them, as if each slice were a micro-batch of one process.
+    const double shards = static_cast<double>(cfg.grad_accum) * dist.world_size();
     // The step's CE is the mean over all its trained tokens, whatever the accumulation; the
     // distillation losses are per-batch means, averaged over the micro-batches.
     std::map<std::string, double> weights = distiller ? distiller->schedule().weights_at(step) : std::map<std::string, double>{{"ce", 1.0}};
@@ -352,15 +396,30 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
       torch::Tensor loss;
       if (distiller) {
         // ce_mean of this micro-batch alone, for the weighted sum: ce scaled back by the share.
-        auto l = distiller->losses(out, b.ids, b.attention, b.loss_mask, ce * static_cast<double>(micro.size()), weights, b.topk);
-        loss = l.total / static_cast<double>(micro.size());
-        for (const auto& kv : l.values) parts[kv.first] += kv.second / static_cast<double>(micro.size());
+        auto l = distiller->losses(out, b.ids, b.attention, b.loss_mask, ce * shards, weights, b.topk);
+        loss = l.total / shards;
+        for (const auto& kv : l.values) parts[kv.first] += kv.second / shards;
       } else {
         loss = ce;
         parts["ce"] += ce.item<double>();
       }
       loss.backward();
       loss_sum += loss.item<double>();  // sync point
+    }
+    if (dist.enabled()) {
+      // Each rank's loss is its share of the combined batch's loss: the sums are the totals.
+      dist.all_reduce_gradients(params);  // sync point
+      static const std::vector<std::string> kParts = {"ce", "logit", "feature", "attention"};
+      std::vector<double> v{loss_sum};
+      for (const auto& k : kParts) {
+        v.push_back(parts.count(k) ? parts[k] : 0.0);
+        v.push_back(parts.count(k) ? 1.0 : 0.0);
+      }
+      v = dist.sum(v);
+      loss_sum = v[0];
+      parts.clear();
+      for (size_t i = 0; i < kParts.size(); ++i)
+        if (v[2 + 2 * i] > 0) parts[kParts[i]] = v[1 + 2 * i];
     }
     double grad_norm = clip_grad_norm(params, cfg.optim.grad_clip);
     double lr = learning_rate(cfg.optim, step, cfg.steps);
@@ -379,25 +438,26 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
       for (const auto& kv : weights) rec["weight_" + kv.first] = kv.second;
     bool last = step == cfg.steps;
     if ((cfg.eval_every > 0 && step % cfg.eval_every == 0) || last) {
-      double vl = validation_loss(*model, valid, cfg.batch_size, device);
+      double vl = validation_loss(*model, valid, cfg.batch_size, device, dist);
       if (!std::isnan(vl)) rec["valid_loss"] = vl;
       result.final_valid_loss = vl;
     }
-    if (cfg.log_every > 0 && (step % cfg.log_every == 0 || last)) metrics.write(rec);
+    if (metrics && cfg.log_every > 0 && (step % cfg.log_every == 0 || last)) metrics->write(rec);
     char suffix[96];
     std::snprintf(suffix, sizeof suffix, "loss %.4f lr %.2e", loss_sum, lr);
-    bar.update(step, suffix);
-    if ((cfg.save_every > 0 && step % cfg.save_every == 0) || last) {
+    if (bar) bar->update(step, suffix);
+    if (dist.is_main() && ((cfg.save_every > 0 && step % cfg.save_every == 0) || last)) {
       std::map<std::string, torch::Tensor> extra;
       if (distiller)
         for (auto& np : distiller->parameters()) extra[np.first] = np.second.detach().cpu().contiguous();
       save_training_checkpoint(cfg.run_dir, step, *model, optim, trainer_state(), tokenizer_dir, cfg.keep_last, extra);
     }
   }
-  bar.finish();
+  if (bar) bar->finish();
 
   // ---- save ------------------------------------------------------------------------------
   result.output_dir = cfg.output.empty() ? run.file("final") : cfg.output;
+  if (!dist.is_main()) return result;  // rank 0 writes the model
   std::string tmp = result.output_dir + ".tmp";
   fs::remove_all(tmp);
   SaveOptions so;

@@ -6,6 +6,12 @@
 // metrics.jsonl and a progress bar; checkpoints every N steps written atomically, the
 // last K kept; a killed run resumes from its newest checkpoint and reproduces the losses of
 // an uninterrupted run (CPU, fixed seed).
+// Data parallel (src/dist, RANK/WORLD_SIZE set): every rank builds the same global batches
+// and trains on a contiguous slice of each; the CE divides by the combined batch's token
+// count and the gradients are summed, so N ranks take one process's step on the combined
+// batch. The distillation losses (per-batch means) are averaged over the ranks' slices as
+// if each slice were a micro-batch (equal to one process only up to that regrouping), and
+// on-policy samples differ from a single process's. Only rank 0 writes; a resume needs the checkpoint's world size.
 // Failure modes: a bad trace line names file:line; no usable sample is an error; a config
 // typo names the key and the allowed ones; a resume with a different model is refused.
 #pragma once
