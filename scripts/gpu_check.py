@@ -110,7 +110,7 @@ def save_model_folder(cfg, weights, folder, tokenizer):
     model.safetensors written by the reference's own writer."""
     os.makedirs(folder, exist_ok=True)
     if HAVE_HF:
-        hf = Qwen2ForCausalLM(Qwen2Config(**{k: v for k, v in cfg.items() if k != "architectures"}))
+        hf = Qwen2ForCausalLM(Qwen2Config(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type")}))
         missing, unexpected = hf.load_state_dict(weights, strict=False)
         missing = [m for m in missing if not (cfg["tie_word_embeddings"] and m == "lm_head.weight")]
         assert not missing and not unexpected, (missing, unexpected)
@@ -269,7 +269,7 @@ def check_decode(c, a, work, tok):
     if HAVE_HF:
         # Random weights initialised on the device (fast), saved once, used by both sides.
         with torch.device(a.device):
-            model = Qwen2ForCausalLM(Qwen2Config(**{k: v for k, v in cfg.items() if k != "architectures"})).to(dtype)
+            model = Qwen2ForCausalLM(Qwen2Config(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type")})).to(dtype)
         model.eval()
         model.generation_config.eos_token_id = None
         model.save_pretrained(folder, safe_serialization=True)
