@@ -161,10 +161,13 @@ Rollout sample(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_
   };
 
   // (3) decode.
+  const double lp_temperature = opts.greedy || opts.temperature <= 0 ? 1.0 : opts.temperature;
   int64_t used = 0;
   for (int64_t t = 0; t < Lmax; ++t) {
     auto next = row_gens.empty() ? pick_tokens(logits, opts, gen) : pick_per_row(logits);  // [A]
-    auto lp = torch::log_softmax(logits.to(torch::kFloat), -1).gather(1, next.unsqueeze(1)).squeeze(1);  // [A]
+    // log p under the tempered policy, the one the tokens were drawn from (GRPO's ratio and
+    // policy gradient are taken on it, as in TRL and verl); top-k/top-p are not applied here.
+    auto lp = torch::log_softmax(logits.to(torch::kFloat) / lp_temperature, -1).gather(1, next.unsqueeze(1)).squeeze(1);  // [A]
     gen_tokens.select(1, t).index_copy_(0, active, next);
     gen_lp.select(1, t).index_copy_(0, active, lp);
     used = t + 1;

@@ -26,8 +26,9 @@ struct Rollout {
   torch::Tensor tokens;           // [B*G, P+L] int64: left-padded prompt, completion, pad_token_id after it
   torch::Tensor attention_mask;   // [B*G, P+L] int64: 1 on prompt and completion tokens
   torch::Tensor completion_mask;  // [B*G, L] int64: 1 on generated tokens, up to and including the stop token
-  torch::Tensor logprobs;         // [B*G, L] float32: log p of each sampled token under the model (temperature 1,
-                                  // no top-k/top-p: what token_logprobs recomputes); 0 where completion_mask is 0
+  torch::Tensor logprobs;         // [B*G, L] float32: log p of each sampled token under the sampling temperature
+                                  // (logits / temperature; 1 when greedy), without top-k/top-p: what token_logprobs
+                                  // recomputes with the same temperature; 0 where completion_mask is 0
   std::vector<std::string> texts; // B*G decoded completions (stop token excluded); empty without a decoder
   std::vector<std::vector<int32_t>> completions;  // B*G completion ids (stop token included)
   std::vector<bool> truncated;    // B*G: ended by max_new_tokens, not by a stop token

@@ -341,13 +341,17 @@ GrpoBatch gather_batch(const std::vector<Sampled>& rounds, const std::vector<Gro
 
 // log p of the completion tokens: token_logprobs over the whole sequence, then the L
 // positions that predict completion tokens (P-1 .. P+L-2). -> [N, L], 0 off the completion.
+// At the sampling temperature (logits / T): the policy being optimised is the one that drew the
+// tokens, so the ratio starts at 1 and the anchor's KL is taken on the same footing (TRL and verl
+// do the same). T = 1 when sampling is greedy.
 torch::Tensor completion_logprobs(Qwen2ForCausalLMImpl& model, const GrpoBatch& b, const torch::Tensor& rows, int64_t micro_batch,
-                                  torch::Device device) {
+                                  double temperature, torch::Device device) {
   auto ids = (rows.defined() ? b.ids.index_select(0, rows) : b.ids).to(device);
   auto att = (rows.defined() ? b.attention_mask.index_select(0, rows) : b.attention_mask).to(device);
   auto cm = (rows.defined() ? b.completion_mask.index_select(0, rows) : b.completion_mask).to(device);
   LogprobOptions lo;
   lo.micro_batch = micro_batch;
+  lo.temperature = temperature;
   auto lp = token_logprobs(model, ids, att, lo).narrow(1, b.P - 1, b.L);  // [n, L]
   return lp * cm;
 }
@@ -505,6 +509,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
   sampler.top_p = cfg.sampling.top_p;
   sampler.top_k = cfg.sampling.top_k;
   sampler.greedy = cfg.sampling.temperature <= 0;
+  const double lp_temperature = sampler.greedy ? 1.0 : cfg.sampling.temperature;  // as the sampler's log-probs
   sampler.stop_token_ids = stop_token_ids(policy->config(), tok, ChatTemplate::by_name(cfg.data.format.chat_template));
   sampler.pad_token_id = 0;
 
@@ -666,7 +671,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
       if (anchor && N > 0) {
         double t0 = now_seconds();
         torch::NoGradGuard ng;
-        batch.ref_logprobs = completion_logprobs(*anchor, batch, {}, cfg.logprob_micro_batch, device).to(torch::kCPU);  // [N, L]
+        batch.ref_logprobs = completion_logprobs(*anchor, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);  // [N, L]
         GrpoLossOptions klo = cfg.loss;
         klo.beta = 1.0;
         klo.aggregation = "sequence";
@@ -686,7 +691,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
         double t0 = now_seconds();
         torch::NoGradGuard ng;
         policy->eval();
-        batch.old_logprobs = completion_logprobs(*policy, batch, {}, cfg.logprob_micro_batch, device).to(torch::kCPU);
+        batch.old_logprobs = completion_logprobs(*policy, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);
         policy->train();
         old_s = now_seconds() - t0;
       } else {
@@ -720,7 +725,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
           for (int64_t m0 = mb; m0 < mb + n_mb; m0 += micro) {
             const int64_t n = std::min(micro, mb + n_mb - m0);
             auto rows = torch::tensor(std::vector<int64_t>(perm.begin() + m0, perm.begin() + m0 + n));
-            auto logp = completion_logprobs(*policy, batch, rows, 0, device);  // [n, L], with autograd
+            auto logp = completion_logprobs(*policy, batch, rows, 0, lp_temperature, device);  // [n, L], with autograd
             auto mask = on_device(batch.loss_mask, rows);
             GrpoLossStats st;
             auto loss = grpo_loss(logp, on_device(batch.old_logprobs, rows),
@@ -850,8 +855,8 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
       rec["completion_length_mean"] = finite_or_null(len.mean);
       rec["completion_length_max"] = lengths.empty() ? json(nullptr) : json(*std::max_element(lengths.begin(), lengths.end()));
       rec["truncated_share"] = lengths.empty() ? json(nullptr) : json(static_cast<double>(truncated) / lengths.size());
-      // Mean -log p of the sampled tokens: an estimate of the policy's entropy (exact in
-      // expectation at temperature 1 without top-k / top-p).
+      // Mean -log p of the sampled tokens: an estimate of the entropy of the policy at the
+      // sampling temperature (exact in expectation without top-k / top-p).
       rec["entropy"] = comp_tokens > 0 ? json(neg_logp / comp_tokens) : json(nullptr);
       for (double k : chain_kl) kls.push_back(k);
       kls = dist.all_gather(kls);

@@ -51,11 +51,16 @@ TEST_CASE("sampler log-probs equal those of a full forward pass over the finishe
     }
     CHECK(stopped > 0);
     CHECK(lengths.size() > 1);
-    // Recompute with one forward pass over [prompt | completion].
-    auto lp = retort::token_logprobs(*model, r.tokens, r.attention_mask);  // [N, P+L-1]
+    // Recompute with one forward pass over [prompt | completion], at the sampling temperature.
+    retort::LogprobOptions lo;
+    lo.temperature = o.temperature;
+    auto lp = retort::token_logprobs(*model, r.tokens, r.attention_mask, lo);  // [N, P+L-1]
     auto P = r.prompt_length, L = r.completion_mask.size(1);
     auto recomputed = lp.narrow(1, P - 1, L) * r.completion_mask.to(torch::kFloat);  // [N, L]
     CHECK((recomputed - r.logprobs).abs().max().item<double>() < 1e-4);
+    // ... and not the untempered model's (the sampler's log-probs are those of the policy it drew from).
+    auto untempered = retort::token_logprobs(*model, r.tokens, r.attention_mask).narrow(1, P - 1, L) * r.completion_mask.to(torch::kFloat);
+    CHECK((untempered - r.logprobs).abs().max().item<double>() > 1e-2);
     CHECK(r.logprobs.abs().sum().item<double>() > 1.0);  // not all zeros
     // Masks: 1 up to and including the stop token, then 0; a stopped row ends on a stop id.
     auto cm = r.completion_mask;

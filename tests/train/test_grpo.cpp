@@ -407,6 +407,34 @@ TEST_CASE("grpo: a large beta keeps the policy near the anchor, beta = 0 lets it
   CHECK(tied_last < 0.5 * free_last);
 }
 
+TEST_CASE("grpo: the ratio and the anchor's KL are taken at the sampling temperature", "[train]") {
+  // Sampling at T = 0.5 draws from softmax(logits / 0.5). The first update of a step (mu = 1)
+  // sees the very policy that sampled, so every ratio must be 1 and nothing is clipped; the
+  // anchor is the frozen initial policy, so the first step's KL must be 0. Log-probs of the
+  // untempered model would give ratios p_1 / p_0.5 far from 1, clipped tokens and a KL > 0.
+  std::string prompts = write_prompts("grpo_temperature_prompts.jsonl", number_prompts(4));
+  std::string run = kBin + "/test_runs/grpo_temperature";
+  fs::remove_all(run);
+  json cfg = tiny_config(run, prompts, "sevens");
+  cfg["anchor"] = "reference";
+  cfg["sampling"]["temperature"] = 0.5;
+  cfg["loss"]["beta"] = 0.1;
+  cfg["steps"] = 3;
+  cfg["save_every"] = 0;
+  retort::run_grpo(cfg, "test", {}, test_hooks());
+  auto m = read_jsonl(run + "/metrics.jsonl");
+  REQUIRE(m.size() == 3);
+  for (size_t i = 0; i < m.size(); ++i) {
+    INFO("step " << i + 1 << ": " << m[i].dump());
+    CHECK(m[i]["ratio_mean"].get<double>() == Approx(1.0).margin(1e-5));
+    CHECK(m[i]["clip_low"].get<double>() == 0.0);
+    CHECK(m[i]["clip_high"].get<double>() == 0.0);
+  }
+  CHECK(m[0]["kl"].get<double>() < 1e-6);
+  // Later steps sample from the updated policy: it has moved away from the anchor.
+  CHECK(m[2]["kl"].get<double>() > 1e-4);
+}
+
 namespace {
 
 // A verifier that waits like an external process would: it sleeps `sleep_ms` per completion,
