@@ -2,10 +2,13 @@
 // See pipeline.h for the stages, the config and resume.
 #include "train/pipeline.h"
 
+#include <algorithm>   // defines: std::sort, std::find
+#include <cstdint>     // defines: uint64_t
 #include <cstdio>      // defines: std::snprintf
 #include <filesystem>  // defines: std::filesystem
 #include <fstream>     // defines: std::ifstream, std::ofstream
 #include <sstream>     // defines: std::ostringstream
+#include <vector>      // defines: std::vector
 
 #include "audit/report.h"       // defines: write_report
 #include "common/config.h"      // defines: ConfigBinder, parse_config, apply_override, write_json_file_atomic
@@ -146,24 +149,83 @@ StageDocs stage_docs(const PipelineConfig& cfg, const Paths& p, const std::strin
   return d;
 }
 
-// A finished stage leaves DIR/stage.json (its resolved config). Returns true when the stage can
-// be skipped; throws when it finished under a different config.
-bool finished_earlier(const std::string& dir, const json& doc, const std::string& stage, const std::string& where) {
+// A stage's inputs: the files it reads that an earlier stage wrote, each with a content hash
+// (FNV-1a 64 of its bytes; a model directory hashes its files in name order). A stage whose
+// config is unchanged but whose inputs changed (new traces, a retrained teacher) must not be
+// reused: its outputs were made from the old ones.
+uint64_t fnv1a_update(uint64_t h, const char* data, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    h ^= static_cast<unsigned char>(data[i]);
+    h *= 0x100000001B3ull;
+  }
+  return h;
+}
+
+std::string content_hash(const std::string& path) {
+  std::vector<fs::path> files;
+  if (fs::is_directory(path)) {
+    for (const auto& e : fs::directory_iterator(path))
+      if (e.is_regular_file()) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+  } else if (fs::exists(path)) {
+    files.push_back(path);
+  } else {
+    return "missing";
+  }
+  uint64_t h = 0xCBF29CE484222325ull;
+  std::vector<char> buf(1 << 16);
+  for (const auto& f : files) {
+    const std::string name = f.filename().string();
+    h = fnv1a_update(h, name.data(), name.size() + 1);  // the name and its terminating 0
+    std::ifstream in(f, std::ios::binary);
+    while (in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      h = fnv1a_update(h, buf.data(), static_cast<size_t>(in.gcount()));
+    }
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+json input_hashes(const std::vector<std::string>& inputs) {
+  json out = json::object();
+  for (const auto& path : inputs) out[path] = content_hash(path);
+  return out;
+}
+
+// A finished stage leaves DIR/stage.json: its resolved config and the hashes of its inputs.
+// Returns true when the stage can be skipped; throws when it finished under a different
+// config or from different inputs.
+bool finished_earlier(const std::string& dir, const json& doc, const std::vector<std::string>& inputs, const std::string& stage,
+                      const std::string& where) {
   const std::string marker = dir + "/stage.json";
   if (!fs::exists(marker)) return false;
   json before = load_json_file(marker);
-  if (before == doc) {
-    log_info("pipeline: " + stage + " finished earlier in " + dir + " with this config; reusing it");
-    return true;
+  if (!before.is_object() || !before.contains("config") || before["config"] != doc) {
+    throw Error(ErrorInfo{"the " + stage + " stage in " + dir + " finished under a different config", where,
+                          "the config recorded in " + marker, "a changed config",
+                          "use a new run_dir, or delete " + dir + " (and the stages after it) to train it again"});
   }
-  throw Error(ErrorInfo{"the " + stage + " stage in " + dir + " finished under a different config", where,
-                        "the config recorded in " + marker, "a changed config",
-                        "use a new run_dir, or delete " + dir + " (and the stages after it) to train it again"});
+  const json now = input_hashes(inputs);
+  const json& then = before.contains("inputs") ? before["inputs"] : json::object();
+  for (auto it = now.begin(); it != now.end(); ++it) {
+    const std::string& path = it.key();
+    const json& hash = it.value();
+    if (!then.contains(path) || then[path] != hash) {
+      throw Error(ErrorInfo{"the " + stage + " stage in " + dir + " was made from other inputs than the ones now in the run directory",
+                            where, path + " as recorded in " + marker + " (hash " + (then.contains(path) ? then[path].get<std::string>() : "none") + ")",
+                            "hash " + hash.get<std::string>(),
+                            "an earlier stage was redone; delete " + dir + " (and the stages after it) to redo it from the new inputs"});
+    }
+  }
+  log_info("pipeline: " + stage + " finished earlier in " + dir + " with this config and these inputs; reusing it");
+  return true;
 }
 
-void mark_finished(const std::string& dir, const json& doc) {
+void mark_finished(const std::string& dir, const json& doc, const std::vector<std::string>& inputs) {
   make_dirs(dir);
-  write_json_file_atomic(dir + "/stage.json", doc, 2);
+  write_json_file_atomic(dir + "/stage.json", json{{"config", doc}, {"inputs", input_hashes(inputs)}}, 2);
 }
 
 std::vector<std::string> read_lines(const std::string& path) {
@@ -220,7 +282,7 @@ PipelineResult run_pipeline(const json& doc_in, const std::string& where, const 
   if (wants(cfg, "data")) {
     double t0 = now_seconds();
     json data_doc = config_to_json(cfg.data);
-    if (!finished_earlier(p.data, data_doc, "data", where)) {
+    if (!finished_earlier(p.data, data_doc, {}, "data", where)) {
       SyntheticData data = generate_synthetic(cfg.data);
       SyntheticFiles files = write_synthetic(data, p.data, /*tokenizer_corpus=*/true);
       // GRPO draws from one prompt file: math and code interleaved, so that every step sees both.
@@ -235,7 +297,7 @@ PipelineResult run_pipeline(const json& doc_in, const std::string& where, const 
       log_info("pipeline: data: " + std::to_string(data.train.size()) + " training traces, " + std::to_string(data.valid.size()) +
                " validation traces, " + std::to_string(math.size() + code.size()) + " RL prompts, " +
                std::to_string(data.eval_math.size()) + " + " + std::to_string(data.eval_code.size()) + " held-out math + code prompts");
-      mark_finished(p.data, data_doc);
+      mark_finished(p.data, data_doc, {});
     }
     result.data_s = now_seconds() - t0;
   }
@@ -245,13 +307,14 @@ PipelineResult run_pipeline(const json& doc_in, const std::string& where, const 
     double t0 = now_seconds();
     const std::string dir = fs::path(p.tokenizer).parent_path().string();
     json tok_doc = config_to_json(cfg.tokenizer);
-    if (!finished_earlier(dir, tok_doc, "tokenizer", where)) {
+    const std::vector<std::string> tok_inputs = {p.data + "/tokenizer.jsonl"};
+    if (!finished_earlier(dir, tok_doc, tok_inputs, "tokenizer", where)) {
       BpeTrainerStats stats;
       json tok = train_bpe(read_training_texts(p.data + "/tokenizer.jsonl"), cfg.tokenizer, &stats);
       make_dirs(dir);
       write_json_file_atomic(p.tokenizer, tok, 2);
       log_info("pipeline: tokenizer: " + std::to_string(stats.merges) + " merges on " + std::to_string(stats.texts) + " texts");
-      mark_finished(dir, tok_doc);
+      mark_finished(dir, tok_doc, tok_inputs);
     }
     result.tokenizer_s = now_seconds() - t0;
   }
@@ -260,21 +323,26 @@ PipelineResult run_pipeline(const json& doc_in, const std::string& where, const 
   struct Trained {
     std::string stage, dir, model;
     const json* doc;
+    std::vector<std::string> inputs;  // files of earlier stages it reads
   };
-  const std::vector<Trained> trained = {{"teacher", p.teacher_dir, p.teacher_model(), &docs.teacher},
-                                        {"student", p.student_dir, p.student_model(), &docs.student},
-                                        {"grpo", p.grpo_dir, p.grpo_model(), &docs.grpo}};
+  const std::string traces_train = p.data + "/traces.train.jsonl", traces_valid = p.data + "/traces.valid.jsonl";
+  std::vector<std::string> grpo_inputs = {p.data + "/rl.jsonl", p.tokenizer, p.student_model()};
+  if (docs.grpo.contains("teacher")) grpo_inputs.push_back(p.teacher_model());
+  const std::vector<Trained> trained = {
+      {"teacher", p.teacher_dir, p.teacher_model(), &docs.teacher, {traces_train, traces_valid, p.tokenizer}},
+      {"student", p.student_dir, p.student_model(), &docs.student, {traces_train, traces_valid, p.tokenizer, p.teacher_model()}},
+      {"grpo", p.grpo_dir, p.grpo_model(), &docs.grpo, grpo_inputs}};
   for (const auto& t : trained) {
     StageSummary s;
     s.stage = t.stage;
     s.model = t.model;
-    if (wants(cfg, t.stage) && !finished_earlier(t.dir, *t.doc, t.stage, where)) {
+    if (wants(cfg, t.stage) && !finished_earlier(t.dir, *t.doc, t.inputs, t.stage, where)) {
       double t0 = now_seconds();
       log_info("pipeline: " + t.stage + " -> " + t.model);
       if (t.stage == "grpo") run_grpo(*t.doc, where + " (grpo)");
       else run_sft(*t.doc, where + " (" + t.stage + ")");
       s.train_s = now_seconds() - t0;
-      mark_finished(t.dir, *t.doc);
+      mark_finished(t.dir, *t.doc, t.inputs);
     }
     if (fs::exists(t.model)) s.parameters = count_parameters(t.model);
     result.stages.push_back(s);
@@ -292,9 +360,10 @@ PipelineResult run_pipeline(const json& doc_in, const std::string& where, const 
       ed["run_dir"] = p.eval_dir + "/" + s.stage;
       const std::string eval_json = p.eval_dir + "/" + s.stage + "/eval.json";
       double t0 = now_seconds();
-      if (!finished_earlier(p.eval_dir + "/" + s.stage, ed, "eval of " + s.stage, where) || !fs::exists(eval_json)) {
+      const std::vector<std::string> eval_inputs = {p.data + "/eval.math.jsonl", p.data + "/eval.code.jsonl", p.tokenizer, s.model};
+      if (!finished_earlier(p.eval_dir + "/" + s.stage, ed, eval_inputs, "eval of " + s.stage, where) || !fs::exists(eval_json)) {
         run_eval(ed, where + " (eval of " + s.stage + ")");
-        mark_finished(p.eval_dir + "/" + s.stage, ed);
+        mark_finished(p.eval_dir + "/" + s.stage, ed, eval_inputs);
       }
       s.eval_s = now_seconds() - t0;
       json ev = load_json_file(eval_json);

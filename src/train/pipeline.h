@@ -18,9 +18,10 @@
 // "runtime" applies to every stage that does not set its own. Every stage config is parsed
 // before anything runs, so a typo deep in "grpo" fails in the first second, naming the key.
 //
-// Resume: a stage that finished writes RUN_DIR/<stage>/stage.json (its resolved config); a
-// rerun skips it when the config is unchanged and refuses, naming the stage, when it changed
-// (its checkpoints belong to the old config). A stage killed halfway resumes from its last
+// Resume: a stage that finished writes RUN_DIR/<stage>/stage.json (its resolved config and a
+// content hash of every file it read from earlier stages); a rerun skips it when both are
+// unchanged and refuses, naming the stage (and the file), when either changed (its outputs
+// belong to the old config or inputs). A stage killed halfway resumes from its last
 // checkpoint (sft and grpo resume exactly).
 //
 // What it deliberately is not: a scheduler. Stages run one after the other in this process.

@@ -201,4 +201,25 @@ TEST_CASE("pipeline: a small end-to-end run, then a rerun that reuses every stag
   changed["teacher"]["steps"] = 7;
   CHECK_THROWS_WITH(retort::run_pipeline(changed, "pipeline test"),
                     Catch::Contains("teacher stage") && Catch::Contains("different config") && Catch::Contains("new run_dir"));
+
+  // Same configs, but the training traces changed under the finished stages (an earlier stage
+  // was redone): the teacher trained on the old ones is refused, naming the file, not reused.
+  {
+    std::ofstream f(run + "/data/traces.train.jsonl", std::ios::app);
+    f << "{\"id\": \"extra\", \"prompt\": \"1 + 1?\", \"completion\": \"<think>\\n1 + 1 = 2.\\n</think>\\nThe answer is \\\\boxed{2}.\"}\n";
+  }
+  CHECK_THROWS_WITH(retort::run_pipeline(small_pipeline(run), "pipeline test"),
+                    Catch::Contains("teacher stage") && Catch::Contains("other inputs") && Catch::Contains("traces.train.jsonl") &&
+                        Catch::Contains("delete " + run + "/teacher"));
+  // Once the stages made from them are deleted, the rerun redoes exactly those.
+  fs::remove_all(run + "/teacher");
+  fs::remove_all(run + "/student");
+  fs::remove_all(run + "/grpo");
+  fs::remove_all(run + "/eval");
+  retort::PipelineResult redone = retort::run_pipeline(small_pipeline(run), "pipeline test");
+  REQUIRE(redone.stages.size() == 3);
+  for (const auto& s : redone.stages) {
+    INFO(s.stage);
+    CHECK(s.train_s > 0);
+  }
 }
