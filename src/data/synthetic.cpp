@@ -12,6 +12,7 @@
 
 #include "common/config.h"  // defines: ConfigBinder, write_file_atomic
 #include "common/error.h"   // defines: retort::Error
+#include "common/hash.h"    // defines: fnv1a
 
 namespace retort {
 
@@ -47,16 +48,6 @@ uint64_t splitmix64(uint64_t& state) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
-}
-
-// FNV-1a, 64 bits: a stable hash of text (std::hash is not stable across libraries).
-uint64_t fnv1a(std::string_view s) {
-  uint64_t h = 0xCBF29CE484222325ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001B3ull;
-  }
-  return h;
 }
 
 class Rng {

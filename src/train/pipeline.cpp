@@ -8,11 +8,13 @@
 #include <filesystem>  // defines: std::filesystem
 #include <fstream>     // defines: std::ifstream, std::ofstream
 #include <sstream>     // defines: std::ostringstream
+#include <string_view> // defines: std::string_view
 #include <vector>      // defines: std::vector
 
 #include "audit/report.h"       // defines: write_report
 #include "common/config.h"      // defines: ConfigBinder, parse_config, apply_override, write_json_file_atomic
 #include "common/error.h"       // defines: retort::Error
+#include "common/hash.h"        // defines: fnv1a, kFnv1aOffset
 #include "common/log.h"         // defines: log_info
 #include "common/platform.h"    // defines: now_seconds
 #include "common/run_dir.h"     // defines: RunDir, make_dirs
@@ -153,14 +155,6 @@ StageDocs stage_docs(const PipelineConfig& cfg, const Paths& p, const std::strin
 // (FNV-1a 64 of its bytes; a model directory hashes its files in name order). A stage whose
 // config is unchanged but whose inputs changed (new traces, a retrained teacher) must not be
 // reused: its outputs were made from the old ones.
-uint64_t fnv1a_update(uint64_t h, const char* data, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    h ^= static_cast<unsigned char>(data[i]);
-    h *= 0x100000001B3ull;
-  }
-  return h;
-}
-
 std::string content_hash(const std::string& path) {
   std::vector<fs::path> files;
   if (fs::is_directory(path)) {
@@ -172,15 +166,15 @@ std::string content_hash(const std::string& path) {
   } else {
     return "missing";
   }
-  uint64_t h = 0xCBF29CE484222325ull;
+  uint64_t h = kFnv1aOffset;
   std::vector<char> buf(1 << 16);
   for (const auto& f : files) {
     const std::string name = f.filename().string();
-    h = fnv1a_update(h, name.data(), name.size() + 1);  // the name and its terminating 0
+    h = fnv1a(std::string_view(name.c_str(), name.size() + 1), h);  // the name and its terminating 0
     std::ifstream in(f, std::ios::binary);
     while (in) {
       in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-      h = fnv1a_update(h, buf.data(), static_cast<size_t>(in.gcount()));
+      h = fnv1a(std::string_view(buf.data(), static_cast<size_t>(in.gcount())), h);
     }
   }
   char hex[17];
