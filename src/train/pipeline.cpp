@@ -19,6 +19,7 @@
 #include "common/platform.h"    // defines: now_seconds
 #include "common/run_dir.h"     // defines: RunDir, make_dirs
 #include "model/checkpoint.h"   // defines: read_checkpoint_tensors
+#include "sandbox/executor.h"    // defines: sandbox::ExecutorConfig
 #include "tokenizer/text_io.h"  // defines: read_training_texts
 #include "train/eval.h"         // defines: run_eval, EvalConfig
 #include "train/grpo.h"         // defines: run_grpo, GrpoConfig
@@ -188,17 +189,67 @@ json input_hashes(const std::vector<std::string>& inputs) {
   return out;
 }
 
+// How a stage's config is compared with the one a finished stage recorded: both are parsed
+// into the stage's config struct and written back out, defaults included, so that a key
+// spelled out with its default value (or a default the recorded file leaves implicit) is no
+// change. A recorded config that no longer parses (a key since removed) is compared as written.
+using Canonical = json (*)(const json&);
+
+template <class T>
+json canonical_config(const json& doc) {
+  try {
+    json out = config_to_json(parse_config<T>(doc, "stage.json"));
+    // rewards.sandbox stays JSON in RewardsConfig (the executor parses it when it starts): resolve it too.
+    if (out.contains("rewards") && out["rewards"].contains("sandbox"))
+      out["rewards"]["sandbox"] = config_to_json(parse_config<sandbox::ExecutorConfig>(out["rewards"]["sandbox"], "stage.json"));
+    return out;
+  } catch (const Error&) {
+    return doc;
+  }
+}
+
+json canonical_as_written(const json& doc) { return doc; }
+
+// "steps: 1600 then, 7 now; loss.beta: 0.05 then, 0.1 now": at most four differences between
+// two configs, each named by its key under `prefix`.
+std::string config_differences(const json& then, const json& now, const std::string& prefix) {
+  auto shown = [](const json& doc, const std::string& pointer) -> std::string {
+    const json::json_pointer ptr(pointer);
+    if (!doc.contains(ptr)) return "absent";
+    std::string v = doc.at(ptr).dump();
+    return v.size() > 60 ? v.substr(0, 57) + "..." : v;
+  };
+  const json patch = json::diff(then, now);
+  std::string out;
+  size_t n = 0;
+  for (const auto& op : patch) {
+    const std::string pointer = op.at("path").get<std::string>();
+    if (n < 4) {
+      std::string key = prefix;
+      for (char c : pointer.substr(pointer.empty() ? 0 : 1)) key += (c == '/') ? '.' : c;
+      if (!out.empty()) out += "; ";
+      out += key + ": " + shown(then, pointer) + " then, " + shown(now, pointer) + " now";
+    }
+    ++n;
+  }
+  if (n > 4) out += "; and " + std::to_string(n - 4) + " more";
+  return out;
+}
+
 // A finished stage leaves DIR/stage.json: its resolved config and the hashes of its inputs.
 // Returns true when the stage can be skipped; throws when it finished under a different
-// config or from different inputs.
-bool finished_earlier(const std::string& dir, const json& doc, const std::vector<std::string>& inputs, const std::string& stage,
-                      const std::string& where) {
+// config (naming the keys that differ) or from different inputs.
+bool finished_earlier(const std::string& dir, const json& doc, Canonical canonical, const std::string& key_prefix,
+                      const std::vector<std::string>& inputs, const std::string& stage, const std::string& where) {
   const std::string marker = dir + "/stage.json";
   if (!fs::exists(marker)) return false;
   json before = load_json_file(marker);
-  if (!before.is_object() || !before.contains("config") || before["config"] != doc) {
+  const json now_config = canonical(doc);
+  const json then_config = before.is_object() && before.contains("config") ? canonical(before["config"]) : json();
+  if (then_config != now_config) {
     throw Error(ErrorInfo{"the " + stage + " stage in " + dir + " finished under a different config", where,
-                          "the config recorded in " + marker, "a changed config",
+                          "the config recorded in " + marker,
+                          then_config.is_null() ? std::string("no config recorded") : config_differences(then_config, now_config, key_prefix),
                           "use a new run_dir, or delete " + dir + " (and the stages after it) to train it again"});
   }
   const json now = input_hashes(inputs);
@@ -217,9 +268,11 @@ bool finished_earlier(const std::string& dir, const json& doc, const std::vector
   return true;
 }
 
-void mark_finished(const std::string& dir, const json& doc, const std::vector<std::string>& inputs) {
+// Records the config resolved (every default written out), so that stage.json says exactly
+// what the stage ran with.
+void mark_finished(const std::string& dir, const json& doc, Canonical canonical, const std::vector<std::string>& inputs) {
   make_dirs(dir);
-  write_json_file_atomic(dir + "/stage.json", json{{"config", doc}, {"inputs", input_hashes(inputs)}}, 2);
+  write_json_file_atomic(dir + "/stage.json", json{{"config", canonical(doc)}, {"inputs", input_hashes(inputs)}}, 2);
 }
 
 std::vector<std::string> read_lines(const std::string& path) {
@@ -276,7 +329,7 @@ PipelineResult run_pipeline(const json& doc_in, const std::string& where, const 
   if (wants(cfg, "data")) {
     double t0 = now_seconds();
     json data_doc = config_to_json(cfg.data);
-    if (!finished_earlier(p.data, data_doc, {}, "data", where)) {
+    if (!finished_earlier(p.data, data_doc, canonical_as_written, "data.", {}, "data", where)) {
       SyntheticData data = generate_synthetic(cfg.data);
       SyntheticFiles files = write_synthetic(data, p.data, /*tokenizer_corpus=*/true);
       // GRPO draws from one prompt file: math and code interleaved, so that every step sees both.
@@ -291,7 +344,7 @@ PipelineResult run_pipeline(const json& doc_in, const std::string& where, const 
       log_info("pipeline: data: " + std::to_string(data.train.size()) + " training traces, " + std::to_string(data.valid.size()) +
                " validation traces, " + std::to_string(math.size() + code.size()) + " RL prompts, " +
                std::to_string(data.eval_math.size()) + " + " + std::to_string(data.eval_code.size()) + " held-out math + code prompts");
-      mark_finished(p.data, data_doc, {});
+      mark_finished(p.data, data_doc, canonical_as_written, {});
     }
     result.data_s = now_seconds() - t0;
   }
@@ -302,13 +355,13 @@ PipelineResult run_pipeline(const json& doc_in, const std::string& where, const 
     const std::string dir = fs::path(p.tokenizer).parent_path().string();
     json tok_doc = config_to_json(cfg.tokenizer);
     const std::vector<std::string> tok_inputs = {p.data + "/tokenizer.jsonl"};
-    if (!finished_earlier(dir, tok_doc, tok_inputs, "tokenizer", where)) {
+    if (!finished_earlier(dir, tok_doc, canonical_as_written, "tokenizer.", tok_inputs, "tokenizer", where)) {
       BpeTrainerStats stats;
       json tok = train_bpe(read_training_texts(p.data + "/tokenizer.jsonl"), cfg.tokenizer, &stats);
       make_dirs(dir);
       write_json_file_atomic(p.tokenizer, tok, 2);
       log_info("pipeline: tokenizer: " + std::to_string(stats.merges) + " merges on " + std::to_string(stats.texts) + " texts");
-      mark_finished(dir, tok_doc, tok_inputs);
+      mark_finished(dir, tok_doc, canonical_as_written, tok_inputs);
     }
     result.tokenizer_s = now_seconds() - t0;
   }
@@ -318,25 +371,26 @@ PipelineResult run_pipeline(const json& doc_in, const std::string& where, const 
     std::string stage, dir, model;
     const json* doc;
     std::vector<std::string> inputs;  // files of earlier stages it reads
+    Canonical canonical;
   };
   const std::string traces_train = p.data + "/traces.train.jsonl", traces_valid = p.data + "/traces.valid.jsonl";
   std::vector<std::string> grpo_inputs = {p.data + "/rl.jsonl", p.tokenizer, p.student_model()};
   if (docs.grpo.contains("teacher")) grpo_inputs.push_back(p.teacher_model());
   const std::vector<Trained> trained = {
-      {"teacher", p.teacher_dir, p.teacher_model(), &docs.teacher, {traces_train, traces_valid, p.tokenizer}},
-      {"student", p.student_dir, p.student_model(), &docs.student, {traces_train, traces_valid, p.tokenizer, p.teacher_model()}},
-      {"grpo", p.grpo_dir, p.grpo_model(), &docs.grpo, grpo_inputs}};
+      {"teacher", p.teacher_dir, p.teacher_model(), &docs.teacher, {traces_train, traces_valid, p.tokenizer}, canonical_config<SftConfig>},
+      {"student", p.student_dir, p.student_model(), &docs.student, {traces_train, traces_valid, p.tokenizer, p.teacher_model()}, canonical_config<SftConfig>},
+      {"grpo", p.grpo_dir, p.grpo_model(), &docs.grpo, grpo_inputs, canonical_config<GrpoConfig>}};
   for (const auto& t : trained) {
     StageSummary s;
     s.stage = t.stage;
     s.model = t.model;
-    if (wants(cfg, t.stage) && !finished_earlier(t.dir, *t.doc, t.inputs, t.stage, where)) {
+    if (wants(cfg, t.stage) && !finished_earlier(t.dir, *t.doc, t.canonical, t.stage + ".", t.inputs, t.stage, where)) {
       double t0 = now_seconds();
       log_info("pipeline: " + t.stage + " -> " + t.model);
       if (t.stage == "grpo") run_grpo(*t.doc, where + " (grpo)");
       else run_sft(*t.doc, where + " (" + t.stage + ")");
       s.train_s = now_seconds() - t0;
-      mark_finished(t.dir, *t.doc, t.inputs);
+      mark_finished(t.dir, *t.doc, t.canonical, t.inputs);
     }
     if (fs::exists(t.model)) s.parameters = count_parameters(t.model);
     result.stages.push_back(s);
@@ -355,9 +409,9 @@ PipelineResult run_pipeline(const json& doc_in, const std::string& where, const 
       const std::string eval_json = p.eval_dir + "/" + s.stage + "/eval.json";
       double t0 = now_seconds();
       const std::vector<std::string> eval_inputs = {p.data + "/eval.math.jsonl", p.data + "/eval.code.jsonl", p.tokenizer, s.model};
-      if (!finished_earlier(p.eval_dir + "/" + s.stage, ed, eval_inputs, "eval of " + s.stage, where) || !fs::exists(eval_json)) {
+      if (!finished_earlier(p.eval_dir + "/" + s.stage, ed, canonical_config<EvalConfig>, "eval.", eval_inputs, "eval of " + s.stage, where) || !fs::exists(eval_json)) {
         run_eval(ed, where + " (eval of " + s.stage + ")");
-        mark_finished(p.eval_dir + "/" + s.stage, ed, eval_inputs);
+        mark_finished(p.eval_dir + "/" + s.stage, ed, canonical_config<EvalConfig>, eval_inputs);
       }
       s.eval_s = now_seconds() - t0;
       json ev = load_json_file(eval_json);

@@ -20,9 +20,10 @@
 //
 // Resume: a stage that finished writes RUN_DIR/<stage>/stage.json (its resolved config and a
 // content hash of every file it read from earlier stages); a rerun skips it when both are
-// unchanged and refuses, naming the stage (and the file), when either changed (its outputs
-// belong to the old config or inputs). A stage killed halfway resumes from its last
-// checkpoint (sft and grpo resume exactly).
+// unchanged and refuses, naming the stage and the keys that differ (or the file), when either
+// changed (its outputs belong to the old config or inputs). Configs are compared resolved, with
+// every default filled in, so spelling out a default is no change. A stage killed halfway
+// resumes from its last checkpoint (sft and grpo resume exactly).
 //
 // What it deliberately is not: a scheduler. Stages run one after the other in this process.
 #pragma once

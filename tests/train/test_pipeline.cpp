@@ -196,11 +196,33 @@ TEST_CASE("pipeline: a small end-to-end run, then a rerun that reuses every stag
   }
   CHECK(count_lines(run + "/grpo/chains.jsonl") == chains_before);  // GRPO did not sample again
 
-  // A changed stage config is refused: its checkpoints belong to the old one.
+  // Keys spelled out with their default values are no change: every stage is reused.
+  json spelled = small_pipeline(run);
+  spelled["grpo"]["overlong"] = "none";
+  spelled["grpo"]["loss"]["kl_estimator"] = "k3";
+  spelled["eval"]["rewards"]["sandbox"] = {{"warm_workers", false}};
+  retort::PipelineResult same = retort::run_pipeline(spelled, "pipeline test");
+  REQUIRE(same.stages.size() == 3);
+  for (size_t i = 0; i < 3; ++i) {
+    INFO(same.stages[i].stage);
+    CHECK(same.stages[i].train_s == 0.0);
+    CHECK(same.stages[i].all_pass1 == r.stages[i].all_pass1);
+  }
+  CHECK(count_lines(run + "/grpo/chains.jsonl") == chains_before);
+  // stage.json records the resolved config, defaults included.
+  CHECK(retort::load_json_file(run + "/grpo/stage.json")["config"]["loss"]["kl_estimator"] == "k3");
+
+  // A changed stage config is refused, naming the key and both values: the stage's checkpoints
+  // belong to the old one.
   json changed = small_pipeline(run);
   changed["teacher"]["steps"] = 7;
   CHECK_THROWS_WITH(retort::run_pipeline(changed, "pipeline test"),
-                    Catch::Contains("teacher stage") && Catch::Contains("different config") && Catch::Contains("new run_dir"));
+                    Catch::Contains("teacher stage") && Catch::Contains("different config") && Catch::Contains("teacher.steps: 6 then, 7 now") &&
+                        Catch::Contains("new run_dir"));
+  json changed_eval = small_pipeline(run);
+  changed_eval["eval"]["sampling"]["temperature"] = 1.0;
+  CHECK_THROWS_WITH(retort::run_pipeline(changed_eval, "pipeline test"),
+                    Catch::Contains("eval of teacher stage") && Catch::Contains("eval.sampling.temperature: 0.6 then, 1.0 now"));
 
   // Same configs, but the training traces changed under the finished stages (an earlier stage
   // was redone): the teacher trained on the old ones is refused, naming the file, not reused.
