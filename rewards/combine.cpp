@@ -141,7 +141,7 @@ class RewardSet::Impl {
   // The sandbox pool, made on first use.
   std::mutex executor_mu;
   std::shared_ptr<sandbox::Executor> executor;
-  json sandbox_cfg;
+  sandbox::ExecutorConfig sandbox_cfg;
   // Last, so it is destroyed first: its running tasks may still reach the members above.
   std::unique_ptr<WaitPool> waiters;
 
@@ -170,10 +170,7 @@ RewardSet::RewardSet(const RewardsConfig& cfg, Registry registry, std::shared_pt
   VerifierContext ctx;
   ctx.executor = [impl]() {
     std::lock_guard<std::mutex> lk(impl->executor_mu);
-    if (!impl->executor) {
-      auto ec = parse_config<sandbox::ExecutorConfig>(impl->sandbox_cfg, "rewards.sandbox");
-      impl->executor = std::make_shared<sandbox::Executor>(ec);
-    }
+    if (!impl->executor) impl->executor = std::make_shared<sandbox::Executor>(impl->sandbox_cfg);
     return impl->executor;
   };
   bool any_wait = false;

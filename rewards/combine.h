@@ -15,6 +15,7 @@
 
 #include "common/config.h"     // defines: retort::ConfigBinder
 #include "rewards/verifier.h"  // defines: Verifier, Registry, Score
+#include "sandbox/executor.h"  // defines: sandbox::ExecutorConfig
 
 namespace retort::sandbox {
 struct ExecutorConfig;
@@ -36,7 +37,7 @@ struct RewardsConfig {
   double deadline_s = 60;               // per batch: cells not answered by then score 0 ("timed out")
   int threads = 0;                      // CPU arena threads; 0 = all cores
   int wait_threads = 32;                // threads that wait on sandbox / external verifiers
-  json sandbox = json::object();        // sandbox::ExecutorConfig for the pool code verifiers share
+  sandbox::ExecutorConfig sandbox;      // the pool code verifiers share (made on first use)
   void bind(retort::ConfigBinder& b);
 };
 

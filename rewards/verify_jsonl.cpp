@@ -32,7 +32,7 @@ int verify_jsonl(std::istream& in, std::ostream& out, const VerifyCliOptions& op
   RewardsConfig cfg;
   cfg.verifiers.push_back(VerifierSpec{opt.name, 1.0, opt.args.is_null() ? json::object() : opt.args});
   cfg.plugins = opt.plugins;
-  cfg.sandbox = opt.sandbox;
+  cfg.sandbox = parse_config<sandbox::ExecutorConfig>(opt.sandbox, "rewards.sandbox");
   cfg.deadline_s = opt.deadline_s;
   RewardSet set(cfg, builtin_registry());
   std::vector<ScoreInput> batch;

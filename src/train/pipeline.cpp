@@ -19,7 +19,6 @@
 #include "common/platform.h"    // defines: now_seconds
 #include "common/run_dir.h"     // defines: RunDir, make_dirs
 #include "model/checkpoint.h"   // defines: read_checkpoint_tensors
-#include "sandbox/executor.h"    // defines: sandbox::ExecutorConfig
 #include "tokenizer/text_io.h"  // defines: read_training_texts
 #include "train/eval.h"         // defines: run_eval, EvalConfig
 #include "train/grpo.h"         // defines: run_grpo, GrpoConfig
@@ -198,11 +197,7 @@ using Canonical = json (*)(const json&);
 template <class T>
 json canonical_config(const json& doc) {
   try {
-    json out = config_to_json(parse_config<T>(doc, "stage.json"));
-    // rewards.sandbox stays JSON in RewardsConfig (the executor parses it when it starts): resolve it too.
-    if (out.contains("rewards") && out["rewards"].contains("sandbox"))
-      out["rewards"]["sandbox"] = config_to_json(parse_config<sandbox::ExecutorConfig>(out["rewards"]["sandbox"], "stage.json"));
-    return out;
+    return config_to_json(parse_config<T>(doc, "stage.json"));
   } catch (const Error&) {
     return doc;
   }
