@@ -225,10 +225,10 @@ Draw draw_math(Rng& rng, const SyntheticSplitOptions& so, int steps) {
       {"N", who.name}, {"P", who.subject}, {"Pc", capitalize(who.subject)}, {"O", who.object}, {"I", items}};
   std::vector<std::string> sentences, reasons;
   std::string canonical = "math:";
-  std::string expr;       // the whole computation in one line, for the check
-  bool expr_additive = false;  // the expression's last operator is + or - (needs parentheses under * and /)
   int64_t v = 0;
   int ops = steps;
+  int64_t start = 0;                                // the first number of the computation
+  std::vector<std::pair<char, int64_t>> chain;     // then each operation and its operand
 
   // Start: a plain amount, or "a boxes of b" (a multiplication, which counts as a step).
   if (steps >= 1 && rng.uniform(0, 2) == 0 && so.max_operand >= 2) {
@@ -241,7 +241,8 @@ Draw draw_math(Rng& rng, const SyntheticSplitOptions& so, int steps) {
     sentences.push_back(fill(ph.text, vars));
     reasons.push_back(fill(ph.reason, vars));
     canonical += str(a) + "x" + str(b);
-    expr = str(a) + " * " + str(b);
+    start = a;
+    chain.push_back({'*', b});
     --ops;
   } else {
     v = rng.uniform(2, std::min<int64_t>(so.max_value, 2 * so.max_operand + 2));
@@ -251,7 +252,7 @@ Draw draw_math(Rng& rng, const SyntheticSplitOptions& so, int steps) {
     sentences.push_back(fill(ph.text, vars));
     reasons.push_back(fill(ph.reason, vars));
     canonical += str(v);
-    expr = str(v);
+    start = v;
   }
 
   for (int i = 0; i < ops; ++i) {
@@ -286,13 +287,7 @@ Draw draw_math(Rng& rng, const SyntheticSplitOptions& so, int steps) {
     sentences.push_back(text);
     reasons.push_back(fill(ph.reason, vars));
     canonical += std::string("|") + op + str(x);
-    if (op == '*' || op == '/') {
-      if (expr_additive) expr = "(" + expr + ")";
-      expr_additive = false;
-    } else {
-      expr_additive = true;
-    }
-    expr += std::string(" ") + op + " " + str(x);
+    chain.push_back({op, x});
     v = r;
   }
 
@@ -301,7 +296,33 @@ Draw draw_math(Rng& rng, const SyntheticSplitOptions& so, int steps) {
   prompt += " " + fill(rng.pick(kQuestions), base);
   std::string reasoning;
   for (const auto& s : reasons) reasoning += s + "\n";
-  reasoning += "Check: " + expr + " = " + str(v) + ".";
+  {
+    // The check writes the whole computation as one expression, then recomputes it one
+    // operation at a time, each "=" replacing the leftmost operation by its result:
+    //   Check: 7 * 2 + 5 - 3 = 14 + 5 - 3 = 19 - 3 = 16.
+    // A one-line "= 16" asks a tiny model for the whole computation in one token: it learns to
+    // copy the last step's result, and 16% of the student's chains did not. Step
+    // by step, every number is one it wrote above, and the traces repeat each operation once
+    // more (teacher 21.0% -> 46.2% held-out pass@1, same steps).
+    std::vector<int64_t> values = {start};
+    for (const auto& [o, x] : chain) {
+      int64_t a = values.back();
+      values.push_back(o == '+' ? a + x : o == '-' ? a - x : o == '*' ? a * x : a / x);
+    }
+    std::string line = "Check: ";
+    for (size_t k = 0; k < values.size(); ++k) {
+      std::string e = str(values[k]);
+      bool additive = false;
+      for (size_t j = k; j < chain.size(); ++j) {
+        char o = chain[j].first;
+        if ((o == '*' || o == '/') && additive) e = "(" + e + ")";
+        additive = (o == '+' || o == '-');
+        e += std::string(" ") + o + " " + str(chain[j].second);
+      }
+      line += (k ? " = " : "") + e;
+    }
+    reasoning += line + ".";
+  }
   d.ok = true;
   d.canonical = canonical;
   d.prompt = prompt;

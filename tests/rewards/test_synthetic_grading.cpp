@@ -53,13 +53,28 @@ TEST_CASE("synthetic math traces are graded correct by the math verifier", "[uni
     CHECK(s.passed);
     CHECK(s.reward == 1.0);
     CHECK(s.detail.value("extraction", "") == "boxed");
-    // The check line's expression, read by the math engine, equals the answer.
+    // The check line recomputes step by step ("e0 = e1 = ... = answer."): every expression
+    // of it, read by the math engine, equals the answer, and it ends in a plain number.
     size_t at = p->completion.rfind("Check: ");
     REQUIRE(at != std::string::npos);
     std::string check = p->completion.substr(at + 7, p->completion.find('\n', at) - at - 7);
-    std::string expr = check.substr(0, check.rfind(" = "));
-    CHECK(math::answers_equivalent(p->answer, expr).equal);
-    CHECK_FALSE(math::answers_equivalent(std::to_string(std::stoll(p->answer) + 1), expr).equal);
+    REQUIRE(check.size() > 1);
+    REQUIRE(check.back() == '.');
+    check.pop_back();
+    std::vector<std::string> parts;
+    for (size_t from = 0;;) {
+      size_t eq = check.find(" = ", from);
+      parts.push_back(check.substr(from, eq == std::string::npos ? std::string::npos : eq - from));
+      if (eq == std::string::npos) break;
+      from = eq + 3;
+    }
+    REQUIRE(parts.size() >= 2);
+    CHECK(parts.back() == p->answer);
+    for (const auto& expr : parts) {
+      INFO(expr);
+      CHECK(math::answers_equivalent(p->answer, expr).equal);
+      CHECK_FALSE(math::answers_equivalent(std::to_string(std::stoll(p->answer) + 1), expr).equal);
+    }
     // The same trace against a different gold must fail: the pass above is not vacuous.
     json off = row;
     off["answer"] = std::to_string(std::stoll(p->answer) + 1);
