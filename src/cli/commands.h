@@ -1,5 +1,5 @@
 // Subcommand registration: one function per module, called once from main() in one
-// explicit list (DESIGN.md section 4 fixes the names).
+// explicit list (docs/architecture.md section 4 lists them).
 #pragma once
 
 #include <functional>  // defines: std::function
@@ -18,10 +18,6 @@ void register_model_commands(CLI::App& app);      // generate, score
 void register_pipeline_commands(CLI::App& app);   // run, sft, distill, grpo, eval
 void register_audit_commands(CLI::App& app);      // audit, report
 void register_launch_commands(CLI::App& app);     // launch (data parallel on one machine)
-
-// Adds a subcommand that exists in the design but is not implemented in this build: it
-// says so and exits with status 3.
-CLI::App* add_pending_command(CLI::App& app, const std::string& name, const std::string& description);
 
 // The exit status main() returns after a subcommand callback; 0 unless a callback set it.
 int& exit_status();

@@ -12,17 +12,6 @@ int& exit_status() {
   return status;
 }
 
-CLI::App* add_pending_command(CLI::App& app, const std::string& name, const std::string& description) {
-  CLI::App* cmd = app.add_subcommand(name, description + " [not implemented in this build]");
-  cmd->allow_extras();
-  cmd->callback([name] {
-    std::fprintf(stderr, "retort %s: not implemented in this build yet; see the README for the subcommands that are.\n",
-                 name.c_str());
-    exit_status() = 3;
-  });
-  return cmd;
-}
-
 }  // namespace retort::cli
 
 int main(int argc, char** argv) {
