@@ -13,6 +13,7 @@
 
 #include "common/error.h"         // defines: retort::Error
 #include "common/log.h"           // defines: log_warn
+#include "rewards/extract.h"      // defines: last_boxed, last_code_block (what the verifiers graded)
 #include "tokenizer/unicode.h"    // defines: next_code_point
 
 namespace retort::audit {
@@ -260,23 +261,6 @@ const FlagKind* find_flag_kind(const std::string& code) {
 
 namespace {
 
-// The content of the last \boxed{...} (or \fbox{...}) in `s`, braces balanced; nullopt when none.
-std::optional<std::string> last_boxed(std::string_view s) {
-  size_t best = std::string_view::npos;
-  for (const char* tag : {"\\boxed{", "\\fbox{"}) {
-    size_t p = s.rfind(tag);
-    if (p != std::string_view::npos && (best == std::string_view::npos || p > best)) best = p;
-  }
-  if (best == std::string_view::npos) return std::nullopt;
-  size_t open = s.find('{', best);
-  int depth = 0;
-  for (size_t i = open; i < s.size(); ++i) {
-    if (s[i] == '{') ++depth;
-    if (s[i] == '}' && --depth == 0) return std::string(s.substr(open + 1, i - open - 1));
-  }
-  return std::nullopt;
-}
-
 // Spacing, "$" and a trailing "." do not change an answer.
 std::string normalise_answer(std::string_view s) {
   std::string out;
@@ -284,17 +268,6 @@ std::string normalise_answer(std::string_view s) {
     if (ch != ' ' && ch != '\t' && ch != '\n' && ch != '$') out.push_back(ch);
   while (!out.empty() && out.back() == '.') out.pop_back();
   return out;
-}
-
-// The last fenced code block of `s` (its body), or `s` itself when there is none.
-std::string last_code(const std::string& s) {
-  size_t close = s.rfind("```");
-  if (close == std::string::npos || close == 0) return s;
-  size_t open = s.rfind("```", close - 1);
-  if (open == std::string::npos) return s;
-  size_t body = s.find('\n', open);
-  if (body == std::string::npos || body > close) return s;
-  return s.substr(body + 1, close - body - 1);
 }
 
 enum Script { kLatin, kCyrillic, kArabic, kHebrew, kDevanagari, kThai, kHan, kKana, kHangul, kScripts };
@@ -331,8 +304,8 @@ std::vector<Flag> chain_flags(const ChainView& c, const json& chain, const FlagO
                                           fmt("%.3g", c.reward) + (c.passed_all() ? ", every verifier passed" : "")});
 
   // 2. The answer reached in the reasoning vs the final one.
-  if (auto in_reasoning = last_boxed(reasoning)) {
-    std::optional<std::string> final_answer = last_boxed(answer);
+  if (auto in_reasoning = rewards::last_boxed(reasoning)) {
+    std::optional<std::string> final_answer = rewards::last_boxed(answer);
     for (const auto& v : c.verdicts)  // the math verifier's extraction is what was graded
       if (auto e = v.detail->find("extracted"); e != v.detail->end() && e->is_string()) final_answer = e->get<std::string>();
     if (final_answer && normalise_answer(*final_answer) != normalise_answer(*in_reasoning))
@@ -415,7 +388,9 @@ std::vector<Flag> chain_flags(const ChainView& c, const json& chain, const FlagO
     if (!v.applicable() || !v.passed || d.value("format", std::string()) != "stdio") continue;
     int64_t tests = d.value("tests", int64_t{0});
     if (tests < 2) continue;
-    std::string code = last_code(answer.empty() ? text : answer);
+    const std::string& source = answer.empty() ? text : answer;
+    rewards::CodeBlock block = rewards::last_code_block(source);
+    const std::string& code = block.found ? block.code : source;
     static const char* const kReads[] = {"input", "stdin", "cin", "scanf", "getline", "read", "open(0", "getchar", "gets"};
     bool reads = false;
     for (const char* r : kReads) reads = reads || code.find(r) != std::string::npos;

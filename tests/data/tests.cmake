@@ -3,4 +3,4 @@ set(RETORT_TESTS_data
   ${CMAKE_CURRENT_LIST_DIR}/test_prompts.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_synthetic.cpp
 )
-set(RETORT_TESTS_data_LIBS retort_common)
+set(RETORT_TESTS_data_LIBS retort_text)
