@@ -14,6 +14,7 @@
 #include <seccomp.h>  // defines: seccomp_init, seccomp_rule_add, seccomp_export_bpf
 
 #include "common/error.h"  // defines: retort::Error
+#include "sandbox/step.h"  // defines: memfd_with
 
 namespace retort::sandbox {
 
@@ -94,21 +95,6 @@ const std::string& seccomp_bpf_program() {
   return program;
 }
 
-int seccomp_bpf_memfd() {
-  const std::string& p = seccomp_bpf_program();
-  int fd = memfd_create("retort-seccomp", MFD_CLOEXEC);
-  if (fd < 0) return -1;
-  size_t off = 0;
-  while (off < p.size()) {
-    ssize_t n = write(fd, p.data() + off, p.size() - off);
-    if (n <= 0) {
-      close(fd);
-      return -1;
-    }
-    off += static_cast<size_t>(n);
-  }
-  lseek(fd, 0, SEEK_SET);
-  return fd;
-}
+int seccomp_bpf_memfd() { return memfd_with(seccomp_bpf_program(), "retort-seccomp"); }
 
 }  // namespace retort::sandbox

@@ -63,8 +63,8 @@ bool valid_file_name(const std::string& n) {
 
 }  // namespace
 
-int memfd_with(const std::string& content) {
-  int fd = memfd_create("retort-file", MFD_CLOEXEC);
+int memfd_with(const std::string& content, const char* name) {
+  int fd = memfd_create(name, MFD_CLOEXEC);
   if (fd < 0) return -1;
   size_t off = 0;
   while (off < content.size()) {
@@ -140,6 +140,7 @@ class StepRun : public std::enable_shared_from_this<StepRun> {
   void arm_cpu_poll();
   void maybe_finish();
   void finish();
+  void release_and_report();  // cgroup and work dir gone, then done_(outcome_): the last act of a run
   template <class F>
   auto on_strand(F&& f) {
     return asio::bind_executor(strand_, std::forward<F>(f));
@@ -168,6 +169,10 @@ void StepRun::fail(const std::string& why) {
   outcome_.started = false;
   outcome_.error = why;
   finished_ = true;
+  release_and_report();
+}
+
+void StepRun::release_and_report() {
   cgroup_.destroy();
   if (!host_workdir_.empty()) {
     std::error_code ec;
@@ -490,13 +495,7 @@ void StepRun::finish() {
     outcome_.signal = WTERMSIG(wait_status_);
     outcome_.exit_code = -1;
   }
-  cgroup_.destroy();
-  if (!host_workdir_.empty()) {
-    std::error_code ec;
-    std::filesystem::remove_all(host_workdir_, ec);
-  }
-  auto done = std::move(done_);
-  done(std::move(outcome_));
+  release_and_report();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ std::vector<std::string> bwrap_common_args(int64_t workdir_bytes, const std::vec
 // The embedded sandbox init (empty where it was not built).
 std::string sandbox_init_bytes();
 // A close-on-exec memfd holding `content` at offset 0; -1 on failure.
-int memfd_with(const std::string& content);
+int memfd_with(const std::string& content, const char* name = "retort-file");
 
 // Host-side base directory for rlimits-only work dirs (created on demand, 0711).
 std::string rlimits_workdir_base();

@@ -1,23 +1,17 @@
 #include "audit/chain_log.h"
 
 #include <cerrno>   // defines: errno
-#include <cmath>    // defines: std::isfinite
 #include <cstring>  // defines: std::strerror
-#include <fstream>  // defines: std::ifstream
 
-#include "common/config.h"  // defines: write_file_atomic
-#include "common/error.h"   // defines: retort::Error
+#include "common/error.h"  // defines: retort::Error
+#include "common/log.h"    // defines: finite_or_null
 
 namespace retort {
 
 using nlohmann::json;
 
-namespace {
-json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
-}  // namespace
-
 json verifier_cell(double reward, bool passed, const json& detail) {
-  return json{{"reward", number_or_null(reward)}, {"passed", passed}, {"detail", detail.is_null() ? json::object() : detail}};
+  return json{{"reward", finite_or_null(reward)}, {"passed", passed}, {"detail", detail.is_null() ? json::object() : detail}};
 }
 
 json chain_line(const ChainEntry& e) {
@@ -31,27 +25,12 @@ json chain_line(const ChainEntry& e) {
   j["reasoning"] = e.reasoning;
   j["answer"] = e.answer;
   j["verifiers"] = e.verifiers.is_object() ? e.verifiers : json::object();
-  j["reward"] = number_or_null(e.reward);
-  j["advantage"] = number_or_null(e.advantage);
-  j["kl"] = e.kl ? number_or_null(*e.kl) : json(nullptr);
+  j["reward"] = finite_or_null(e.reward);
+  j["advantage"] = finite_or_null(e.advantage);
+  j["kl"] = e.kl ? finite_or_null(*e.kl) : json(nullptr);
   j["length"] = e.length;
   j["truncated"] = e.truncated;
   return j;
-}
-
-void truncate_chains_after_step(const std::string& path, int64_t step) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return;
-  std::string line, kept;
-  while (std::getline(f, line)) {
-    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object()) continue;  // a line cut by the kill
-    auto it = j.find("step");
-    if (it != j.end() && it->is_number_integer() && it->get<int64_t>() > step) continue;
-    kept += line + "\n";
-  }
-  f.close();
-  write_file_atomic(path, kept);
 }
 
 ChainLog::ChainLog(const std::string& path) : path_(path) {

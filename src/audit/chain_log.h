@@ -13,7 +13,7 @@
 //
 // Crash safety: each line is written with one fwrite and flushed, so a killed run leaves
 // whole lines only (at worst the last one cut, which the reader and the resume drop). On
-// resume the lines of steps after the checkpoint are dropped (truncate_chains_after_step):
+// resume the lines of steps after the checkpoint are dropped (truncate_jsonl_after_step, run_dir.h):
 // the resumed run writes them again.
 //
 // What it deliberately is not: the reader or the queries (src/audit's audit command).
@@ -56,14 +56,10 @@ nlohmann::json chain_line(const ChainEntry& e);
 // One verifier's cell for ChainEntry::verifiers; NaN reward = not applicable -> null.
 nlohmann::json verifier_cell(double reward, bool passed, const nlohmann::json& detail);
 
-// Drops the lines of `path` whose "step" is greater than `step` and any line cut by a kill,
-// atomically (temporary file + rename). A missing file is left missing.
-void truncate_chains_after_step(const std::string& path, int64_t step);
-
 class ChainLog {
  public:
-  // Opens `path` for appending and starts the writer thread. Call truncate_chains_after_step
-  // first when resuming.
+  // Opens `path` for appending and starts the writer thread. Call truncate_jsonl_after_step
+  // (common/run_dir.h) first when resuming.
   explicit ChainLog(const std::string& path);
   // Writes what is queued, then stops the thread.
   ~ChainLog();

@@ -3,6 +3,7 @@
 #include <unistd.h>  // defines: isatty
 
 #include <atomic>   // defines: std::atomic
+#include <cmath>    // defines: std::isfinite
 #include <cstdlib>  // defines: std::getenv
 #include <ctime>    // defines: localtime_r
 
@@ -129,6 +130,15 @@ void ProgressBar::render(bool final_line) {
     std::fprintf(stderr, "%s %s %s\n", label_.c_str(), stats, suffix_.c_str());
   }
   std::fflush(stderr);
+}
+
+nlohmann::json finite_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+
+std::string fmt_pct(double fraction, bool percent_sign) {
+  if (!std::isfinite(fraction) || fraction < 0) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, percent_sign ? "%.1f%%" : "%.1f", 100.0 * fraction);
+  return buf;
 }
 
 }  // namespace retort

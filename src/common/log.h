@@ -24,6 +24,13 @@ void log_info(const std::string& msg);
 void log_warn(const std::string& msg);
 void log_error(const std::string& msg);
 
+// A metric for a JSON line: the number, or null when it is NaN or infinite (JSON has none).
+nlohmann::json finite_or_null(double v);
+
+// A fraction as a percentage with one decimal: "46.2%" (or "46.2" without the sign); "-" for a
+// value that is missing (negative, NaN or infinite).
+std::string fmt_pct(double fraction, bool percent_sign = true);
+
 // Appends one JSON object per line to a file, flushed after every line so that a killed
 // run leaves a valid file (at worst without its last line). Thread-safe.
 class MetricsWriter {

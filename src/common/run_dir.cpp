@@ -4,6 +4,7 @@
 
 #include <cerrno>   // defines: errno
 #include <cstring>  // defines: std::strerror
+#include <fstream>  // defines: std::ifstream
 
 #include "common/config.h"
 #include "common/error.h"
@@ -36,6 +37,21 @@ RunDir::RunDir(std::string path) : path_(std::move(path)) {
 
 void RunDir::save_resolved_config(const nlohmann::json& resolved) const {
   write_json_file_atomic(file("config.resolved.json"), resolved);
+}
+
+void truncate_jsonl_after_step(const std::string& path, int64_t step) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return;
+  std::string line, kept;
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) continue;  // a line cut by the kill
+    auto it = j.find("step");
+    if (it != j.end() && it->is_number() && it->get<int64_t>() > step) continue;
+    kept += line + "\n";
+  }
+  f.close();
+  write_file_atomic(path, kept);
 }
 
 }  // namespace retort

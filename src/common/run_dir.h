@@ -2,7 +2,8 @@
 // metrics.jsonl, chains.jsonl, checkpoints/step-N/, report.html.
 #pragma once
 
-#include <string>  // defines: std::string
+#include <cstdint>  // defines: int64_t
+#include <string>   // defines: std::string
 
 #include <nlohmann/json.hpp>  // defines: nlohmann::json
 
@@ -26,5 +27,10 @@ class RunDir {
 
 // mkdir -p; throws retort::Error naming the path on failure.
 void make_dirs(const std::string& path);
+
+// Resume: drops the lines of a JSON-lines log (metrics.jsonl, chains.jsonl) whose "step" is
+// greater than `step` (what a killed run wrote after its last checkpoint) and any line cut by
+// the kill, atomically (temporary file + rename). A missing file is left missing.
+void truncate_jsonl_after_step(const std::string& path, int64_t step);
 
 }  // namespace retort

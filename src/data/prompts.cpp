@@ -5,6 +5,7 @@
 
 #include "common/config.h"             // defines: ConfigBinder
 #include "common/error.h"              // defines: retort::Error
+#include "data/jsonl.h"                // defines: for_each_jsonl_row
 #include "tokenizer/chat_template.h"   // defines: ChatTemplate
 
 namespace retort {
@@ -162,22 +163,10 @@ std::vector<PromptRecord> load_prompts(const std::string& path, const PromptForm
   if (!f) throw Error("cannot open the prompt file", path, "check the path (prompts=...)");
   ChatTemplate::by_name(opt.chat_template);  // a bad template name fails before the first line
   std::vector<PromptRecord> out;
-  std::string line;
-  int64_t n = 0;
-  while (std::getline(f, line)) {
-    ++n;
-    if (line.empty() || line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    std::string where = path + ":" + std::to_string(n);
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::parse_error& e) {
-      throw Error(ErrorInfo{"the line is not valid JSON", where, "one JSON object per line", quote_for_error(line),
-                            std::string("the parser said: ") + e.what()});
-    }
+  for_each_jsonl_row(f, path, [&](const json& j, const std::string& where) {
     out.push_back(parse_prompt(j, where));
     render_prompt(out.back(), opt);
-  }
+  });
   if (out.empty()) {
     throw Error(ErrorInfo{"the prompt file has no prompts", path, "at least one JSON line", "an empty file",
                           "GRPO and evaluation need prompts to sample from"});

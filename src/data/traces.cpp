@@ -7,6 +7,7 @@
 
 #include "common/config.h"
 #include "common/error.h"
+#include "data/jsonl.h"
 #include "tokenizer/tokenizer.h"
 
 namespace retort {
@@ -117,21 +118,7 @@ std::vector<TraceSample> load_traces(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error("cannot open the trace file", path, "check the path (data.train=...)");
   std::vector<TraceSample> out;
-  std::string line;
-  int64_t n = 0;
-  while (std::getline(f, line)) {
-    ++n;
-    if (line.empty() || line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    std::string where = path + ":" + std::to_string(n);
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::parse_error& e) {
-      throw Error(ErrorInfo{"the line is not valid JSON", where, "one JSON object per line", quote_for_error(line),
-                            std::string("the parser said: ") + e.what()});
-    }
-    out.push_back(parse_trace(j, where));
-  }
+  for_each_jsonl_row(f, path, [&](const json& j, const std::string& where) { out.push_back(parse_trace(j, where)); });
   if (out.empty()) {
     throw Error(ErrorInfo{"the trace file has no samples", path, "at least one JSON line", "an empty file",
                           "an empty dataset would make an empty run"});

@@ -160,11 +160,4 @@ std::vector<int64_t> sampler_stop_ids(const ModelConfig& mc, const Tokenizer& to
   return {ids.begin(), ids.end()};
 }
 
-uint64_t mix_seed3(int64_t seed, int64_t a, int64_t b) {
-  uint64_t z = static_cast<uint64_t>(seed) * 0x9E3779B97F4A7C15ull ^ (static_cast<uint64_t>(a) << 20) ^ static_cast<uint64_t>(b);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 }  // namespace retort

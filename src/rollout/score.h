@@ -44,7 +44,4 @@ ScoredRollout sample_and_score(Qwen2ForCausalLMImpl& model, const std::vector<st
 // `tmpl` (when the tokenizer has them as single tokens).
 std::vector<int64_t> sampler_stop_ids(const ModelConfig& mc, const Tokenizer& tok, const ChatTemplate& tmpl);
 
-// splitmix64 of (seed, a, b): a different, reproducible stream per (a, b).
-uint64_t mix_seed3(int64_t seed, int64_t a, int64_t b);
-
 }  // namespace retort

@@ -11,13 +11,14 @@
 #include "audit/chain_log.h"          // defines: ChainLog, ChainEntry, verifier_cell
 #include "common/config.h"            // defines: ConfigBinder, parse_config, apply_override, write_json_file_atomic
 #include "common/error.h"             // defines: retort::Error
-#include "common/log.h"               // defines: log_info, ProgressBar
+#include "common/hash.h"              // defines: mix_seed
+#include "common/log.h"               // defines: log_info, ProgressBar, finite_or_null, fmt_pct
 #include "common/platform.h"          // defines: now_seconds
 #include "common/run_dir.h"           // defines: RunDir
 #include "model/checkpoint.h"         // defines: load_model
 #include "rewards/extract.h"          // defines: split_think, extract_answer, last_code_block
 #include "rewards/math/normalize.h"   // defines: normalize_answer
-#include "rollout/score.h"            // defines: sample_and_score, sampler_stop_ids, mix_seed3
+#include "rollout/score.h"            // defines: sample_and_score, sampler_stop_ids
 #include "tokenizer/chat_template.h"  // defines: ChatTemplate
 #include "tokenizer/tokenizer.h"      // defines: Tokenizer
 
@@ -257,20 +258,11 @@ EvalMetrics column_metrics(const std::string& name, size_t col, const std::vecto
   return m;
 }
 
-json finite_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
-
 json metrics_json(const EvalMetrics& m) {
   json pass = json::object(), maj = json::object();
   for (const auto& kv : m.pass_at) pass[std::to_string(kv.first)] = kv.second;
   for (const auto& kv : m.maj_at) maj[std::to_string(kv.first)] = kv.second;
   return json{{"prompts", m.prompts}, {"samples", m.samples}, {"pass@1", finite_or_null(m.pass1)}, {"pass@k", pass}, {"maj@k", maj}};
-}
-
-std::string fmt_pct(double v) {
-  if (!std::isfinite(v)) return "-";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f", 100.0 * v);
-  return buf;
 }
 
 // The table printed at the end (stderr: stdout stays machine-readable).
@@ -291,8 +283,8 @@ void print_summary(const std::vector<EvalDatasetResult>& results, const std::str
         std::snprintf(trunc, sizeof trunc, "%.1f%%", 100.0 * r.truncated_share);
       }
       std::snprintf(line, sizeof line, "%-22s %-10s %7lld %4lld %8s %10s %10s %9s %6s\n", first ? r.name.c_str() : "", m.verifier.c_str(),
-                    static_cast<long long>(m.prompts), static_cast<long long>(r.k), fmt_pct(m.pass1).c_str(), fmt_pct(pk).c_str(),
-                    fmt_pct(mk).c_str(), len, trunc);
+                    static_cast<long long>(m.prompts), static_cast<long long>(r.k), fmt_pct(m.pass1, false).c_str(), fmt_pct(pk, false).c_str(),
+                    fmt_pct(mk, false).c_str(), len, trunc);
       out += line;
     }
   }
@@ -428,7 +420,7 @@ EvalResult run_eval(const json& doc_in, const std::string& where, const std::vec
         std::vector<std::vector<int32_t>> batch_ids(ids.begin() + b0, ids.begin() + b0 + nb);
         std::vector<const PromptRecord*> batch_recs;
         for (int64_t i = b0; i < b0 + nb; ++i) batch_recs.push_back(&recs[static_cast<size_t>(i)]);
-        so.seed = mix_seed3(cfg.runtime.seed, static_cast<int64_t>(di), batch);
+        so.seed = mix_seed(cfg.runtime.seed, static_cast<int64_t>(di), batch);
         ScoredRollout s = sample_and_score(*model, batch_ids, batch_recs, so, reward_set, tok);
         sample_s += s.sample_s;
         wait_s += s.score_wait_s;

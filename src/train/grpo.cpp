@@ -14,7 +14,8 @@
 #include "audit/chain_log.h"        // defines: ChainLog, ChainEntry
 #include "common/config.h"          // defines: ConfigBinder, parse_config, apply_override
 #include "common/error.h"           // defines: retort::Error
-#include "common/log.h"             // defines: log_info, MetricsWriter, ProgressBar
+#include "common/hash.h"            // defines: mix_seed
+#include "common/log.h"             // defines: log_info, MetricsWriter, ProgressBar, finite_or_null
 #include "common/platform.h"        // defines: now_seconds
 #include "common/run_dir.h"         // defines: RunDir
 #include "dist/dist.h"              // defines: DistContext, dist_context, shard_range
@@ -385,16 +386,6 @@ MeanStd mean_std(const std::vector<double>& v) {
   return m;
 }
 
-json finite_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
-
-uint64_t mix_seed(int64_t seed, int64_t step, int64_t k) {
-  // splitmix64 of (seed, step, k): a different, reproducible stream per step and round.
-  uint64_t z = static_cast<uint64_t>(seed) * 0x9E3779B97F4A7C15ull ^ (static_cast<uint64_t>(step) << 20) ^ static_cast<uint64_t>(k);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 Qwen2ForCausalLM copy_model(Qwen2ForCausalLMImpl& m, torch::Device device) {
   Qwen2ForCausalLM c(m.config());
   c->load_hf_state_dict(m.hf_state_dict(), "the initial policy");
@@ -536,7 +527,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
   std::unique_ptr<ChainLog> chains;
   if (dist.is_main()) {
     truncate_jsonl_after_step(run.file("metrics.jsonl"), step);
-    truncate_chains_after_step(run.file("chains.jsonl"), step);
+    truncate_jsonl_after_step(run.file("chains.jsonl"), step);
     metrics = std::make_unique<MetricsWriter>(run.file("metrics.jsonl"));
     chains = std::make_unique<ChainLog>(run.file("chains.jsonl"));
   }

@@ -169,17 +169,4 @@ nlohmann::json load_training_checkpoint(const std::string& dir, Qwen2ForCausalLM
   return state;
 }
 
-void truncate_jsonl_after_step(const std::string& path, int64_t step) {
-  std::ifstream f(path);
-  if (!f) return;
-  std::string line, kept;
-  while (std::getline(f, line)) {
-    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded()) continue;  // a line cut by the kill
-    if (j.is_object() && j.contains("step") && j["step"].is_number() && j["step"].get<int64_t>() > step) continue;
-    kept += line + "\n";
-  }
-  write_file_atomic(path, kept);
-}
-
 }  // namespace retort

@@ -81,8 +81,4 @@ std::optional<std::string> latest_checkpoint(const std::string& run_dir);
 // Loads weights and optimizer state from a checkpoint folder; returns its trainer_state.json.
 nlohmann::json load_training_checkpoint(const std::string& dir, Qwen2ForCausalLMImpl& model, AdamW& optim);
 
-// Drops the lines of a JSON-lines log whose "step" is greater than `step` (what a killed run
-// wrote after its last checkpoint), atomically.
-void truncate_jsonl_after_step(const std::string& path, int64_t step);
-
 }  // namespace retort

@@ -15,7 +15,7 @@
 #include "common/config.h"      // defines: ConfigBinder, parse_config, apply_override, write_json_file_atomic
 #include "common/error.h"       // defines: retort::Error
 #include "common/hash.h"        // defines: fnv1a, kFnv1aOffset
-#include "common/log.h"         // defines: log_info
+#include "common/log.h"         // defines: log_info, fmt_pct
 #include "common/platform.h"    // defines: now_seconds
 #include "common/run_dir.h"     // defines: RunDir, make_dirs
 #include "model/checkpoint.h"   // defines: read_checkpoint_tensors
@@ -290,13 +290,6 @@ std::string fmt_duration(double s) {
   char buf[32];
   if (s < 60) std::snprintf(buf, sizeof buf, "%.0fs", s);
   else std::snprintf(buf, sizeof buf, "%dm %02ds", static_cast<int>(s) / 60, static_cast<int>(s) % 60);
-  return buf;
-}
-
-std::string fmt_pct(double v) {
-  if (v < 0) return "-";
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "%.1f%%", 100.0 * v);
   return buf;
 }
 

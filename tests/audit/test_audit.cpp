@@ -21,6 +21,7 @@
 #include "audit/query.h"
 #include "audit/report.h"
 #include "common/error.h"
+#include "error_of.h"  // defines: error_of
 
 #include <catch2/catch.hpp>
 
@@ -183,15 +184,6 @@ std::string read_file(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const retort::Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

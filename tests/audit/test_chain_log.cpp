@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "audit/chain_log.h"
+#include "common/run_dir.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -64,10 +65,10 @@ TEST_CASE("chain log: schema, whole lines from a background writer, resume trunc
 
   // A kill mid-write leaves a cut last line; the resume at step 1 drops it and steps 2, 3.
   { std::ofstream(path, std::ios::app) << "{\"step\": 3, \"prompt_id\": \"p"; }
-  retort::truncate_chains_after_step(path, 1);
+  retort::truncate_jsonl_after_step(path, 1);
   lines = read();
   REQUIRE(lines.size() == 4);
   for (const auto& x : lines) CHECK(x["step"] == 1);
-  retort::truncate_chains_after_step(path + ".missing", 1);  // nothing to do, no file made
+  retort::truncate_jsonl_after_step(path + ".missing", 1);  // nothing to do, no file made
   CHECK(!fs::exists(path + ".missing"));
 }

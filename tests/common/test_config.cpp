@@ -8,6 +8,7 @@
 
 #include "common/config.h"
 #include "common/run_dir.h"
+#include "error_of.h"  // defines: error_of
 
 using retort::json;
 
@@ -38,15 +39,6 @@ struct RunCfg {
     b.field("weights", weights);
   }
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const retort::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 }  // namespace
 

@@ -18,6 +18,7 @@
 #include "model/safetensors.h"  // defines: parse_safetensors, serialize_safetensors
 #include "model/transformer.h"  // defines: Qwen2ForCausalLM, KVCache
 #include "rollout/logprobs.h"   // defines: token_logprobs
+#include "error_of.h"  // defines: error_of
 
 namespace fs = std::filesystem;
 using retort::json;
@@ -47,15 +48,6 @@ double masked_max_diff(const torch::Tensor& a, const torch::Tensor& b, const tor
   shape[0] = m.size(0);
   shape[tdim] = m.size(1);
   return (d * m.view(shape)).max().item<double>();
-}
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const retort::Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace
@@ -99,7 +91,7 @@ TEST_CASE("config.json with unsupported keys or values is refused", "[unit]") {
   for (const auto& c : cases) {
     json doc = base;
     doc[c.key] = c.value;
-    std::string msg = message_of([&] { retort::ModelConfig::from_json(doc, "cfg.json"); });
+    std::string msg = error_of([&] { retort::ModelConfig::from_json(doc, "cfg.json"); });
     INFO(c.key << ": " << msg);
     CHECK(msg.find(c.needle) != std::string::npos);
     CHECK(msg.find("cfg.json") != std::string::npos);
@@ -168,7 +160,7 @@ TEST_CASE("safetensors truncated at every offset is refused with the file name",
       std::ofstream f(path, std::ios::binary | std::ios::trunc);
       f.write(bytes.data(), static_cast<std::streamsize>(len));
     }
-    std::string msg = message_of([&] { retort::SafetensorsFile::open(path); });
+    std::string msg = error_of([&] { retort::SafetensorsFile::open(path); });
     INFO("length " << len << ": " << msg);
     CHECK(msg.find(path) != std::string::npos);
     refused += msg.empty() ? 0 : 1;
@@ -224,7 +216,7 @@ TEST_CASE("hostile safetensors headers are refused with the reason", "[unit]") {
   };
   for (const auto& c : cases) {
     std::string b = with_header(c.header, c.data);
-    std::string msg = message_of(
+    std::string msg = error_of(
         [&] { retort::parse_safetensors(reinterpret_cast<const uint8_t*>(b.data()), b.size(), "evil.safetensors"); });
     INFO(c.name << ": " << msg);
     CHECK(msg.find(c.needle) != std::string::npos);
@@ -282,7 +274,7 @@ TEST_CASE("a model folder round-trips through save_model, sharded and unsharded,
   fs::remove(dir + "/model.safetensors");
   json bad = {{"weight_map", {{"model.norm.weight", "../../etc/passwd"}}}};
   write_json_file_atomic(dir + "/model.safetensors.index.json", bad);
-  CHECK(message_of([&] { retort::read_checkpoint_tensors(dir); }).find("outside the model folder") != std::string::npos);
+  CHECK(error_of([&] { retort::read_checkpoint_tensors(dir); }).find("outside the model folder") != std::string::npos);
   fs::remove_all(dir);
 }
 
@@ -292,11 +284,11 @@ TEST_CASE("loading weights that do not match config.json is refused with the ten
   json cfg = load_json_file(dir + "/config.json");
   cfg["num_hidden_layers"] = 3;
   write_json_file_atomic(dir + "/config.json", cfg);
-  CHECK(message_of([&] { retort::load_model(dir); }).find("model.layers.2.") != std::string::npos);
+  CHECK(error_of([&] { retort::load_model(dir); }).find("model.layers.2.") != std::string::npos);
   cfg["num_hidden_layers"] = 2;
   cfg["intermediate_size"] = 65;
   write_json_file_atomic(dir + "/config.json", cfg);
-  CHECK(message_of([&] { retort::load_model(dir); }).find("wrong shape") != std::string::npos);
+  CHECK(error_of([&] { retort::load_model(dir); }).find("wrong shape") != std::string::npos);
   fs::remove_all(dir);
 }
 

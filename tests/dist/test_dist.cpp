@@ -14,6 +14,8 @@
 #include "model/checkpoint.h"
 #include "train/grpo.h"
 #include "train/sft.h"
+#include "tiny_model.h"  // defines: tiny_model_config, tiny_tokenizer_path
+#include "jsonl_files.h"  // defines: read_jsonl, write_jsonl
 
 #include <catch2/catch.hpp>
 
@@ -25,31 +27,23 @@ namespace {
 const std::string kBin = RETORT_BINARY_DIR;
 const std::string kSrc = RETORT_SOURCE_DIR;
 
-json tiny_model() {
-  return json{{"architectures", {"Qwen2ForCausalLM"}}, {"model_type", "qwen2"}, {"vocab_size", 608},
-              {"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", 2},
-              {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"max_position_embeddings", 256},
-              {"rope_theta", 10000.0}, {"rms_norm_eps", 1e-6}, {"tie_word_embeddings", true}};
-}
-
 // Arithmetic traces of varied lengths (so that the two shards hold different token counts).
 std::string write_traces(const std::string& name, int n) {
-  std::string path = kBin + "/" + name;
-  std::ofstream f(path);
+  std::vector<json> rows;
   for (int i = 0; i < n; ++i) {
     int a = (i * 7) % 10, b = (i * 13 + 1) % 100;
     json line = {{"prompt", "What is " + std::to_string(a) + "+" + std::to_string(b) + "?"},
                  {"completion", "<think>\n" + std::string(static_cast<size_t>(i % 5), ' ') + std::to_string(a) + "+" + std::to_string(b) +
                                     "=" + std::to_string(a + b) + "\n</think>\nThe answer is \\boxed{" + std::to_string(a + b) + "}."}};
-    f << line.dump() << "\n";
+    rows.push_back(line);
   }
-  return path;
+  return write_jsonl(name, rows);
 }
 
 json sft_config(const std::string& run_dir, const std::string& traces) {
   return json{{"run_dir", run_dir},
-              {"model_config", tiny_model()},
-              {"tokenizer", kSrc + "/tests/fixtures/tokenizer/trained.tokenizer.json"},
+              {"model_config", tiny_model_config()},
+              {"tokenizer", tiny_tokenizer_path()},
               {"runtime", {{"threads", 1}, {"seed", 5}, {"device", "cpu"}}},
               {"data", {{"train", traces}, {"chat_template", "chatml"}, {"max_length", 128}, {"valid_fraction", 0.1}}},
               {"optim", {{"lr", 3e-3}, {"warmup_steps", 1}}},
@@ -66,8 +60,8 @@ json grpo_config(const std::string& run_dir, const std::string& prompts) {
   json overlong = {{"name", "overlong"}, {"weight", 1.0},
                    {"args", {{"max_length", 40}, {"cache_length", 36}, {"length", {{"unit", "chars"}}}}}};
   return json{{"run_dir", run_dir},
-              {"model_config", tiny_model()},
-              {"tokenizer", kSrc + "/tests/fixtures/tokenizer/trained.tokenizer.json"},
+              {"model_config", tiny_model_config()},
+              {"tokenizer", tiny_tokenizer_path()},
               {"runtime", {{"threads", 1}, {"seed", 3}, {"device", "cpu"}}},
               {"data", {{"prompts", prompts}, {"chat_template", "chatml"}}},
               {"anchor", "reference"},
@@ -107,14 +101,6 @@ double max_param_diff(const std::string& a, const std::string& b) {
     diff = std::max(diff, (t.to(torch::kDouble) - tb.at(name).to(torch::kDouble)).abs().max().item<double>());
   }
   return diff;
-}
-
-std::vector<json> read_jsonl(const std::string& path) {
-  std::vector<json> out;
-  std::ifstream f(path);
-  std::string line;
-  while (std::getline(f, line)) out.push_back(json::parse(line));
-  return out;
 }
 
 }  // namespace

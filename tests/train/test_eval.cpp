@@ -11,6 +11,8 @@
 #include "common/error.h"
 #include "train/eval.h"
 #include "train/sft.h"
+#include "tiny_model.h"  // defines: tiny_model_config, tiny_tokenizer_path
+#include "jsonl_files.h"  // defines: read_jsonl, write_jsonl
 
 #include <catch2/catch.hpp>
 
@@ -36,22 +38,6 @@ json arith_row(int i) {
   return {{"a", a}, {"b", b}, {"q", "What is " + std::to_string(a) + "+" + std::to_string(b) + "?"}};
 }
 
-std::string write_lines(const std::string& name, const std::vector<json>& rows) {
-  std::string path = kBin + "/" + name;
-  std::ofstream f(path);
-  for (const auto& r : rows) f << r.dump() << "\n";
-  return path;
-}
-
-std::vector<json> read_jsonl(const std::string& path) {
-  std::vector<json> out;
-  std::ifstream f(path);
-  std::string line;
-  while (std::getline(f, line))
-    if (!line.empty()) out.push_back(json::parse(line));
-  return out;
-}
-
 // A tiny Qwen2-shaped model trained briefly (SFT) on arithmetic traces, so that it writes
 // \boxed{} answers that are right some of the time. Trained once per test process.
 const std::string& tiny_model() {
@@ -67,13 +53,10 @@ const std::string& tiny_model() {
     std::string run = kBin + "/test_runs/eval_model";
     fs::remove_all(run);
     json cfg = {{"run_dir", run},
-                {"model_config", {{"architectures", {"Qwen2ForCausalLM"}}, {"model_type", "qwen2"}, {"vocab_size", 608},
-                                  {"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", 2},
-                                  {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"max_position_embeddings", 256},
-                                  {"rope_theta", 10000.0}, {"rms_norm_eps", 1e-6}, {"tie_word_embeddings", true}}},
-                {"tokenizer", kSrc + "/tests/fixtures/tokenizer/trained.tokenizer.json"},
+                {"model_config", tiny_model_config()},
+                {"tokenizer", tiny_tokenizer_path()},
                 {"runtime", {{"threads", 1}, {"seed", 5}, {"device", "cpu"}}},
-                {"data", {{"train", write_lines("eval_traces.jsonl", traces)}, {"chat_template", "chatml"}, {"max_length", 128}}},
+                {"data", {{"train", write_jsonl("eval_traces.jsonl", traces)}, {"chat_template", "chatml"}, {"max_length", 128}}},
                 {"optim", {{"lr", 1e-2}, {"warmup_steps", 5}, {"min_lr_ratio", 0.1}}},
                 {"steps", 90},
                 {"batch_size", 8},
@@ -92,7 +75,7 @@ std::string write_math_prompts() {
     int a = r["a"], b = r["b"];
     rows.push_back({{"id", "p" + std::to_string(i)}, {"question", r["q"]}, {"answer", "a + b\n#### " + std::to_string(a + b)}});
   }
-  return write_lines("eval_math_prompts.jsonl", rows);
+  return write_jsonl("eval_math_prompts.jsonl", rows);
 }
 
 json eval_config(const std::string& run_dir, const std::string& prompts) {

@@ -2,11 +2,6 @@
 // with the fixed schema and advantages that are the group-normalised rewards; dynamic
 // sampling drops all-equal groups and refills the batch; a run killed with SIGKILL resumes
 // and reproduces the uninterrupted run's metrics and chains; config typos name the key.
-#include <signal.h>    // defines: kill, SIGKILL
-#include <spawn.h>     // defines: posix_spawn
-#include <sys/wait.h>  // defines: waitpid
-#include <unistd.h>    // defines: usleep
-
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -20,6 +15,9 @@
 #include "rewards/verifier.h"
 #include "train/grpo.h"
 #include "train/grpo_loss.h"
+#include "run_cli.h"  // defines: run_cli_config, run_uninterrupted_and_killed
+#include "tiny_model.h"  // defines: tiny_model_config, tiny_tokenizer_path
+#include "jsonl_files.h"  // defines: read_jsonl, write_jsonl
 
 #include <catch2/catch.hpp>
 
@@ -63,20 +61,10 @@ retort::GrpoHooks test_hooks() {
   return h;
 }
 
-std::string write_prompts(const std::string& name, const std::vector<json>& rows) {
-  std::string path = kBin + "/" + name;
-  std::ofstream f(path);
-  for (const auto& r : rows) f << r.dump() << "\n";
-  return path;
-}
-
 json tiny_config(const std::string& run_dir, const std::string& prompts, const std::string& verifier) {
   return json{{"run_dir", run_dir},
-              {"model_config", {{"architectures", {"Qwen2ForCausalLM"}}, {"model_type", "qwen2"}, {"vocab_size", 608},
-                                {"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", 2},
-                                {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"max_position_embeddings", 256},
-                                {"rope_theta", 10000.0}, {"rms_norm_eps", 1e-6}, {"tie_word_embeddings", true}}},
-              {"tokenizer", kSrc + "/tests/fixtures/tokenizer/trained.tokenizer.json"},
+              {"model_config", tiny_model_config()},
+              {"tokenizer", tiny_tokenizer_path()},
               {"runtime", {{"threads", 1}, {"seed", 11}, {"device", "cpu"}}},
               {"data", {{"prompts", prompts}, {"chat_template", "chatml"}}},
               {"anchor", "reference"},
@@ -91,14 +79,6 @@ json tiny_config(const std::string& run_dir, const std::string& prompts, const s
               {"keep_last", 1}};
 }
 
-std::vector<json> read_jsonl(const std::string& path) {
-  std::vector<json> out;
-  std::ifstream f(path);
-  std::string line;
-  while (std::getline(f, line)) out.push_back(json::parse(line));
-  return out;
-}
-
 std::vector<json> number_prompts(int n) {
   std::vector<json> rows;
   for (int i = 0; i < n; ++i) rows.push_back({{"id", "n" + std::to_string(i)}, {"question", "Say a number " + std::to_string(i)}, {"answer", "7"}});
@@ -110,7 +90,7 @@ std::vector<json> number_prompts(int n) {
 TEST_CASE("grpo: a tiny model learns a verifiable reward; chains.jsonl schema and advantages", "[train]") {
   std::string run = kBin + "/test_runs/grpo_learn";
   fs::remove_all(run);
-  json cfg = tiny_config(run, write_prompts("grpo_prompts.jsonl", number_prompts(8)), "sevens");
+  json cfg = tiny_config(run, write_jsonl("grpo_prompts.jsonl", number_prompts(8)), "sevens");
   auto t0 = std::chrono::steady_clock::now();
   retort::GrpoResult r = retort::run_grpo(cfg, "test", {}, test_hooks());
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -185,7 +165,7 @@ TEST_CASE("grpo: dynamic sampling drops all-equal groups and refills the batch",
   std::vector<json> rows;
   for (int i = 0; i < 4; ++i) rows.push_back({{"id", "const" + std::to_string(i)}, {"question", "Q" + std::to_string(i)}, {"answer", "1"}, {"constant", 0.5}});
   for (int i = 0; i < 4; ++i) rows.push_back({{"id", "vary" + std::to_string(i)}, {"question", "V" + std::to_string(i)}, {"answer", "1"}, {"length_reward", true}});
-  std::string prompts = write_prompts("grpo_dynamic.jsonl", rows);
+  std::string prompts = write_jsonl("grpo_dynamic.jsonl", rows);
   auto run_with = [&](bool enabled) {
     std::string run = kBin + std::string("/test_runs/grpo_dynamic_") + (enabled ? "on" : "off");
     fs::remove_all(run);
@@ -236,7 +216,7 @@ TEST_CASE("grpo: dynamic sampling drops all-equal groups and refills the batch",
 }
 
 TEST_CASE("grpo: config errors name the key", "[train]") {
-  std::string prompts = write_prompts("grpo_prompts_bad.jsonl", number_prompts(2));
+  std::string prompts = write_jsonl("grpo_prompts_bad.jsonl", number_prompts(2));
   json cfg = tiny_config(kBin + "/test_runs/grpo_bad", prompts, "sevens");
   cfg["sampling"]["temprature"] = 0.7;
   CHECK_THROWS_WITH(retort::run_grpo(cfg, "bad.json", {}, test_hooks()),
@@ -258,7 +238,7 @@ TEST_CASE("grpo: config errors name the key", "[train]") {
   CHECK(ex.rewards.verifiers.size() == 4);
   CHECK(ex.loss.eps_high == 0.28);
   // A bad prompt line names FILE:LINE.
-  std::string bad_prompts = write_prompts("grpo_prompts_badline.jsonl", {json{{"question", "Q"}}});
+  std::string bad_prompts = write_jsonl("grpo_prompts_badline.jsonl", {json{{"question", "Q"}}});
   CHECK_THROWS_WITH(retort::run_grpo(cfg, "bad.json", {"data.prompts=" + bad_prompts}, test_hooks()), Catch::Contains(bad_prompts + ":1"));
 }
 
@@ -270,7 +250,7 @@ TEST_CASE("grpo: a run killed with SIGKILL resumes and reproduces the uninterrup
   REQUIRE(fs::exists(plugin));
   std::vector<json> rows;
   for (int i = 0; i < 6; ++i) rows.push_back({{"id", "k" + std::to_string(i)}, {"question", "Write " + std::to_string(i)}, {"answer", "1"}, {"keyword", "e"}});
-  std::string prompts = write_prompts("grpo_resume.jsonl", rows);
+  std::string prompts = write_jsonl("grpo_resume.jsonl", rows);
   auto run_cli = [&](const std::string& run_dir, bool kill_after_checkpoint) {
     json cfg = tiny_config(run_dir, prompts, "keyword");
     cfg["rewards"]["plugins"] = {plugin};
@@ -282,25 +262,10 @@ TEST_CASE("grpo: a run killed with SIGKILL resumes and reproduces the uninterrup
     cfg["mu"] = 2;
     cfg["minibatch_size"] = 4;
     cfg["grad_accum"] = 2;
-    std::string cfg_path = run_dir + ".json";
-    std::ofstream(cfg_path) << cfg.dump(2);
-    const char* argv[] = {bin.c_str(), "grpo", cfg_path.c_str(), nullptr};
-    pid_t pid;
-    REQUIRE(posix_spawn(&pid, bin.c_str(), nullptr, nullptr, const_cast<char* const*>(argv), environ) == 0);
-    if (kill_after_checkpoint) {
-      for (int i = 0; i < 6000 && !fs::exists(run_dir + "/checkpoints/step-3/trainer_state.json"); ++i) usleep(10000);
-      ::kill(pid, SIGKILL);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return status;
+    return run_cli_config(bin, "grpo", cfg, run_dir, kill_after_checkpoint ? run_dir + "/checkpoints/step-3/trainer_state.json" : "");
   };
   std::string a = kBin + "/test_runs/grpo_uninterrupted", b = kBin + "/test_runs/grpo_killed";
-  fs::remove_all(a);
-  fs::remove_all(b);
-  CHECK(run_cli(a, false) == 0);
-  int killed = run_cli(b, true);
-  CHECK(WIFSIGNALED(killed));
+  run_uninterrupted_and_killed(run_cli, a, b);
   auto partial = read_jsonl(b + "/metrics.jsonl");
   REQUIRE(partial.size() >= 3);
   CHECK(partial.size() < 12);
@@ -353,7 +318,7 @@ double mean_of(const std::vector<double>& v, size_t from, size_t to) {
 TEST_CASE("grpo: a large beta keeps the policy near the anchor, beta = 0 lets it move", "[train]") {
   // Same seed, prompts, model and reward (the share of '7's, which pushes the policy); the
   // anchor is the frozen initial policy; only loss.beta differs.
-  std::string prompts = write_prompts("grpo_beta_prompts.jsonl", number_prompts(8));
+  std::string prompts = write_jsonl("grpo_beta_prompts.jsonl", number_prompts(8));
   const int steps = 20;
   const double beta_large = 1.0;
   auto run_with = [&](double beta, const std::string& tag) {
@@ -412,7 +377,7 @@ TEST_CASE("grpo: the ratio and the anchor's KL are taken at the sampling tempera
   // sees the very policy that sampled, so every ratio must be 1 and nothing is clipped; the
   // anchor is the frozen initial policy, so the first step's KL must be 0. Log-probs of the
   // untempered model would give ratios p_1 / p_0.5 far from 1, clipped tokens and a KL > 0.
-  std::string prompts = write_prompts("grpo_temperature_prompts.jsonl", number_prompts(4));
+  std::string prompts = write_jsonl("grpo_temperature_prompts.jsonl", number_prompts(4));
   std::string run = kBin + "/test_runs/grpo_temperature";
   fs::remove_all(run);
   json cfg = tiny_config(run, prompts, "sevens");
@@ -475,7 +440,7 @@ TEST_CASE("grpo: verification overlaps generation (measured)", "[train]") {
   const int sleep_ms = 30;
   std::string run = kBin + "/test_runs/grpo_overlap";
   fs::remove_all(run);
-  json cfg = tiny_config(run, write_prompts("grpo_overlap_prompts.jsonl", number_prompts(8)), "slow");
+  json cfg = tiny_config(run, write_jsonl("grpo_overlap_prompts.jsonl", number_prompts(8)), "slow");
   cfg["model_config"]["max_position_embeddings"] = 512;
   cfg["sampling"]["max_new_tokens"] = 192;
   cfg["steps"] = 4;

@@ -1,10 +1,5 @@
 // SFT: a tiny model learns the traces (loss falls), and a run killed with SIGKILL and
 // resumed writes the same losses as an uninterrupted run.
-#include <signal.h>    // defines: kill, SIGKILL
-#include <spawn.h>     // defines: posix_spawn
-#include <sys/wait.h>  // defines: waitpid
-#include <unistd.h>    // defines: usleep
-
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +10,9 @@
 #include "model/checkpoint.h"
 #include "tokenizer/tokenizer.h"
 #include "train/sft.h"
+#include "run_cli.h"  // defines: run_cli_config, run_uninterrupted_and_killed
+#include "tiny_model.h"  // defines: tiny_model_config, tiny_tokenizer_path
+#include "jsonl_files.h"  // defines: write_jsonl
 
 #include <catch2/catch.hpp>
 
@@ -24,29 +22,24 @@ using nlohmann::json;
 namespace {
 
 const std::string kBin = RETORT_BINARY_DIR;
-const std::string kSrc = RETORT_SOURCE_DIR;
 
 // Arithmetic traces in R1 style, written into the build folder.
 std::string write_traces(const std::string& name, int n) {
-  std::string path = kBin + "/" + name;
-  std::ofstream f(path);
+  std::vector<json> rows;
   for (int i = 0; i < n; ++i) {
     int a = (i * 7) % 10, b = (i * 3 + 1) % 10;
     json line = {{"prompt", "What is " + std::to_string(a) + "+" + std::to_string(b) + "?"},
                  {"completion", "<think>\n" + std::to_string(a) + "+" + std::to_string(b) + "=" + std::to_string(a + b) +
                                     "\n</think>\nThe answer is \\boxed{" + std::to_string(a + b) + "}."}};
-    f << line.dump() << "\n";
+    rows.push_back(line);
   }
-  return path;
+  return write_jsonl(name, rows);
 }
 
 json tiny_config(const std::string& run_dir, const std::string& traces) {
   return json{{"run_dir", run_dir},
-              {"model_config", {{"architectures", {"Qwen2ForCausalLM"}}, {"model_type", "qwen2"}, {"vocab_size", 608},
-                                {"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", 2},
-                                {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"max_position_embeddings", 256},
-                                {"rope_theta", 10000.0}, {"rms_norm_eps", 1e-6}, {"tie_word_embeddings", true}}},
-              {"tokenizer", kSrc + "/tests/fixtures/tokenizer/trained.tokenizer.json"},
+              {"model_config", tiny_model_config()},
+              {"tokenizer", tiny_tokenizer_path()},
               {"runtime", {{"threads", 1}, {"seed", 7}, {"device", "cpu"}}},
               {"data", {{"train", traces}, {"chat_template", "chatml"}, {"max_length", 128}, {"valid_fraction", 0.1}}},
               {"optim", {{"lr", 3e-3}, {"warmup_steps", 5}, {"min_lr_ratio", 0.1}}},
@@ -108,26 +101,11 @@ TEST_CASE("sft: a run killed with SIGKILL resumes and reproduces the uninterrupt
     json cfg = tiny_config(run_dir, traces);
     cfg["steps"] = 40;
     cfg["eval_every"] = 0;
-    std::string cfg_path = run_dir + ".json";
-    std::ofstream(cfg_path) << cfg.dump(2);
-    const char* argv[] = {bin.c_str(), "sft", cfg_path.c_str(), nullptr};
-    pid_t pid;
-    REQUIRE(posix_spawn(&pid, bin.c_str(), nullptr, nullptr, const_cast<char* const*>(argv), environ) == 0);
-    if (kill_after_checkpoint) {
-      // Kill as soon as the step-10 checkpoint is complete: the run is mid-way.
-      for (int i = 0; i < 6000 && !fs::exists(run_dir + "/checkpoints/step-10/trainer_state.json"); ++i) usleep(10000);
-      ::kill(pid, SIGKILL);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return status;
+    // Killed as soon as the step-10 checkpoint is complete: the run is mid-way.
+    return run_cli_config(bin, "sft", cfg, run_dir, kill_after_checkpoint ? run_dir + "/checkpoints/step-10/trainer_state.json" : "");
   };
   std::string a = kBin + "/test_runs/sft_uninterrupted", b = kBin + "/test_runs/sft_killed";
-  fs::remove_all(a);
-  fs::remove_all(b);
-  CHECK(run_cli(a, false) == 0);
-  int killed = run_cli(b, true);
-  CHECK(WIFSIGNALED(killed));
+  run_uninterrupted_and_killed(run_cli, a, b);
   auto partial = read_losses(b + "/metrics.jsonl");
   CHECK(partial.size() < 40);
   CHECK(run_cli(b, false) == 0);  // resumes from the newest checkpoint
@@ -221,7 +199,7 @@ TEST_CASE("distill: offline teacher_topk from the trace file matches the online 
 
   // Write the teacher's top-8 for every completion token into the traces, as an API teacher would.
   const int K = 8;
-  auto tok = retort::Tokenizer::from_file(kSrc + "/tests/fixtures/tokenizer/trained.tokenizer.json");
+  auto tok = retort::Tokenizer::from_file(tiny_tokenizer_path());
   auto model = retort::load_model(teacher, retort::LoadOptions{"cpu", "float32"});
   model->eval();
   retort::TraceDataOptions opt;
