@@ -48,8 +48,13 @@ void GrpoSamplingConfig::bind(ConfigBinder& b) {
 }
 
 void AdvantageConfig::bind(ConfigBinder& b) {
+  b.choice("estimator", estimator, {"grpo", "rloo", "reinforce_pp_baseline"});
   b.choice("scale", scale, {"group", "batch", "none"});
   b.field("eps", eps);
+  if (b.reading() && !(eps > 0 && std::isfinite(eps))) {
+    throw Error(ErrorInfo{"grpo.advantage.eps is out of range", "grpo.advantage", "a finite number > 0 (e.g. 1e-4)",
+                          nlohmann::json(eps).dump(), "a group of identical rewards has std 0: eps keeps its advantages at 0"});
+  }
 }
 
 void DynamicSamplingConfig::bind(ConfigBinder& b) {
@@ -405,6 +410,9 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
   json doc = doc_in;
   for (const auto& o : overrides) apply_override(doc, o);
   GrpoConfig cfg = parse_config<GrpoConfig>(doc, where);
+  // Dr. GRPO divides by N x the maximum completion length (not the batch's longest, which
+  // would make the loss depend on padding).
+  cfg.loss.max_completion_length = cfg.sampling.max_new_tokens;
   if (cfg.data.prompts.empty()) throw Error(ErrorInfo{"no prompts given", where, "data.prompts = a JSONL file", "\"\"", ""});
   if (cfg.model.empty() == cfg.model_config.is_null()) {
     throw Error(ErrorInfo{"give exactly one of 'model' (a checkpoint folder) and 'model_config' (a config.json object)", where,
@@ -633,7 +641,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     std::vector<double> rewards_all = dist.all_gather(rewards_kept, &chain_counts);
     int64_t chain_offset = 0;  // this rank's first chain in the combined batch
     for (int r = 0; r < dist.rank(); ++r) chain_offset += chain_counts[static_cast<size_t>(r)];
-    std::vector<double> adv = rewards_all.empty() ? std::vector<double>{} : group_advantages(rewards_all, static_cast<int>(G), cfg.advantage.scale, cfg.advantage.eps);
+    std::vector<double> adv = rewards_all.empty() ? std::vector<double>{} : group_advantages(rewards_all, static_cast<int>(G), cfg.advantage.scale, cfg.advantage.eps, cfg.advantage.estimator);
     if (dist.enabled())
       adv = std::vector<double>(adv.begin() + chain_offset, adv.begin() + chain_offset + static_cast<int64_t>(rewards_kept.size()));
     const int64_t n_global = static_cast<int64_t>(rewards_all.size());
@@ -695,8 +703,6 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
       const int64_t M = cfg.minibatch_size > 0 ? std::min(cfg.minibatch_size, N) : N;
       // Data parallel: minibatch_size is 0, so one minibatch (this rank's whole slice) per pass.
       const int64_t n_minibatches = dist.enabled() ? 1 : (N + M - 1) / M;
-      // dr_grpo's default divisor N * L is the combined batch's: the longest completion of all ranks.
-      const double l_global = dist.enabled() ? dist.max(static_cast<double>(batch.L)) : static_cast<double>(batch.L);
       for (int pass = 0; pass < cfg.mu; ++pass) {
         std::vector<int64_t> perm(static_cast<size_t>(N));
         for (int64_t i = 0; i < N; ++i) perm[static_cast<size_t>(i)] = i;
@@ -723,12 +729,11 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
                                   batch.ref_logprobs.defined() ? on_device(batch.ref_logprobs, rows) : torch::Tensor(),
                                   on_device(batch.advantages, rows), mask, cfg.loss, &st);
             // Weight of this micro-batch in the minibatch's aggregate (see grpo_loss.h):
-            //   sequence, dr_grpo with the default N*L divisor: its share of sequences;
+            //   sequence, dr_grpo with the default N x max_completion_length divisor: its share of sequences;
             //   token: its share of tokens; dr_grpo with a set constant: 1 (sums add up).
             double w = static_cast<double>(n) / seq_denom;
             if (cfg.loss.aggregation == "token") w = tok_denom > 0 ? st.tokens / tok_denom : 0.0;
             if (cfg.loss.aggregation == "dr_grpo" && cfg.loss.dr_grpo_constant > 0) w = 1.0;
-            else if (cfg.loss.aggregation == "dr_grpo" && dist.enabled()) w *= static_cast<double>(batch.L) / l_global;
             (loss * w).backward();
             mb_loss += st.loss * w;
             agg.kl += st.kl * st.tokens;

@@ -6,7 +6,7 @@
 //   2 score     the N x K reward table (rewards/combine.h), combined with the configured weights
 //   3 dynamic   (optional, DAPO) groups whose rewards are all equal are dropped and more
 //     sampling  prompts are drawn until B groups are kept (bounded retries, logged)
-//   4 advantage per group: (r - mean) / (std + eps), std of the group, of the batch, or none (Dr. GRPO)
+//   4 advantage per group: GRPO (r - mean) / (std + eps), RLOO or REINFORCE++ baseline (train/grpo_loss.h)
 //   5 anchor    log-probs of the teacher (default), of a frozen copy of the initial policy, or none
 //   6 old       log-probs of the sampling policy: the sampler's, or recomputed by a full
 //               forward pass when mu > 1 (the ratio then compares like with like)
@@ -74,7 +74,8 @@ struct GrpoSamplingConfig {
 };
 
 struct AdvantageConfig {
-  std::string scale = "group";  // group (GRPO) | batch | none (Dr. GRPO: no division by a std)
+  std::string estimator = "grpo";  // grpo | rloo (leave-one-out mean) | reinforce_pp_baseline (train/grpo_loss.h)
+  std::string scale = "group";  // grpo only: group (GRPO) | batch | none (Dr. GRPO: no division by a std)
   double eps = 1e-4;            // added to the std
   void bind(ConfigBinder& b);
 };

@@ -1,13 +1,27 @@
 #include "train/grpo_loss.h"
 
-#include <cmath>  // defines: std::sqrt
+#include <cmath>   // defines: std::sqrt, std::isfinite
+#include <iomanip>  // defines: std::setprecision
+#include <limits>   // defines: std::numeric_limits
+#include <sstream>  // defines: std::ostringstream
 
 #include "common/config.h"
 #include "common/error.h"
 
 namespace retort {
 
+namespace {
+// A number as a config file would spell it (for error messages).
+std::string format_number(double v) {
+  std::ostringstream s;
+  s << std::setprecision(17) << v;
+  return s.str();
+}
+}  // namespace
+
 void GrpoLossOptions::bind(ConfigBinder& b) {
+  b.choice("loss_type", loss_type, {"ppo_clip", "cispo"});
+  b.choice("importance_level", importance_level, {"token", "sequence", "sequence_token"});
   b.field("eps_low", eps_low);
   b.field("eps_high", eps_high);
   b.field("dual_clip", dual_clip);
@@ -15,6 +29,24 @@ void GrpoLossOptions::bind(ConfigBinder& b) {
   b.choice("kl_estimator", kl_estimator, {"k1", "k2", "k3"});
   b.choice("aggregation", aggregation, {"sequence", "token", "dr_grpo"});
   b.field("dr_grpo_constant", dr_grpo_constant);
+  if (b.reading()) validate();
+}
+
+void GrpoLossOptions::validate() const {
+  auto bad = [](const char* key, double v, const char* range) {
+    throw Error(ErrorInfo{std::string("grpo.loss.") + key + " is out of range", "grpo.loss", range, format_number(v),
+                          "see src/train/grpo_loss.h for what the key does"});
+  };
+  if (!(eps_low >= 0 && eps_low <= 1)) bad("eps_low", eps_low, "[0, 1] (the ratio is clipped below at 1 - eps_low)");
+  if (!(eps_high >= 0 && std::isfinite(eps_high))) bad("eps_high", eps_high, "a finite number >= 0");
+  if (!(dual_clip == 0 || (dual_clip > 1 && std::isfinite(dual_clip))))
+    bad("dual_clip", dual_clip, "0 (off) or a finite number > 1 (the bound c |A| on negative advantages)");
+  if (!(beta >= 0 && std::isfinite(beta))) bad("beta", beta, "a finite number >= 0");
+  if (!(dr_grpo_constant >= 0 && std::isfinite(dr_grpo_constant)))
+    bad("dr_grpo_constant", dr_grpo_constant, "0 (N x sampling.max_new_tokens) or a finite number > 0");
+  if (!(top_entropy_quantile > 0 && top_entropy_quantile <= 1))
+    bad("top_entropy_quantile", top_entropy_quantile, "(0, 1] (the share of highest-entropy tokens trained; 1 = all)");
+  if (!std::isfinite(entropy_coef)) bad("entropy_coef", entropy_coef, "a finite number");
 }
 
 namespace {
@@ -24,11 +56,33 @@ void check_shape(const torch::Tensor& t, const torch::Tensor& like, const char* 
                           "the shape of logprobs " + std::string(c10::str(like.sizes())), c10::str(t.sizes()), ""});
   }
 }
+
+// The importance ratio r [N, L] (see the header), from the clamped log-ratio.
+torch::Tensor importance_ratio(const torch::Tensor& logprobs, const torch::Tensor& old_logprobs, const torch::Tensor& m,
+                               const std::string& level) {
+  auto log_ratio = logprobs - old_logprobs.detach();                              // [N, L]
+  if (level == "token") return torch::exp(torch::clamp(log_ratio, -kLogRatioClamp, kLogRatioClamp));
+  auto mean = (log_ratio * m).sum(1, /*keepdim=*/true) / m.sum(1, /*keepdim=*/true).clamp_min(1.0);  // [N, 1]
+  auto s = torch::exp(torch::clamp(mean, -kLogRatioClamp, kLogRatioClamp));      // [N, 1] GSPO's s_i
+  if (level == "sequence") return s.expand_as(logprobs);
+  // GSPO-token: the value of s_i, the gradient of s_i * log pi per token.
+  return s.detach() * torch::exp(logprobs - logprobs.detach());
+}
+
+// 1 for the tokens whose policy term counts: the masked tokens whose entropy reaches the
+// (1 - q) quantile of the masked entropies (linear interpolation, as numpy / torch.quantile).
+torch::Tensor entropy_keep(const torch::Tensor& entropy, const torch::Tensor& m, double q) {
+  torch::NoGradGuard ng;
+  auto values = entropy.detach().masked_select(m > 0);                           // [tokens]
+  if (values.numel() == 0) return torch::zeros_like(m);
+  auto threshold = torch::quantile(values.to(torch::kFloat64), 1.0 - q).item<double>();
+  return (entropy.detach() >= threshold).to(m.dtype()) * m;
+}
 }  // namespace
 
 torch::Tensor grpo_loss(const torch::Tensor& logprobs, const torch::Tensor& old_logprobs, const torch::Tensor& ref_logprobs,
                         const torch::Tensor& advantages, const torch::Tensor& mask, const GrpoLossOptions& o,
-                        GrpoLossStats* stats) {
+                        GrpoLossStats* stats, const torch::Tensor& entropy) {
   check_shape(old_logprobs, logprobs, "old_logprobs");
   check_shape(mask, logprobs, "mask");
   if (advantages.dim() != 1 || advantages.size(0) != logprobs.size(0)) {
@@ -42,26 +96,44 @@ torch::Tensor grpo_loss(const torch::Tensor& logprobs, const torch::Tensor& old_
                             "undefined", "set grpo.beta=0 to train without an anchor"});
     check_shape(ref_logprobs, logprobs, "ref_logprobs");
   }
+  if (o.needs_entropy()) {
+    if (!entropy.defined())
+      throw Error(ErrorInfo{"grpo_loss: top_entropy_quantile < 1 or entropy_coef != 0 needs the per-token entropy",
+                            "train/grpo_loss", "entropy [N, L]", "undefined", ""});
+    check_shape(entropy, logprobs, "entropy");
+  }
+  if (o.aggregation == "dr_grpo" && o.dr_grpo_constant <= 0 && o.max_completion_length <= 0) {
+    throw Error(ErrorInfo{"grpo_loss: the dr_grpo aggregation needs its divisor", "train/grpo_loss",
+                          "dr_grpo_constant > 0 or max_completion_length > 0 (the recipe sets it from sampling.max_new_tokens)",
+                          "neither", ""});
+  }
   auto m = mask.to(logprobs.dtype());                           // [N, L]
   auto A = advantages.to(logprobs.dtype()).unsqueeze(1);        // [N, 1]
-  auto ratio = torch::exp(logprobs - old_logprobs.detach());    // [N, L]
+  auto ratio = importance_ratio(logprobs, old_logprobs, m, o.importance_level);  // [N, L]
   auto clipped = torch::clamp(ratio, 1.0 - o.eps_low, 1.0 + o.eps_high);
-  auto obj = torch::min(ratio * A, clipped * A);                // [N, L]
-  torch::Tensor dual_active;
-  if (o.dual_clip > 1.0) {
-    auto floor = o.dual_clip * A;                               // [N, 1]
-    dual_active = (A < 0) & (obj < floor);
-    obj = torch::where(A < 0, torch::max(obj, floor), obj);
+  torch::Tensor obj, dual_active;                               // [N, L]
+  if (o.loss_type == "cispo") {
+    obj = clipped.detach() * A * logprobs;
+  } else {
+    obj = torch::min(ratio * A, clipped * A);
+    if (o.dual_clip > 1.0) {
+      auto floor = o.dual_clip * A;                             // [N, 1]
+      dual_active = (A < 0) & (obj < floor);
+      obj = torch::where(A < 0, torch::max(obj, floor), obj);
+    }
   }
-  auto per_token = -obj;                                        // [N, L]
+  torch::Tensor keep = o.top_entropy_quantile < 1.0 ? entropy_keep(entropy, m, o.top_entropy_quantile) : m;  // [N, L]
+  auto policy_term = o.top_entropy_quantile < 1.0 ? -obj * keep : -obj;
+  auto per_token = policy_term;                                 // [N, L]
   torch::Tensor kl;
   if (use_kl) {
-    auto d = ref_logprobs.detach() - logprobs;                  // log(pi_ref / pi)
+    auto d = torch::clamp(ref_logprobs.detach() - logprobs, -kLogRatioClamp, kLogRatioClamp);  // log(pi_ref / pi)
     if (o.kl_estimator == "k1") kl = -d;
     else if (o.kl_estimator == "k2") kl = 0.5 * d * d;
-    else kl = torch::exp(d) - d - 1.0;
+    else kl = torch::clamp(torch::exp(d) - d - 1.0, -kK3Clamp, kK3Clamp);
     per_token = per_token + o.beta * kl;
   }
+  if (o.entropy_coef != 0.0) per_token = per_token - o.entropy_coef * entropy;
 
   auto aggregate = [&](const torch::Tensor& x) {
     if (o.aggregation == "sequence") {
@@ -69,7 +141,8 @@ torch::Tensor grpo_loss(const torch::Tensor& logprobs, const torch::Tensor& old_
       return per_seq.mean();
     }
     if (o.aggregation == "token") return (x * m).sum() / m.sum().clamp_min(1.0);
-    double c = o.dr_grpo_constant > 0 ? o.dr_grpo_constant : static_cast<double>(x.size(0) * x.size(1));
+    double c = o.dr_grpo_constant > 0 ? o.dr_grpo_constant
+                                      : static_cast<double>(x.size(0)) * static_cast<double>(o.max_completion_length);
     return (x * m).sum() / c;
   };
   torch::Tensor loss = aggregate(per_token);
@@ -79,7 +152,7 @@ torch::Tensor grpo_loss(const torch::Tensor& logprobs, const torch::Tensor& old_
     double n = m.sum().item<double>();
     double denom = std::max(n, 1.0);
     stats->loss = loss.item<double>();
-    stats->policy_loss = aggregate(-obj).item<double>();
+    stats->policy_loss = aggregate(policy_term).item<double>();
     stats->kl = use_kl ? ((kl * m).sum().item<double>() / denom) : 0.0;
     auto low = ((ratio < 1.0 - o.eps_low) & (A < 0)).to(m.dtype());
     auto high = ((ratio > 1.0 + o.eps_high) & (A > 0)).to(m.dtype());
@@ -88,37 +161,71 @@ torch::Tensor grpo_loss(const torch::Tensor& logprobs, const torch::Tensor& old_
     stats->dual_clipped = dual_active.defined() ? (dual_active.to(m.dtype()) * m).sum().item<double>() / denom : 0.0;
     stats->ratio_mean = (ratio * m).sum().item<double>() / denom;
     stats->tokens = n;
+    stats->entropy = entropy.defined() ? (entropy.detach() * m).sum().item<double>() / denom
+                                       : std::numeric_limits<double>::quiet_NaN();
+    stats->entropy_kept = keep.sum().item<double>() / denom;
   }
   return loss;
 }
 
-std::vector<double> group_advantages(const std::vector<double>& rewards, int group_size, const std::string& scale, double eps) {
+std::vector<double> group_advantages(const std::vector<double>& rewards, int group_size, const std::string& scale, double eps,
+                                     const std::string& estimator) {
   if (group_size <= 0 || rewards.size() % static_cast<size_t>(group_size) != 0) {
     throw Error(ErrorInfo{"rewards do not divide into groups", "train/grpo advantages",
                           "a multiple of the group size " + std::to_string(group_size), std::to_string(rewards.size()) + " rewards", ""});
   }
   if (scale != "group" && scale != "batch" && scale != "none") {
-    throw Error(ErrorInfo{"unknown advantage scaling", "grpo.advantage_scale", "group, batch or none", scale, ""});
+    throw Error(ErrorInfo{"unknown advantage scaling", "grpo.advantage.scale", "group, batch or none", scale, ""});
+  }
+  if (estimator != "grpo" && estimator != "rloo" && estimator != "reinforce_pp_baseline") {
+    throw Error(ErrorInfo{"unknown advantage estimator", "grpo.advantage.estimator", "grpo, rloo or reinforce_pp_baseline",
+                          estimator, ""});
+  }
+  if (!(eps > 0)) {
+    throw Error(ErrorInfo{"the advantage's eps must be positive", "grpo.advantage.eps", "a number > 0 (e.g. 1e-4)",
+                          format_number(eps), "a group of identical rewards has std 0; eps keeps 0 / (0 + eps) = 0"});
+  }
+  if (estimator == "rloo" && group_size < 2) {
+    throw Error(ErrorInfo{"the rloo estimator needs at least 2 completions per prompt", "grpo.advantage.estimator",
+                          "group_size >= 2", std::to_string(group_size), "use estimator grpo or raise group_size"});
   }
   const size_t G = static_cast<size_t>(group_size);
-  std::vector<double> adv(rewards.size());
-  double batch_mean = 0, batch_var = 0;
-  for (double r : rewards) batch_mean += r;
-  batch_mean /= std::max<size_t>(1, rewards.size());
-  for (double r : rewards) batch_var += (r - batch_mean) * (r - batch_mean);
+  const size_t groups = rewards.size() / G;
   // Unbiased std, as torch.std (what TRL uses).
-  double batch_std = rewards.size() > 1 ? std::sqrt(batch_var / (rewards.size() - 1)) : 0.0;
-  for (size_t g = 0; g < rewards.size() / G; ++g) {
+  auto std_of = [](const std::vector<double>& x) {
+    if (x.size() < 2) return 0.0;
     double mean = 0, var = 0;
-    for (size_t i = 0; i < G; ++i) mean += rewards[g * G + i];
-    mean /= G;
-    for (size_t i = 0; i < G; ++i) var += (rewards[g * G + i] - mean) * (rewards[g * G + i] - mean);
-    double std = G > 1 ? std::sqrt(var / (G - 1)) : 0.0;
+    for (double v : x) mean += v;
+    mean /= static_cast<double>(x.size());
+    for (double v : x) var += (v - mean) * (v - mean);
+    return std::sqrt(var / static_cast<double>(x.size() - 1));
+  };
+  std::vector<double> centered(rewards.size()), group_std(groups);
+  for (size_t g = 0; g < groups; ++g) {
+    std::vector<double> grp(rewards.begin() + g * G, rewards.begin() + (g + 1) * G);
+    double mean = 0;
+    for (double r : grp) mean += r;
+    mean /= static_cast<double>(G);
+    for (size_t i = 0; i < G; ++i) centered[g * G + i] = grp[i] - mean;
+    group_std[g] = std_of(grp);
+  }
+  const double batch_std = std_of(rewards), centered_std = std_of(centered);
+  std::vector<double> adv(rewards.size());
+  for (size_t g = 0; g < groups; ++g) {
     for (size_t i = 0; i < G; ++i) {
-      double centered = rewards[g * G + i] - mean;
-      if (scale == "group") adv[g * G + i] = centered / (std + eps);
-      else if (scale == "batch") adv[g * G + i] = centered / (batch_std + eps);
-      else adv[g * G + i] = centered;
+      const size_t k = g * G + i;
+      if (estimator == "rloo") {
+        // r_i - (sum - r_i) / (G - 1) = G / (G - 1) (r_i - mean)
+        adv[k] = centered[k] * static_cast<double>(G) / static_cast<double>(G - 1);
+      } else if (estimator == "reinforce_pp_baseline") {
+        adv[k] = centered[k] / (centered_std + eps);
+      } else if (scale == "group") {
+        adv[k] = centered[k] / (group_std[g] + eps);
+      } else if (scale == "batch") {
+        adv[k] = centered[k] / (batch_std + eps);
+      } else {
+        adv[k] = centered[k];
+      }
     }
   }
   return adv;

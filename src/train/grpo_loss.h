@@ -1,7 +1,10 @@
-// The GRPO objective, in one place: group-relative advantages, the per-token clipped
-// surrogate (separate eps_low / eps_high, optional dual clip), the KL penalty to an anchor
+// The GRPO objective, in one place: advantage estimators (GRPO, RLOO, REINFORCE++ baseline),
+// the importance ratio per token or per sequence (GSPO), the clipped surrogate (PPO clip with
+// eps_low / eps_high and an optional dual clip) or the clipped-weight policy gradient
+// (CISPO), high-entropy token selection and an entropy bonus, the KL penalty to an anchor
 // with estimator k1 | k2 | k3, and the three loss aggregations. A pure function of tensors:
-// no model, no sampler, no config file.
+// no model, no sampler, no config file. Its expected values and gradients come from an
+// independent reference written from the papers (scripts/fixtures/grpo/make_fixtures.py).
 //
 // Shapes: N = B*G sequences (B prompts, G completions each), L = completion length.
 #pragma once
@@ -16,15 +19,31 @@ namespace retort {
 class ConfigBinder;
 
 struct GrpoLossOptions {
-  double eps_low = 0.2;          // clip ratio below at 1 - eps_low
-  double eps_high = 0.2;         // clip ratio above at 1 + eps_high (DAPO clip-higher: 0.28)
-  double dual_clip = 0.0;        // c > 1 enables dual clip for negative advantages (0: off)
+  std::string loss_type = "ppo_clip";    // ppo_clip (PPO / GRPO / DAPO) | cispo (MiniMax-M1)
+  std::string importance_level = "token";  // token | sequence (GSPO) | sequence_token (GSPO-token)
+  double eps_low = 0.2;          // clip ratio below at 1 - eps_low (GSPO's paper: 3e-4 with sequence ratios)
+  double eps_high = 0.2;         // clip ratio above at 1 + eps_high (DAPO clip-higher: 0.28; GSPO: 4e-4)
+  double dual_clip = 0.0;        // c > 1 bounds the loss of negative advantages at c |A| (0: off; ppo_clip only)
   double beta = 0.04;            // KL coefficient (0: no KL term, the anchor's log-probs are ignored)
   std::string kl_estimator = "k3";   // k1 | k2 | k3 (Schulman's estimators of KL(pi || ref))
   std::string aggregation = "sequence";  // sequence (GRPO) | token (DAPO) | dr_grpo (constant)
-  double dr_grpo_constant = 0;   // dr_grpo divisor; 0 = N * L (the padded completion length)
+  double dr_grpo_constant = 0;   // dr_grpo divisor; 0 = N * max_completion_length (the paper's and TRL's)
+  // Train the policy term on the highest-entropy fraction of the batch's tokens only (1 = all;
+  // 0.2 is "Beyond the 80/20 rule", Wang et al. 2025). Needs the per-token entropy.
+  double top_entropy_quantile = 1.0;
+  double entropy_coef = 0.0;     // entropy bonus: - entropy_coef * H per token (needs the entropy)
+  // Set by the recipe, not the config: sampling.max_new_tokens, the dr_grpo divisor's length.
+  int64_t max_completion_length = 0;
   void bind(ConfigBinder& b);
+  void validate() const;  // every field in its range (the error names the key, value and range)
+  bool needs_entropy() const { return top_entropy_quantile < 1.0 || entropy_coef != 0.0; }
 };
+
+// Where log-ratios are clamped before exp (verl: +-20): exp(20) ~ 4.9e8 stays finite in
+// bfloat16 and float32 and its gradient is finite; the k3 estimate is clamped to [-10, 10]
+// (verl's low_var_kl) so that an anchor far from the policy cannot dominate the step.
+constexpr double kLogRatioClamp = 20.0;
+constexpr double kK3Clamp = 10.0;
 
 struct GrpoLossStats {
   double loss = 0;            // the value returned
@@ -33,8 +52,10 @@ struct GrpoLossStats {
   double clip_low = 0;        // fraction of masked tokens clipped at 1 - eps_low (A < 0)
   double clip_high = 0;       // fraction clipped at 1 + eps_high (A > 0)
   double dual_clipped = 0;    // fraction where the dual clip was active
-  double ratio_mean = 0;      // mean of pi / pi_old over masked tokens
+  double ratio_mean = 0;      // mean of pi / pi_old over masked tokens (the sequence ratio at sequence level)
   double tokens = 0;          // masked tokens
+  double entropy = 0;         // mean per-token entropy over masked tokens (NaN when not given)
+  double entropy_kept = 1;    // share of masked tokens whose policy term counts (top_entropy_quantile)
 };
 
 // loss, differentiable in `logprobs`.
@@ -44,24 +65,34 @@ struct GrpoLossStats {
 //                 undefined when beta == 0
 //   advantages    [N]    one per sequence
 //   mask          [N, L] 1 for completion tokens that count, 0 for padding (float or bool)
+//   entropy       [N, L] per-token entropy of the policy (differentiable for the bonus); needed
+//                 only when options.needs_entropy(), else may be undefined
 //
-// Per token (PPO, Schulman et al. 2017; DAPO, Yu et al. 2025, eq. 8-10):
-//   r = exp(logp - logp_old)
-//   obj = min(r A, clip(r, 1 - eps_low, 1 + eps_high) A);  if A < 0 and dual_clip c: obj = max(obj, c A)
-//   kl: k1 = logp - logp_ref;  k2 = (logp - logp_ref)^2 / 2;  k3 = exp(logp_ref - logp) - (logp_ref - logp) - 1
-//   per_token = -obj + beta kl
+// Per token (PPO, Schulman et al. 2017; DAPO, Yu et al. 2025, eq. 8-10), with l = logp - logp_old
+// clamped to +-kLogRatioClamp:
+//   r = exp(l)                                          importance_level token
+//   r = s_i = exp(mean over the sequence's tokens of l) sequence (GSPO, Zheng et al. 2025, eq. 7)
+//   r = sg(s_i) exp(logp - sg(logp))                    sequence_token (GSPO eq. 13: value s_i)
+//   ppo_clip: obj = min(r A, clip(r, 1 - eps_low, 1 + eps_high) A);  if A < 0 and dual_clip c: obj = max(obj, c A)
+//   cispo:    obj = sg(clip(r, 1 - eps_low, 1 + eps_high)) A logp   (MiniMax-M1 2025, eq. 4)
+//   keep = 1, or with top_entropy_quantile q < 1: entropy >= the (1 - q) quantile of the masked entropies
+//   kl, d = logp_ref - logp clamped to +-kLogRatioClamp: k1 = -d;  k2 = d^2 / 2;  k3 = clamp(exp(d) - d - 1, +-kK3Clamp)
+//   per_token = -obj keep + beta kl - entropy_coef H
 // Aggregation:
 //   sequence: mean over sequences of (sum over its tokens / its token count)       (GRPO, Shao et al. 2024)
 //   token:    sum over all tokens / total token count                             (DAPO)
-//   dr_grpo:  sum over all tokens / constant (default N * L)                       (Dr. GRPO, Liu et al. 2025)
+//   dr_grpo:  sum over all tokens / constant (default N * max_completion_length) (Dr. GRPO, Liu et al. 2025)
 torch::Tensor grpo_loss(const torch::Tensor& logprobs, const torch::Tensor& old_logprobs, const torch::Tensor& ref_logprobs,
                         const torch::Tensor& advantages, const torch::Tensor& mask, const GrpoLossOptions& options,
-                        GrpoLossStats* stats = nullptr);
+                        GrpoLossStats* stats = nullptr, const torch::Tensor& entropy = {});
 
-// Group-relative advantages from rewards [B*G] laid out group by group:
-//   A_i = (r_i - mean(group)) / (std + eps), std taken per group ("group"), over the whole
-//   batch ("batch"), or not at all ("none", Dr. GRPO).
+// Advantages from rewards [B*G] laid out group by group (G = group_size), one per completion:
+//   grpo                   A_i = (r_i - mean(group)) / (std + eps), the std (unbiased, as torch.std)
+//                          of the group ("group"), of the batch ("batch"), or none ("none", Dr. GRPO)
+//   rloo                   A_i = r_i - mean of the group's other G - 1 rewards (Ahmadian et al. 2024)
+//   reinforce_pp_baseline  c_i = r_i - mean(group); A_i = c_i / (std of c over the batch + eps) (Hu 2025)
+// eps must be > 0 (a group of identical rewards would otherwise divide 0 by 0).
 std::vector<double> group_advantages(const std::vector<double>& rewards, int group_size, const std::string& scale,
-                                     double eps = 1e-4);
+                                     double eps = 1e-4, const std::string& estimator = "grpo");
 
 }  // namespace retort

@@ -139,6 +139,7 @@ TEST_CASE("grpo_loss: aggregation modes divide by the right counts", "[unit]") {
   o.aggregation = "token";
   CHECK(retort::grpo_loss(logp, logp, {}, adv, mask, o).item<double>() == Approx(-1.0));
   o.aggregation = "dr_grpo";
+  o.max_completion_length = 4;  // N x max_completion_length = 8
   CHECK(retort::grpo_loss(logp, logp, {}, adv, mask, o).item<double>() == Approx(-5.0 / 8));
   o.dr_grpo_constant = 10;
   CHECK(retort::grpo_loss(logp, logp, {}, adv, mask, o).item<double>() == Approx(-0.5));
