@@ -148,16 +148,28 @@ class Comparer {
   }
 
   // Scalar equality: exact rationals, numeric values, or random points.
+  //
+  // One numeric rule: a number written in decimal notation is a rounding, so against a
+  // non-integer value it compares with the tolerance, whether that value is rational or not
+  // (0.0833333333333333 = 1/12 as 3.14159265 = \pi); an integer value compares exactly
+  // (5 != 5.0000001, 1000000 != 1000000.4), as in the code verifier. Fractions written as
+  // fractions compare exactly (333333/1000000 != 1/3).
   bool scalar(const Node& a, const Node& b) {
     auto ea = exact_value(a);
     if (ea) {
       auto eb = exact_value(b);
       if (eb) {
         method = "exact";
-        return *ea == *eb;
+        if (*ea == *eb) return true;
+        bool integer = denominator(*ea) == 1 || denominator(*eb) == 1;
+        if (integer || !(has_decimal(a) || has_decimal(b))) return false;
+        method = "numeric";
+        return close(Complex(ea->convert_to<double>(), 0), Complex(eb->convert_to<double>(), 0), false);
       }
     }
-    bool inf_ok = has_infinity(a) || has_infinity(b);
+    // Non-finite values are equal only when both sides write \infty: an overflow (10^{400},
+    // 10^{10^{10}}) or a division by zero (\frac{1}{0}) is never a value.
+    bool inf_ok = has_infinity(a) && has_infinity(b);
     auto syms = symbols_of(a, b);
     if (syms.empty()) {
       method = "numeric";
@@ -323,11 +335,26 @@ EquivResult answers_equivalent(std::string_view gold, std::string_view candidate
     r.note = "candidate answer longer than " + std::to_string(8 * opt.limits.max_length) + " characters";
     return r;
   }
-  r.gold_normalized = normalize_answer(gold);
-  r.candidate_normalized = normalize_answer(candidate);
+  std::string gold_units, candidate_units;
+  r.gold_normalized = normalize_answer(gold, &gold_units);
+  r.candidate_normalized = normalize_answer(candidate, &candidate_units);
   if (r.candidate_normalized.empty()) {
     r.method = "none";
     r.note = "empty answer";
+    return r;
+  }
+  // Units compare as units: the same units on both sides, or units on one side only (a gold
+  // of "10" against "10 cm"); different units make the pair not comparable ("10 cm" against
+  // "10 m", "30^\circ" against "30 \text{ rad}").
+  if (!gold_units.empty() && !candidate_units.empty() && gold_units != candidate_units) {
+    r.method = "units";
+    r.note = "units differ: '" + gold_units + "' vs '" + candidate_units + "'";
+    return r;
+  }
+  // Words compare as text, not as products of one-letter variables ("no" vs "on").
+  if (is_word_answer(r.gold_normalized) || is_word_answer(r.candidate_normalized)) {
+    r.method = "text";
+    r.equal = text_key(r.gold_normalized) == text_key(r.candidate_normalized);
     return r;
   }
   if (strip_spaces(r.gold_normalized) == strip_spaces(r.candidate_normalized)) {

@@ -188,6 +188,9 @@ TEST_CASE("answers_equivalent: the same answer in different forms", "[unit]") {
       {"3R^2", "3 R^{2}"},
       {"015", "15"},
       {"142.0", "142"},
+      {"\\frac{1}{12}", "0.0833333333333333"},  // one numeric rule for decimals: as for \pi
+      {"\\frac{1}{3}", "0.3333333333333333"},
+      {"0.5", "0.50000001"},
   };
   for (const auto& c : cases) {
     INFO(c.gold << "  vs  " << c.candidate);
@@ -206,7 +209,9 @@ TEST_CASE("answers_equivalent: different answers stay different", "[unit]") {
   };
   const Case cases[] = {
       {"\\frac{1}{3}", "0.333"},
-      {"\\frac{1}{3}", "0.3333333"},  // exact rational vs a rounding: not equal by default
+      {"\\frac{1}{3}", "0.33333"},    // a rounding outside the tolerance
+      {"\\frac{1}{3}", "\\frac{333333}{1000000}"},  // fractions written as fractions compare exactly
+      {"1000000", "1000000.4"},      // an integer value compares exactly
       {"5", "5.0000001"},
       {"\\pi", "3.14"},
       {"2\\sqrt{5}", "2\\sqrt{6}"},
@@ -235,6 +240,51 @@ TEST_CASE("answers_equivalent: different answers stay different", "[unit]") {
     EquivResult r = answers_equivalent(c.gold, c.candidate);
     INFO(r.method << " " << r.note);
     CHECK_FALSE(r.equal);
+  }
+}
+
+// Answers that used to be called equal and must not be: words read as products of letters,
+// units and degree signs dropped, composition read as a product, overflow taken for \infty.
+// Each pair differs by definition of what it writes; the ones that stay equal are the
+// notations that do not change the answer.
+TEST_CASE("answers_equivalent: no false positives from words, units, degrees or overflow", "[unit]") {
+  struct Case {
+    const char* gold;
+    const char* candidate;
+    bool equal;
+  };
+  const Case cases[] = {
+      {"no", "on", false},
+      {"\\text{no}", "on", false},
+      {"CAB", "ABC", false},
+      {"\\text{CAB}", "\\text{ABC}", false},
+      {"\\text{Yes}", "yes", true},
+      {"\\text{odd}", "odd", true},
+      {"10 cm", "10 m", false},
+      {"10\\text{ cm}", "10\\text{ m}", false},
+      {"10\\,\\mathrm{cm}^2", "10\\text{ cm}", false},
+      {"125\\text{ miles}", "125\\textnormal{ km}", false},
+      {"10\\text{ cm}", "10\\mathrm{cm}", true},
+      {"10", "10 cm", true},              // units on one side only
+      {"125 \\text{ miles}", "125 \\text{mile}", true},
+      {"125", "125\\textnormal{ miles}", true},
+      {"30^\\circ", "30\\text{ radians}", false},
+      {"90^\\circ", "90", true},
+      {"90^{\\circ}", "90\xC2\xB0", true},
+      {"f \\circ g", "g \\circ f", false},
+      {"\\infty", "10^{400}", false},
+      {"\\infty", "10^{10^{10^{10}}}", false},
+      {"\\infty", "\\frac{1}{0}", false},
+      {"-\\infty", "-10^{400}", false},
+      {"\\infty", "\\infty", true},
+      {"(0, \\infty)", "(0, 10^{400})", false},
+  };
+  for (const auto& c : cases) {
+    INFO(c.gold << "  vs  " << c.candidate);
+    EquivResult r = answers_equivalent(c.gold, c.candidate);
+    INFO(r.method << " " << r.note);
+    CHECK(r.equal == c.equal);
+    CHECK(answers_equivalent(c.candidate, c.gold).equal == c.equal);
   }
 }
 
