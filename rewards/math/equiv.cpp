@@ -250,6 +250,13 @@ class Comparer {
 
   static bool is_var(const Node& n) { return n.kind == Kind::Symbol; }
 
+  bool all_same(const std::vector<NodeP>& kids) {
+    if (kids.size() > 8) return false;
+    for (size_t i = 1; i < kids.size(); ++i)
+      if (!is_scalar(kids[i]->kind) || !eq(*kids[0], *kids[i])) return false;
+    return is_scalar(kids[0]->kind);
+  }
+
   bool eq(const Node& a, const Node& b) {
     // Multiple choice: "(C)" against "(C)" or a bare "C".
     if (a.kind == Kind::Choice || b.kind == Kind::Choice) {
@@ -301,6 +308,10 @@ class Comparer {
       if ((m.rows == 1 || m.cols == 1) && t.open == '(' && t.close == ')') return ordered(m.kids, t.kids);
       return false;
     }
+    // A bare list of one value written several ways ("15\frac{39}{40}, \frac{639}{40}") against
+    // a scalar: that value. A list of different values stays a list (no credit for hedging).
+    if (a.kind == Kind::Set && a.bare && a.kids.size() > 1 && is_scalar(b.kind) && all_same(a.kids)) return eq(*a.kids[0], b);
+    if (b.kind == Kind::Set && b.bare && b.kids.size() > 1 && is_scalar(a.kind) && all_same(b.kids)) return eq(a, *b.kids[0]);
     // A one-element set or list against a scalar.
     if (a.kind == Kind::Set && a.kids.size() == 1 && is_scalar(b.kind)) return eq(*a.kids[0], b);
     if (b.kind == Kind::Set && b.kids.size() == 1 && is_scalar(a.kind)) return eq(a, *b.kids[0]);

@@ -1,0 +1,64 @@
+// The math verifier against an independent reference: the (gold, prediction, expected) cases of
+// Math-Verify's own test suite (huggingface/Math-Verify, tests/), pulled mechanically by
+// scripts/fixtures/math/extract_math_verify_cases.py into tests/fixtures/math_verify_cases.jsonl.
+//
+// Each case is graded the way retort grades a completion: the prediction is the completion,
+// the gold is the row's answer (its last \boxed{} when it has one, as Math-Verify extracts it
+// too). Options other than Math-Verify's defaults that a case sets (strict = false,
+// allow_set_relation_comp = true) have no counterpart and are graded with retort's rules. The test asserts the agreement floor reached and that retort never calls equal what
+// Math-Verify's tests call different (no false positive); it prints every disagreement.
+#include <catch2/catch.hpp>
+
+#include <cmath>     // defines: std::pow
+#include <cstdlib>   // defines: std::getenv
+#include <fstream>   // defines: std::ifstream
+#include <iostream>  // defines: std::cerr
+
+#include <nlohmann/json.hpp>  // defines: nlohmann::json
+
+#include "rewards/extract.h"        // defines: last_boxed
+#include "rewards/math_verifier.h"  // defines: make_math_verifier
+
+using namespace retort::rewards;
+using json = nlohmann::json;
+
+TEST_CASE("math verifier agrees with Math-Verify's test suite, with no false positive", "[unit]") {
+  std::ifstream f(std::string(RETORT_SOURCE_DIR) + "/tests/fixtures/math_verify_cases.jsonl");
+  REQUIRE(f);
+  size_t n = 0, agree = 0, false_pos = 0, false_neg = 0;
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.empty()) continue;
+    json c = json::parse(line);
+    std::string gold = c["gold"].get<std::string>();
+    if (auto b = last_boxed(gold)) gold = *b;
+    json row = {{"answer", gold}};
+    std::string pred = c["pred"].get<std::string>();
+    // Math-Verify's options map onto retort's: without "expr" among the match types no number
+    // is taken from free text (allow_last_number = false); float_rounding = p digits is a
+    // relative tolerance of 10^-p (the defaults, 6 and 1e-6, agree).
+    MathVerifierOptions opt;
+    bool expr = false;
+    for (const auto& t : c["match_types"]) expr = expr || t == "expr";
+    opt.allow_last_number = expr;
+    opt.rel_tol = std::pow(10.0, -c["precision"].get<double>());
+    Score s = make_math_verifier(opt)->verify(Sample{"", pred, row});
+    bool expected = c["expected"].get<bool>();
+    ++n;
+    if (s.passed == expected) {
+      ++agree;
+      continue;
+    }
+    (s.passed ? false_pos : false_neg) += 1;
+    std::string why = std::string(s.passed ? "FALSE POSITIVE " : "false negative ") + c["source"].get<std::string>() +
+                      ": gold " + c["gold"].dump() + " pred " + c["pred"].dump() + " -> " + s.detail.dump();
+    UNSCOPED_INFO(why);
+    if (std::getenv("RETORT_SHOW_DISAGREEMENTS")) std::cerr << why << "\n";
+  }
+  double rate = n ? static_cast<double>(agree) / static_cast<double>(n) : 0.0;
+  WARN("Math-Verify test cases: " << agree << " / " << n << " agree (" << 100.0 * rate << "%), " << false_pos
+                                  << " false positives, " << false_neg << " false negatives");
+  CHECK(n == 269);
+  CHECK(false_pos == 0);
+  CHECK(rate >= 0.75);
+}
