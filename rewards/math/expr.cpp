@@ -232,8 +232,8 @@ class Parser {
       if (peek() == '*' || command_is("cdot") || command_is("times") || command_is("ast")) {
         if (peek() == '*') ++pos_; else eat_command();
         factors.push_back(unary());
-      } else if (peek() == '/' || command_is("div")) {
-        if (peek() == '/') ++pos_; else eat_command();
+      } else if (peek() == '/' || peek() == ':' || command_is("div")) {  // a ratio "7:32" is a quotient
+        if (peek() == '/' || peek() == ':') ++pos_; else eat_command();
         factors.push_back(count(reciprocal(unary())));
       } else if (starts_factor()) {
         factors.push_back(power());  // implicit: no unary minus ("2 -3" is a difference)

@@ -174,8 +174,10 @@ void strip_thousands(std::string& s) {
   size_t i = 0;
   if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
   size_t group = 0;
+  size_t first_digit = i;
   while (i < s.size() && is_digit(s[i])) ++i, ++group;
   if (group == 0 || group > 3 || i >= s.size() || s[i] != ',') return;
+  if (s[first_digit] == '0') return;  // "0,111" is a decimal comma, never thousands
   while (i < s.size() && s[i] == ',') {
     ++i;
     size_t g = 0;
@@ -190,6 +192,79 @@ void strip_thousands(std::string& s) {
   std::string out;
   for (char c : s)
     if (c != ',') out.push_back(c);
+  s.swap(out);
+}
+
+// Replaces the command `cmd` ("\\lt") by `to` where it is not the prefix of a longer name.
+void remove_command_as(std::string& s, std::string_view cmd, std::string_view to) {
+  if (s.find(cmd) == std::string::npos) return;
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    if (s.compare(i, cmd.size(), cmd) == 0 && !(i + cmd.size() < s.size() && is_alpha(s[i + cmd.size()]))) {
+      out.append(to);
+      i += cmd.size();
+    } else {
+      out.push_back(s[i++]);
+    }
+  }
+  s.swap(out);
+}
+
+// Replaces the whole word `word` (no letter or backslash around it) by `to`.
+void replace_word(std::string& s, std::string_view word, std::string_view to) {
+  if (s.find(word) == std::string::npos) return;
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    bool whole = s.compare(i, word.size(), word) == 0 && (i == 0 || (!is_alpha(s[i - 1]) && s[i - 1] != '\\')) &&
+                 (i + word.size() >= s.size() || !is_alpha(s[i + word.size()]));
+    if (whole) {
+      out.append(to);
+      i += word.size();
+    } else {
+      out.push_back(s[i++]);
+    }
+  }
+  s.swap(out);
+}
+
+// ", ," → "," (a list written "19, 46, and 82" has both).
+void collapse_commas(std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == ',') {
+      size_t k = out.size();
+      while (k > 0 && is_space(out[k - 1])) --k;
+      if (k > 0 && out[k - 1] == ',') {
+        out.resize(k);
+        continue;
+      }
+    }
+    out.push_back(c);
+  }
+  s.swap(out);
+}
+
+// "1 000 000" (the whole answer, digits grouped by single spaces) → "1000000".
+void strip_space_thousands(std::string& s) {
+  size_t i = 0;
+  if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+  size_t group = 0;
+  while (i < s.size() && is_digit(s[i])) ++i, ++group;
+  if (group == 0 || group > 3 || i >= s.size() || s[i] != ' ') return;
+  while (i < s.size() && s[i] == ' ') {
+    ++i;
+    size_t g = 0;
+    while (i < s.size() && is_digit(s[i])) ++i, ++g;
+    if (g != 3) return;
+  }
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    while (i < s.size() && is_digit(s[i])) ++i;
+  }
+  if (i != s.size()) return;
+  std::string out;
+  for (char c : s)
+    if (c != ' ') out.push_back(c);
   s.swap(out);
 }
 
@@ -284,6 +359,20 @@ std::string normalize_answer(std::string_view answer, std::string* units) {
     }
     s.swap(out);
   }
+  // "\\quad" is spacing even glued to a name ("\\quadx_2"); "\\\\le" is an escaped "\\le".
+  replace_all(s, "\\qquad", " ");
+  replace_all(s, "\\quad", " ");
+  for (const char* rel : {"le", "ge", "lt", "gt", "ne"}) {
+    std::string twice = std::string("\\\\") + rel;
+    size_t p = 0;
+    while ((p = s.find(twice, p)) != std::string::npos) {
+      if (p + twice.size() >= s.size() || !is_alpha(s[p + twice.size()]) || s.compare(p + twice.size(), 1, "q") == 0) {
+        s.erase(p, 1);
+      } else {
+        p += twice.size();
+      }
+    }
+  }
   // Sizing and spacing commands.
   static constexpr std::string_view kDrop[] = {"\\left",  "\\right", "\\bigl",  "\\bigr",         "\\Bigl",
                                                "\\Bigr",  "\\biggl", "\\biggr", "\\big",          "\\Big",
@@ -322,7 +411,23 @@ std::string normalize_answer(std::string_view answer, std::string* units) {
   replace_all(s, "\\geq", "\\ge");
   replace_all(s, "\\neq", "\\ne");
   replace_all(s, "\\varnothing", "\\emptyset");
+  // Relations in plain text and their other LaTeX names.
+  replace_all(s, ">=", "\\ge ");
+  replace_all(s, "<=", "\\le ");
+  replace_all(s, "!=", "\\ne ");
+  remove_command_as(s, "\\lt", "<");
+  remove_command_as(s, "\\gt", ">");
+  replace_all(s, "\\mathbb{R}", "(-\\infty,\\infty)");
+  replace_all(s, "\\mathbb R", "(-\\infty,\\infty)");
   unwrap_text(s, units);
+  // Lists joined by ';', "and" or "or" ("(0;0;0)", "21, 16 or 11") are comma lists; a word
+  // list of text answers stays text.
+  if (s.find_first_of("0123456789\\") != std::string::npos) {
+    replace_all(s, ";", ",");
+    replace_word(s, "and", ",");
+    replace_word(s, "or", ",");
+    collapse_commas(s);
+  }
   // "x \in [-2, 7]" → "[-2, 7]".
   {
     std::string_view t = trim(s);
@@ -351,6 +456,7 @@ std::string normalize_answer(std::string_view answer, std::string* units) {
   }
   strip_plain_units(s, units);
   strip_thousands(s);
+  strip_space_thousands(s);
   // Collapse whitespace runs to one space (a space still separates "\pi r").
   std::string out;
   out.reserve(s.size());

@@ -191,6 +191,22 @@ TEST_CASE("answers_equivalent: the same answer in different forms", "[unit]") {
       {"\\frac{1}{12}", "0.0833333333333333"},  // one numeric rule for decimals: as for \pi
       {"\\frac{1}{3}", "0.3333333333333333"},
       {"0.5", "0.50000001"},
+      {"1000,99", "1000.99"},                    // a decimal comma
+      {"1 000", "1000"},                         // thousands grouped by spaces
+      {"x = 5+5+1 = 11", "x = 11"},              // a chain states its last value
+      {"x = \\frac{1}{3} \\approx 0.33", "\\frac13"},  // an approximation after the exact value is dropped
+      {"x \\approx 11", "11"},
+      {"(p,q) = (3,2)", "(3, 2)"},               // a labelled answer
+      {"|AB| = 1", "1"},
+      {"AB = 4, CD = 5", "4, 5"},
+      {"-12;-11;-10", "\\{-12, -11, -10\\}"},  // lists joined by ';', "and", "or"
+      {"19, 46, and 82", "19, 46, 82"},
+      {"21, 16 \\text{ or } 11", "11, 16, 21"},
+      {"x \\ge 5", "x >= 5"},
+      {"x < 1", "-x > -1"},                      // the same inequality times -1
+      {"\\mathbb{R}", "(-\\infty, \\infty)"},
+      {"125\\textnormal{ miles}", "125"},
+      {"7:32", "\\frac{7}{32}"},                 // a ratio
   };
   for (const auto& c : cases) {
     INFO(c.gold << "  vs  " << c.candidate);
@@ -234,6 +250,13 @@ TEST_CASE("answers_equivalent: different answers stay different", "[unit]") {
       {"(-\\infty, 2)", "(-\\infty, 2]"},
       {"x < 3", "x > 3"},
       {"7", ""},
+      {"a + 3z = 0", "0"},                       // an equation is not a labelled value
+      {"2x + z = 1", "1"},
+      {"x < 1", "x > -1"},
+      {"x < 1", "-x < -1"},                      // times -1 flips the inequality
+      {"x < 1", "x \\le 1"},
+      {"1000,99", "100099"},
+      {"1, 22", "1.22"},                         // a list, not a decimal comma
   };
   for (const auto& c : cases) {
     INFO(c.gold << "  vs  " << c.candidate);
@@ -286,6 +309,16 @@ TEST_CASE("answers_equivalent: no false positives from words, units, degrees or 
     CHECK(r.equal == c.equal);
     CHECK(answers_equivalent(c.candidate, c.gold).equal == c.equal);
   }
+}
+
+// A gold written as inequalities around one expression is the interval it describes; a
+// candidate inequality against an interval gold stays unequal (Math-Verify's default).
+TEST_CASE("answers_equivalent: an inequality gold against its interval", "[unit]") {
+  CHECK(answers_equivalent("-793 < a < 10", "(-793, 10)").equal);
+  CHECK(answers_equivalent("-2 \\le x \\le 7", "x \\in [-2, 7]").equal);
+  CHECK(answers_equivalent("0 < f(x) \\le 1", "(0, 1]").equal);
+  CHECK_FALSE(answers_equivalent("-2 \\le x \\le 7", "(-2, 7)").equal);
+  CHECK_FALSE(answers_equivalent("(-793, 10)", "-793 < a < 10").equal);
 }
 
 TEST_CASE("answers_equivalent: relative tolerance is configurable", "[unit]") {
