@@ -288,7 +288,24 @@ def main():
         for name in child.setup_names:
             if name not in ns:
                 ns[name] = RemoteRef(name)
-    exec(compile(cfg.get("test_defs", ""), "tests.py", "exec"), ns)
+    # A test file that ends by running its own check (HumanEval's `def check(candidate): ...`
+    # followed by `check(add)`) is one test block: its definitions load here, and its
+    # top-level calls and asserts replace the default `check(candidate)` call.
+    test_defs = cfg.get("test_defs", "")
+    try:
+        tree = ast.parse(test_defs)
+    except SyntaxError:
+        tree = None
+    if tree is not None:
+        lines = test_defs.splitlines(True)
+        runs = [n for n in tree.body if isinstance(n, ast.Assert) or
+                (isinstance(n, ast.Expr) and isinstance(n.value, ast.Call))]
+        if runs:
+            keep = [n for n in tree.body if n not in runs]
+            piece = lambda ns_: "".join("".join(lines[n.lineno - 1:n.end_lineno]) for n in ns_)
+            test_defs = piece(keep)
+            tests = [piece(runs)]
+    exec(compile(test_defs, "tests.py", "exec"), ns)
     # Standard-library modules the solution imported and the tests use by name ("sys").
     stdlib = getattr(sys, "stdlib_module_names", ())
     for name, modname in child.modules.items():
@@ -310,9 +327,10 @@ def main():
     entry = cfg.get("entry_point")
     if entry:
         ns["candidate"] = ns[entry] = proxy(entry)
-    # Called names, in the order a breadth-first walk of each test meets them.
-    called = []
-    for src in list(tests) + [cfg.get("test_defs", "")]:
+    # Called names, in the order a breadth-first walk of each test meets them; then names the
+    # tests only pass along (`check(add)` hands the solution's `add` to the trusted check).
+    called, passed = [], []
+    for src in list(tests) + [test_defs]:
         try:
             tree = ast.parse(src)
         except SyntaxError:
@@ -320,6 +338,8 @@ def main():
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in called:
                 called.append(node.func.id)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in passed:
+                passed.append(node.id)
     # The function under test (MBPP has no entry point): the first called name the solution
     # defines, preferring one that is not a builtin. Only it may shadow a builtin (MBPP's own
     # `sum`); a solution that redefines `abs` or `len` does not reach the tests' use of them.
@@ -328,7 +348,7 @@ def main():
         defined = [n for n in called if n in child.names and n not in ns]
         plain = [n for n in defined if not hasattr(builtins, n)]
         target = (plain or defined or [None])[0]
-    for name in called:
+    for name in called + [n for n in passed if n not in called]:
         if name in child.names and name not in ns and (not hasattr(builtins, name) or name == target):
             ns[name] = proxy(name)
     stop_first = bool(cfg.get("stop_at_first_failure", False))

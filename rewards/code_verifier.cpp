@@ -32,6 +32,9 @@ void CodeVerifierOptions::bind(retort::ConfigBinder& b) {
 
 namespace {
 
+// Lines without their trailing whitespace (CR of CRLF included); blank lines before the first
+// and after the last non-blank line are dropped, as LiveCodeBench, SandboxFusion and open-r1's
+// code reward do (they strip the whole output). Blank lines in between still count.
 std::vector<std::string_view> split_lines(std::string_view s) {
   std::vector<std::string_view> lines;
   size_t pos = 0;
@@ -39,11 +42,16 @@ std::vector<std::string_view> split_lines(std::string_view s) {
     size_t e = s.find('\n', pos);
     if (e == std::string_view::npos) e = s.size();
     std::string_view l = s.substr(pos, e - pos);
-    while (!l.empty() && (l.back() == '\r' || l.back() == ' ' || l.back() == '\t')) l.remove_suffix(1);
+    while (!l.empty() && (l.back() == '\r' || l.back() == ' ' || l.back() == '\t' || l.back() == '\f' || l.back() == '\v'))
+      l.remove_suffix(1);
     lines.push_back(l);
     pos = e + 1;
   }
-  while (!lines.empty() && lines.back().find_first_not_of(" \t\r\f\v") == std::string_view::npos) lines.pop_back();
+  auto blank = [](std::string_view l) { return l.find_first_not_of(" \t\r\f\v") == std::string_view::npos; };
+  while (!lines.empty() && blank(lines.back())) lines.pop_back();
+  size_t first = 0;
+  while (first < lines.size() && blank(lines[first])) ++first;
+  lines.erase(lines.begin(), lines.begin() + static_cast<std::ptrdiff_t>(first));
   return lines;
 }
 
@@ -68,17 +76,36 @@ bool is_integer_token(std::string_view t) {
   return true;
 }
 
+// The canonical text of an integer token: no '+', no leading zeros, "-0" is "0".
+std::string_view integer_digits(std::string_view t, bool& negative) {
+  negative = t[0] == '-';
+  if (t[0] == '-' || t[0] == '+') t.remove_prefix(1);
+  while (t.size() > 1 && t[0] == '0') t.remove_prefix(1);
+  if (t == "0") negative = false;
+  return t;
+}
+
 bool parse_double(std::string_view t, double& out) {
-  if (t.empty() || t.size() > 64) return false;
+  // Decimal notation only: strtod would also read "inf", "nan" and hex floats ("0x10").
+  if (t.empty() || t.size() > 64 || t.find_first_not_of("0123456789+-.eE") != std::string_view::npos) return false;
   std::string s(t);
   char* end = nullptr;
   out = std::strtod(s.c_str(), &end);
   return end == s.c_str() + s.size() && std::isfinite(out);
 }
 
+// The rule (rewards/README.md, "Code tests"): identical tokens match; an expected integer
+// matches only an integer of the same value, digit for digit (`1000000007` never matches
+// `1e9` or `1000000000.0`, whatever the tolerance); an expected non-integer number matches
+// any number within |x - y| <= tol * max(1, |x|); anything else compares as text.
 bool tokens_match(std::string_view e, std::string_view a, double tol) {
   if (e == a) return true;
-  if (is_integer_token(e) && is_integer_token(a)) return false;  // integers compare exactly
+  if (is_integer_token(e)) {
+    if (!is_integer_token(a)) return false;
+    bool ne = false, na = false;
+    std::string_view de = integer_digits(e, ne), da = integer_digits(a, na);
+    return ne == na && de == da;
+  }
   double x, y;
   if (!parse_double(e, x) || !parse_double(a, y)) return false;
   return std::fabs(x - y) <= tol * std::max(1.0, std::fabs(x));

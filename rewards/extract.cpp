@@ -3,6 +3,7 @@
 
 #include <algorithm>  // defines: std::min
 #include <cctype>     // defines: std::isdigit, std::tolower
+#include <vector>     // defines: std::vector
 
 namespace retort::rewards {
 
@@ -182,14 +183,146 @@ std::optional<std::string> last_number(std::string_view text) {
     }
   }
   if (start > 0 && text[start - 1] == '-') --start;
+  // Digits inside a word ("AZYUK2A") are not a number: look further back.
+  if (start > 0 && std::isalpha(static_cast<unsigned char>(text[start - 1]))) return last_number(text.substr(0, start));
+  if (start > 0 && text[start - 1] == '.') --start;  // ".4"
   return std::string(text.substr(start, end - start));
 }
 
+namespace {
+
+// Whether the text between two answers only joins them: spaces, punctuation, math delimiters,
+// \quad, \text{ and }, "and", "or" ("\boxed{1} and \boxed{2}", "$1$, $2$ or $3$").
+bool only_connective(std::string_view between) {
+  if (between.size() > 64) return false;
+  std::string word;
+  auto word_ok = [&] {
+    bool ok = word.empty() || word == "and" || word == "or" || word == "text" || word == "quad" || word == "qquad" ||
+              word == "textrm" || word == "mbox";
+    word.clear();
+    return ok;
+  };
+  for (char c : between) {
+    if (std::isalpha(static_cast<unsigned char>(c))) {
+      word.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+      continue;
+    }
+    if (!word_ok()) return false;
+    if (!(is_space(c) || c == '$' || c == ',' || c == ';' || c == '.' || c == '\\' || c == '(' || c == ')' ||
+          c == '[' || c == ']' || c == '{' || c == '}' || c == '~' || c == '&')) {
+      return false;
+    }
+  }
+  return word_ok();
+}
+
+struct Span {
+  size_t start, end;  // of the whole span, delimiters included
+  std::string content;
+};
+
+// Every \boxed{...} (balanced), in order.
+std::vector<Span> boxes(std::string_view text) {
+  std::vector<Span> out;
+  size_t p = 0;
+  while ((p = text.find("\\boxed", p)) != std::string_view::npos) {
+    size_t i = p + 6;
+    while (i < text.size() && is_space(text[i])) ++i;
+    if (i < text.size() && text[i] == '{') {
+      size_t end = match_brace(text, i);
+      if (end == std::string_view::npos) break;
+      out.push_back({p, end, std::string(trim(text.substr(i + 1, end - i - 2)))});
+      p = end;
+    } else {
+      p += 6;
+    }
+  }
+  return out;
+}
+
+// Every math span: $$..$$, $..$, \[..\], \(..\), in order ("\$" is a dollar sign).
+std::vector<Span> math_spans(std::string_view text) {
+  std::vector<Span> out;
+  size_t i = 0;
+  while (i < text.size()) {
+    std::string_view open, close;
+    if (text.compare(i, 2, "$$") == 0) open = close = "$$";
+    else if (text[i] == '$' && (i == 0 || text[i - 1] != '\\')) open = close = "$";
+    else if (text.compare(i, 2, "\\[") == 0) open = "\\[", close = "\\]";
+    else if (text.compare(i, 2, "\\(") == 0) open = "\\(", close = "\\)";
+    if (open.empty()) {
+      ++i;
+      continue;
+    }
+    size_t from = i + open.size(), end = from;
+    while (true) {
+      end = text.find(close, end);
+      if (end == std::string_view::npos || close != "$" || text[end - 1] != '\\') break;
+      ++end;  // an escaped dollar inside
+    }
+    if (end == std::string_view::npos) break;
+    std::string_view inner = trim(text.substr(from, end - from));
+    // Inline math ($..$, \(..\)) stays on one line; display math may span lines.
+    bool inline_math = open == "$" || open == "\\(";
+    if (inline_math && text.substr(from, end - from).find('\n') != std::string_view::npos) {
+      i = end + close.size();
+      continue;
+    }
+    if (!inner.empty()) out.push_back({i, end + close.size(), std::string(inner)});
+    i = end + close.size();
+  }
+  return out;
+}
+
+// The last span, joined with the spans before it that only a connective separates
+// ("\boxed{2}, \boxed{3}" is the list "2, 3").
+std::string join_trailing(std::string_view text, const std::vector<Span>& spans) {
+  size_t first = spans.size() - 1;
+  while (first > 0 && only_connective(text.substr(spans[first - 1].end, spans[first].start - spans[first - 1].end)))
+    --first;
+  std::string out;
+  for (size_t k = first; k < spans.size(); ++k) out += (out.empty() ? "" : ", ") + spans[k].content;
+  return out;
+}
+
+// A short text that is itself an answer: no math delimiters, no word of three letters or more
+// outside a LaTeX command ("-5", "7,425,000", "\frac{10}{9}", "x = 3").
+bool bare_answer(std::string_view t) {
+  if (t.empty() || t.size() > 200 || t.find('$') != std::string_view::npos) return false;
+  size_t run = 0;
+  for (size_t i = 0; i < t.size(); ++i) {
+    if (std::isalpha(static_cast<unsigned char>(t[i]))) {
+      if (run == 0 && i > 0 && t[i - 1] == '\\') {  // a command name: skip it
+        while (i + 1 < t.size() && std::isalpha(static_cast<unsigned char>(t[i + 1]))) ++i;
+        continue;
+      }
+      if (++run >= 3) return false;
+    } else {
+      run = 0;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 ExtractedAnswer extract_answer(std::string_view text, bool allow_last_number) {
-  if (auto a = last_boxed(text)) return {std::move(*a), "boxed"};
+  if (auto a = last_boxed(text)) {
+    // Several boxes that end the text, joined only by "and", commas or spacing, are one list.
+    std::vector<Span> b = boxes(text);
+    if (b.size() > 1 && b.back().content == *a && trim(text.substr(b.back().end)).size() <= 64)
+      return {join_trailing(text, b), "boxed"};
+    return {std::move(*a), "boxed"};
+  }
   if (auto a = answer_tag(text)) return {std::move(*a), "answer_tag"};
   if (auto a = gsm8k_answer(text)) return {std::move(*a), "gsm8k"};
   if (auto a = answer_is(text)) return {std::move(*a), "answer_is"};
+  // Free text: the last math span (with the spans a connective joins to it), the whole text
+  // when it is a bare answer, then (when allowed) the last number.
+  std::vector<Span> m = math_spans(text);
+  if (!m.empty()) return {join_trailing(text, m), "math_span"};
+  std::string_view t = trim(text);
+  if (bare_answer(t)) return {std::string(t), "bare"};
   if (allow_last_number) {
     if (auto a = last_number(text)) return {std::move(*a), "last_number"};
   }

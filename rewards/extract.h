@@ -53,11 +53,15 @@ std::optional<std::string> last_number(std::string_view text);
 
 struct ExtractedAnswer {
   std::string text;    // the answer, unnormalised
-  std::string method;  // "boxed" | "answer_tag" | "gsm8k" | "answer_is" | "last_number" | "none"
+  std::string method;  // "boxed" | "answer_tag" | "gsm8k" | "answer_is" | "math_span" | "bare" | "last_number" | "none"
 };
 
-// The final answer by the first method that finds one, in the order boxed, <answer>,
-// "####", "the answer is", and (when allowed) the last number.
+// The final answer by the first method that finds one, in the order: boxed (several boxes
+// that end the text, joined only by "and", commas or spacing, are one list: "\boxed{1} and
+// \boxed{2}" is "1, 2"), <answer>, "####", "the answer is", the last math span ($..$, $$..$$,
+// \[..\], \(..\), joined with the spans before it the same way), the whole text when it is a
+// short bare answer ("-5", "\frac{10}{9}"), and (when allowed) the last number that is not
+// part of a word.
 ExtractedAnswer extract_answer(std::string_view text, bool allow_last_number = false);
 
 // ---------------------------------------------------------------------------------------

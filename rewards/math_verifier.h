@@ -14,7 +14,7 @@ namespace retort::rewards {
 struct MathVerifierOptions {
   std::string answer_field;       // row field with the gold answer; "" = answer, final_answer, then solution's last \boxed
   std::string grade = "answer";   // answer: only the text after </think>; completion: the whole completion
-  bool allow_last_number = false; // fall back to the last number when no boxed/tagged answer is found
+  bool allow_last_number = true;  // fall back to the last number when no boxed/tagged/math answer is found
   double rel_tol = 1e-6;          // relative tolerance of numeric comparison (exact rationals compare exactly)
   double abs_tol = 1e-9;          // absolute tolerance near zero
   int random_points = 6;          // evaluation points for answers with variables

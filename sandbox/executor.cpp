@@ -275,6 +275,15 @@ Executor::Impl::Impl(const ExecutorConfig& cfg) : cfg_(cfg) {
 }
 
 std::future<Result> Executor::Impl::submit(Job job) {
+  // Limits built in code skip the config reader's range check: a job with one out of range
+  // is answered at once, never run without its cap.
+  if (std::string bad = job.limits.out_of_range(); !bad.empty()) {
+    std::promise<Result> p;
+    Result r;
+    r.detail = "the job's " + bad + "; no job was run";
+    p.set_value(std::move(r));
+    return p.get_future();
+  }
   auto js = std::make_shared<JobState>();
   js->job = std::move(job);
   js->strand = std::make_unique<Strand>(asio::make_strand(io_));

@@ -32,6 +32,11 @@ namespace retort::sandbox {
 
 // Resource limits of one job. For compiled languages the compile step has its own limits
 // (see languages.h); these apply to the run.
+// Every limit has a valid range (kLimitRanges in job_json.cpp):
+// the config reader rejects a value outside it with an error naming the key and the range,
+// and Executor::submit answers a job built in code with such a value as a SandboxError. A
+// zero or negative memory cap would otherwise leave the cgroup unlimited, and 1e10 s of wall
+// clock would overflow the timer into an instant time limit.
 struct Limits {
   double wall_s = 10;            // wall clock from start to kill of the whole process tree
   double cpu_s = 10;             // CPU seconds of the whole tree (cgroup accounting + RLIMIT_CPU)
@@ -42,6 +47,9 @@ struct Limits {
   int open_files = 256;          // RLIMIT_NOFILE
   int64_t workdir_kb = 65536;    // size cap of the work dir and of /tmp (each a tmpfs)
   void bind(retort::ConfigBinder& b);
+  // "" when every limit is in its range; otherwise one sentence naming the first field out of
+  // range, its value and the range ("memory_mb = -5 is outside [16, 1048576] MB").
+  std::string out_of_range() const;
 };
 
 struct Job {

@@ -37,15 +37,69 @@ Status status_from_name(const std::string& name) {
 // ---------------------------------------------------------------------------------------
 // Config binding
 
+namespace {
+
+// The valid ranges. Seconds stop at a day (the wall timer counts microseconds in 64 bits, and
+// a sandboxed test that needs longer is a mistake); memory starts at 16 MB (bubblewrap and an
+// interpreter's start-up need that much, below it every job is a sandbox error); the pids
+// cgroup needs room for the program itself; RLIMIT_NOFILE below 16 breaks the runtimes'
+// start-up (stdio, /dev/null, pipes); RLIMIT_FSIZE also binds bubblewrap while it writes the
+// sandbox's init (8.6 KB) and the job's files into the sandbox, so it starts at 64 KB.
+struct LimitRanges {
+  double seconds_lo = 0.001, seconds_hi = 86400;
+  int64_t memory_mb_lo = 16, memory_mb_hi = int64_t{1} << 20;      // 1 TiB
+  int64_t output_kb_lo = 1, output_kb_hi = int64_t{1} << 20;       // 1 GiB per stream, held in memory
+  int processes_lo = 1, processes_hi = 1 << 16;
+  int64_t file_size_kb_lo = 64, file_size_kb_hi = int64_t{1} << 30;  // 1 TiB
+  int open_files_lo = 16, open_files_hi = 1 << 20;                  // the kernel's default nr_open
+  int64_t workdir_kb_lo = 64, workdir_kb_hi = int64_t{1} << 30;     // tmpfs size
+};
+constexpr LimitRanges kLimitRanges{};
+
+// Visits each limit with its key, its range and its unit: the one list both checks read.
+template <class L, class F>
+void for_each_limit(L& l, F&& f) {
+  const LimitRanges& r = kLimitRanges;
+  f("wall_s", l.wall_s, r.seconds_lo, r.seconds_hi, "s");
+  f("cpu_s", l.cpu_s, r.seconds_lo, r.seconds_hi, "s");
+  f("memory_mb", l.memory_mb, r.memory_mb_lo, r.memory_mb_hi, "MB");
+  f("output_kb", l.output_kb, r.output_kb_lo, r.output_kb_hi, "KB");
+  f("max_processes", l.max_processes, r.processes_lo, r.processes_hi, "processes");
+  f("file_size_kb", l.file_size_kb, r.file_size_kb_lo, r.file_size_kb_hi, "KB");
+  f("open_files", l.open_files, r.open_files_lo, r.open_files_hi, "files");
+  f("workdir_kb", l.workdir_kb, r.workdir_kb_lo, r.workdir_kb_hi, "KB");
+}
+
+// The first limit out of its range: key, value and range as text; key empty when none is.
+struct OutOfRange {
+  std::string key, value, range;
+};
+
+OutOfRange first_out_of_range(const Limits& limits) {
+  OutOfRange o;
+  for_each_limit(limits, [&](const char* key, const auto& value, auto lo, auto hi, const char* unit) {
+    // Written so that NaN is out of range too.
+    if (!o.key.empty() || (value >= lo && value <= hi)) return;
+    o = {key, nlohmann::json(value).dump(),
+         "[" + nlohmann::json(lo).dump() + ", " + nlohmann::json(hi).dump() + "] " + unit};
+  });
+  return o;
+}
+
+}  // namespace
+
 void Limits::bind(ConfigBinder& b) {
-  b.field("wall_s", wall_s);
-  b.field("cpu_s", cpu_s);
-  b.field("memory_mb", memory_mb);
-  b.field("output_kb", output_kb);
-  b.field("max_processes", max_processes);
-  b.field("file_size_kb", file_size_kb);
-  b.field("open_files", open_files);
-  b.field("workdir_kb", workdir_kb);
+  for_each_limit(*this, [&](const char* key, auto& value, auto, auto, const char*) { b.field(key, value); });
+  if (!b.reading()) return;
+  OutOfRange o = first_out_of_range(*this);
+  if (!o.key.empty())
+    throw Error(ErrorInfo{"sandbox limit '" + o.key + "' is out of range", "sandbox limits", "a value in " + o.range,
+                          o.value, "set " + o.key + " inside that range"});
+}
+
+std::string Limits::out_of_range() const {
+  OutOfRange o = first_out_of_range(*this);
+  return o.key.empty() ? std::string() : "limit " + o.key + " = " + o.value + " is outside " + o.range;
 }
 
 void ExecutorConfig::bind(ConfigBinder& b) {

@@ -59,10 +59,6 @@ const char* step_name(int s) {
   for (size_t i = 0; i < p.n_cg; ++i) {
     if (write(p.cg_fds[i], "0", 1) != 1) child_fail(p, kCgroup);
   }
-  for (size_t i = 0; i < p.n_rlimits; ++i) {
-    struct rlimit rl = {p.rlimits[i].second, p.rlimits[i].second};
-    if (setrlimit(static_cast<__rlimit_resource>(p.rlimits[i].first), &rl) != 0) child_fail(p, kRlimit);
-  }
   if (p.new_session && setsid() < 0) child_fail(p, kSetsid);
   // Move sources above every destination first so that dup2 never overwrites a source.
   int moved[64];
@@ -84,6 +80,12 @@ const char* step_name(int s) {
   }
   // close_range(first, ~0, CLOSE_RANGE_CLOEXEC): mark the rest close-on-exec (keeps err_fd usable).
   syscall(SYS_close_range, static_cast<unsigned>(p.max_dst + 1), ~0u, 4u /*CLOSE_RANGE_CLOEXEC*/);
+  // Limits after the fd layout: the launcher's own descriptors can be numbered above a small
+  // RLIMIT_NOFILE, and F_DUPFD_CLOEXEC to them would fail under it.
+  for (size_t i = 0; i < p.n_rlimits; ++i) {
+    struct rlimit rl = {p.rlimits[i].second, p.rlimits[i].second};
+    if (setrlimit(static_cast<__rlimit_resource>(p.rlimits[i].first), &rl) != 0) child_fail(p, kRlimit);
+  }
   if (p.chdir_to != nullptr && chdir(p.chdir_to) != 0) child_fail(p, kChdir);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(p, kNoNewPrivs);
   if (p.gid >= 0) {

@@ -232,8 +232,8 @@ class Parser {
       if (peek() == '*' || command_is("cdot") || command_is("times") || command_is("ast")) {
         if (peek() == '*') ++pos_; else eat_command();
         factors.push_back(unary());
-      } else if (peek() == '/' || command_is("div")) {
-        if (peek() == '/') ++pos_; else eat_command();
+      } else if (peek() == '/' || peek() == ':' || command_is("div")) {  // a ratio "7:32" is a quotient
+        if (peek() == '/' || peek() == ':') ++pos_; else eat_command();
         factors.push_back(count(reciprocal(unary())));
       } else if (starts_factor()) {
         factors.push_back(power());  // implicit: no unary minus ("2 -3" is a difference)
@@ -367,7 +367,18 @@ class Parser {
         if (neg) v /= scale; else v *= scale;
       }
     }
-    return count(number(std::move(v)));
+    auto n = std::make_shared<Node>();
+    n->kind = Kind::Number;
+    n->value = std::move(v);
+    n->decimal = decimal_written(start);
+    return count(NodeP(std::move(n)));
+  }
+
+  // Whether the literal at [start, pos_) has a '.' or an exponent.
+  bool decimal_written(size_t start) const {
+    for (size_t k = start; k < pos_; ++k)
+      if (s_[k] == '.' || s_[k] == 'e' || s_[k] == 'E') return true;
+    return false;
   }
 
   NodeP symbol_or_constant(std::string name) {
@@ -980,6 +991,13 @@ bool has_infinity(const Node& n) {
   if (n.kind == Kind::Infinity) return true;
   for (const auto& k : n.kids)
     if (has_infinity(*k)) return true;
+  return false;
+}
+
+bool has_decimal(const Node& n) {
+  if (n.kind == Kind::Number && n.decimal) return true;
+  for (const auto& k : n.kids)
+    if (has_decimal(*k)) return true;
   return false;
 }
 

@@ -68,6 +68,7 @@ struct Node {
   char open = 0, close = 0;  // Tuple brackets
   int rows = 0, cols = 0;    // Matrix shape
   bool bare = false;         // Set written without braces
+  bool decimal = false;      // Number written with a decimal point or an exponent ("0.333", "1e-3")
 };
 
 struct ParseLimits {
@@ -96,6 +97,9 @@ std::vector<std::string> free_symbols(const Node& n);
 
 // Whether the tree contains an explicit \infty (non-finite values are comparable then).
 bool has_infinity(const Node& n);
+
+// Whether the tree contains a number written in decimal notation (Node::decimal).
+bool has_decimal(const Node& n);
 
 // Debug rendering (prefix form), for the detail log and test failure messages.
 std::string to_string(const Node& n);

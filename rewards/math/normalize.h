@@ -13,8 +13,15 @@
 
 namespace retort::rewards::math {
 
-// The normalised form of one answer. Linear in the input length.
-std::string normalize_answer(std::string_view answer);
+// The normalised form of one answer. Linear in the input length. When `units` is given, it
+// receives the units the normalisation removed, in a canonical spelling ("cm^2", "mile",
+// "deg" for a degree sign), joined by spaces; "" when there were none.
+std::string normalize_answer(std::string_view answer, std::string* units = nullptr);
+
+// Whether a normalised answer is a word (letters and spaces only, at least two letters, not a
+// constant's name such as "pi" or "infinity"): such answers compare as text, never as a
+// product of one-letter variables ("no" is not "on", "CAB" is not "ABC").
+bool is_word_answer(std::string_view normalized);
 
 // A key for plain-text comparison of answers that are not mathematics ("Evelyn",
 // "\text{east}"): normalise, then drop whitespace, braces and backslash commands' leading

@@ -3,6 +3,11 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>  // defines: pcre2_compile, pcre2_match, pcre2_jit_*
 
+#include <cctype>  // defines: std::isalpha
+#include <cstdio>  // defines: std::sscanf
+#include <map>     // defines: std::map
+#include <mutex>   // defines: std::mutex
+
 #include "common/error.h"
 #include "tokenizer/unicode.h"
 
@@ -45,12 +50,133 @@ MatchState& match_state() {
   return state;
 }
 
+// "14.0" from PCRE2's "14.0.0": the Unicode version of the regex engine's own tables.
+std::string pcre2_unicode_version() {
+  char buf[64] = {0};
+  if (pcre2_config(PCRE2_CONFIG_UNICODE_VERSION, buf) <= 0) return "0.0";
+  std::string v(buf);
+  size_t dot = v.find('.');
+  size_t second = dot == std::string::npos ? std::string::npos : v.find('.', dot + 1);
+  return second == std::string::npos ? v : v.substr(0, second);
+}
+
+bool version_less(const std::string& a, const std::string& b) {
+  auto parts = [](const std::string& v) {
+    int major = 0, minor = 0;
+    std::sscanf(v.c_str(), "%d.%d", &major, &minor);
+    return std::make_pair(major, minor);
+  };
+  return parts(a) < parts(b);
+}
+
+// ICU's code points of `property` assigned after PCRE2's Unicode version, as class items;
+// computed once per property and process.
+const std::string& additions(const std::string& property) {
+  static std::mutex mu;
+  static std::map<std::string, std::string> cache;
+  static const std::string engine = pcre2_unicode_version();
+  static const bool newer = version_less(engine, unicode::icu_unicode_version());
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(property);
+  if (it == cache.end())
+    it = cache.emplace(property, newer ? unicode::property_additions_since(property, engine) : std::string()).first;
+  return it->second;
+}
+
+bool is_property_name(const std::string& name) {
+  if (name.empty()) return false;
+  for (char c : name)
+    if (!std::isalpha(static_cast<unsigned char>(c)) && c != '_') return false;
+  return true;
+}
+
 }  // namespace
+
+// PCRE2's Unicode tables lag behind those of Hugging Face tokenizers (PCRE2 10.42 has Unicode
+// 14; a Unicode 15 letter such as U+1E4D0 is unassigned there). The pattern is rewritten so
+// that its classes follow ICU's newer tables:
+//   \p{X}  gains the code points ICU gives property X that were assigned after PCRE2's version
+//          (PCRE2 keeps its fast table lookup for the rest: "[\p{L}\x{1E4D0}-\x{1E4EB}...]");
+//   \s     becomes Oniguruma's and Rust's whitespace, [\t-\r\x{85}\p{Z}] (PCRE2's \s also takes
+//          U+180E, which left White_Space in Unicode 6.3), and \S outside a class its complement;
+//   \d     becomes \p{Nd} (with its additions).
+// Negated properties (\P{X}, \p{^X}) and \S inside a class keep PCRE2's own tables.
+std::string current_unicode_pattern(const std::string& pattern) {
+  const std::string space_items = "\\t-\\r\\x{85}\\p{Z}" + additions("Z");
+  std::string out;
+  out.reserve(pattern.size());
+  bool in_class = false;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      char n = pattern[i + 1];
+      auto emit = [&](const std::string& items) { out += in_class ? items : "[" + items + "]"; };
+      if (n == 'p') {
+        size_t end = i + 2;
+        std::string name;
+        if (end < pattern.size() && pattern[end] == '{') {
+          size_t close = pattern.find('}', end);
+          if (close == std::string::npos) {
+            out.append(pattern, i, std::string::npos);  // PCRE2 reports the error
+            break;
+          }
+          name = pattern.substr(end + 1, close - end - 1);
+          end = close;
+        } else if (end < pattern.size()) {
+          name = std::string(1, pattern[end]);
+        }
+        std::string native = pattern.substr(i, end - i + 1);
+        const std::string& extra = is_property_name(name) ? additions(name) : std::string();
+        if (extra.empty()) out += native;
+        else emit(native + extra);
+        i = end;
+        continue;
+      }
+      if (n == 's') {
+        emit(space_items);
+        ++i;
+        continue;
+      }
+      if (n == 'S' && !in_class) {
+        out += "[^" + space_items + "]";
+        ++i;
+        continue;
+      }
+      if (n == 'd') {
+        emit("\\p{Nd}" + additions("Nd"));
+        ++i;
+        continue;
+      }
+      out += c;
+      out += n;
+      ++i;
+      continue;
+    }
+    if (in_class && c == '[' && i + 1 < pattern.size() && pattern[i + 1] == ':') {  // [:alpha:]
+      size_t close = pattern.find(":]", i + 2);
+      size_t end = close == std::string::npos ? pattern.size() : close + 2;
+      out.append(pattern, i, end - i);
+      i = end - 1;
+      continue;
+    }
+    if (!in_class && c == '[') {
+      in_class = true;
+      out += c;
+      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
+      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];  // a literal ']' first
+      continue;
+    }
+    if (in_class && c == ']') in_class = false;
+    out += c;
+  }
+  return out;
+}
 
 Regex::Regex(const std::string& pattern, const std::string& where) : pattern_(pattern) {
   int err = 0;
   PCRE2_SIZE off = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+  const std::string compiled = current_unicode_pattern(pattern);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(compiled.data()), compiled.size(),
                                    PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &err, &off, nullptr);
   if (!code) {
     PCRE2_UCHAR msg[256];

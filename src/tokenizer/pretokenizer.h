@@ -24,6 +24,10 @@ struct Pieces {
   std::deque<std::string> arena;
 };
 
+// `pattern` with its Unicode classes on ICU's tables where PCRE2's are older (see the .cpp);
+// what Regex compiles.
+std::string current_unicode_pattern(const std::string& pattern);
+
 // A compiled regular expression (PCRE2, UTF + UCP, JIT when available). Thread-safe.
 class Regex {
  public:

@@ -1,12 +1,65 @@
 #include "tokenizer/unicode.h"
 
+#include <cstdio>  // defines: std::snprintf
+
 #include <unicode/normalizer2.h>  // defines: icu::Normalizer2
 #include <unicode/uchar.h>        // defines: u_charType, u_hasBinaryProperty
+#include <unicode/uniset.h>       // defines: icu::UnicodeSet
 #include <unicode/unistr.h>       // defines: icu::UnicodeString
 
 #include "common/error.h"
 
 namespace retort::unicode {
+
+std::string icu_unicode_version() {
+  UVersionInfo v;
+  u_getUnicodeVersion(v);
+  return std::to_string(v[0]) + "." + std::to_string(v[1]);
+}
+
+namespace {
+
+// The characters Unicode 15.1 assigned (DerivedAge.txt, "15.1"; 627 code points), for an ICU
+// whose tables stop at 15.0 (Debian 12's ICU 72). Hugging Face tokenizers already know them.
+struct Assigned {
+  UChar32 first, last;
+  const char* category;  // general category
+  const char* script;
+};
+constexpr Assigned kUnicode151[] = {
+    {0x2EBF0, 0x2EE5D, "Lo", "Han"},   // CJK Unified Ideographs Extension I
+    {0x2FFC, 0x2FFF, "So", "Common"},  // ideographic description characters
+    {0x31EF, 0x31EF, "So", "Common"},  // CJK stroke HXG
+};
+
+}  // namespace
+
+std::string property_additions_since(const std::string& property, const std::string& since) {
+  // ICU's [:Age=V:] is every code point assigned in Unicode V or earlier.
+  std::string expr = "[\\p{" + property + "}-\\p{Age=" + since + "}]";
+  UErrorCode status = U_ZERO_ERROR;
+  icu::UnicodeSet set(icu::UnicodeString::fromUTF8(expr), status);
+  if (U_FAILURE(status))
+    throw Error(ErrorInfo{"ICU does not know the Unicode property in a split pattern", "tokenizer pre-tokenizer",
+                          "a property such as L, N, Lu, P or Han", "\\p{" + property + "}", u_errorName(status)});
+  UVersionInfo icu_version;
+  u_getUnicodeVersion(icu_version);
+  if (icu_version[0] < 15 || (icu_version[0] == 15 && icu_version[1] < 1)) {
+    for (const Assigned& a : kUnicode151) {
+      std::string gc(a.category);
+      if (property == gc || property == gc.substr(0, 1) || property == a.script) set.add(a.first, a.last);
+    }
+  }
+  std::string items;
+  char buf[32];
+  for (int32_t r = 0; r < set.getRangeCount(); ++r) {
+    UChar32 a = set.getRangeStart(r), b = set.getRangeEnd(r);
+    if (a == b) std::snprintf(buf, sizeof buf, "\\x{%X}", static_cast<unsigned>(a));
+    else std::snprintf(buf, sizeof buf, "\\x{%X}-\\x{%X}", static_cast<unsigned>(a), static_cast<unsigned>(b));
+    items += buf;
+  }
+  return items;
+}
 
 uint32_t next_code_point(std::string_view s, size_t& i) {
   auto b0 = static_cast<uint8_t>(s[i]);

@@ -17,6 +17,16 @@ bool is_valid_utf8(std::string_view s);
 // NFC, NFD, NFKC, NFKD through ICU. `form` is one of those names; throws retort::Error otherwise.
 std::string normalize(std::string_view s, const std::string& form);
 
+// The Unicode version of ICU's character database ("15.0").
+std::string icu_unicode_version();
+
+// The code points that have the Unicode property `property` (an ICU property expression:
+// "L", "N", "Lu", "Nd", "P", "S", "M", "Han", ...) in ICU's tables and that were assigned
+// after Unicode `since` ("14.0"), as items of a PCRE2 character class ("\x{1E4D0}-\x{1E4EB}...").
+// "" when there are none (ICU no newer than `since`). Throws retort::Error for a property ICU
+// does not know.
+std::string property_additions_since(const std::string& property, const std::string& since);
+
 // Unicode whitespace (char::is_whitespace in Rust: the White_Space property).
 bool is_whitespace(uint32_t cp);
 // Unicode numeric (general category N*: Nd, Nl, No), char::is_numeric in Rust.

@@ -29,11 +29,57 @@ TEST_CASE("compare_output: token-wise, every line, numbers with tolerance", "[un
       {"0.5\n", "0.51\n", false},
       {"1e-9\n", "0\n", true},                       // absolute tolerance near zero
       {"1000000000\n", "1000000001\n", false},       // integers compare exactly
-      {"3\n", "3.0\n", true},                        // a number is a number
+      {"3\n", "3.0\n", false},                       // an expected integer wants an integer
+      {"3.0\n", "3\n", true},                        // an expected non-integer takes any number
       {"abc 1.0\n", "abc 1.0000000001\n", true},
       {"\n", "", true},
       {"", "x", false},
       {"1 2 3\r\n4\r\n", "1 2 3\n4\n", true},        // CRLF
+  };
+  for (const auto& c : cases) {
+    INFO("expected: " << c.expected << "| actual: " << c.actual);
+    OutputMatch m = compare_output(c.expected, c.actual, 1e-6);
+    CHECK(m.ok == c.ok);
+    if (!m.ok) CHECK_FALSE(m.why.empty());
+  }
+}
+
+// Integers compare digit for digit, whatever the tolerance: a program that prints floats must
+// not collect the reward of a modular-arithmetic problem (expected 1000000007, printed 1e9).
+// Blank lines around the output are ignored as the common judges do (LiveCodeBench,
+// SandboxFusion and open-r1 strip the whole output before comparing).
+TEST_CASE("compare_output: integers exactly, floats only where the expected token is one", "[unit]") {
+  struct Case {
+    const char* expected;
+    const char* actual;
+    bool ok;
+  };
+  const Case cases[] = {
+      {"1000000007\n", "1000000000.0\n", false},    // a float near a modulus
+      {"1000000007\n", "1e9\n", false},
+      {"998244353\n", "998244000.0\n", false},
+      {"998244353\n", "998244353.0\n", false},      // right value, wrong type of token
+      {"1000000000\n", "1e9\n", false},             // exponent notation is not an integer
+      {"1000000000\n", "1000000000\n", true},
+      {"123456789012345678901234567890\n", "123456789012345678901234567891\n", false},  // past double precision
+      {"123456789012345678901234567890\n", "123456789012345678901234567890\n", true},
+      {"-0\n", "0\n", true},                          // one integer, two spellings
+      {"0\n", "-0\n", true},
+      {"+5\n", "5\n", true},
+      {"5\n", "-5\n", false},
+      {"0\n", "1e-12\n", false},                     // an expected integer takes no tolerance
+      {"1e9\n", "1000000000\n", true},               // an expected non-integer does
+      {"0.5\n", "0x1p-1\n", false},                  // decimal notation only
+      {"nan\n", "nan\n", true},                      // text compares as text
+      {"inf\n", "1e308\n", false},
+      {"8\n", "\n8\n", true},                        // blank lines before the output
+      {"8\n", "\n\n  \n8\n\n\n", true},
+      {"\n\n8\n", "8", true},                        // ... or before the expected output
+      {"1\n\n2\n", "1\n2\n", false},                // blank lines inside still count
+      {"1 2 \n3  \n", "1 2\n3\n", true},             // trailing spaces
+      {"1 2\r\n3\r\n", "1 2   \r\n3\t\r\n\r\n", true}, // CRLF with trailing spaces
+      {"7\r\n", "7\n", true},
+      {"7\n", "7\r\r\n", true},
   };
   for (const auto& c : cases) {
     INFO("expected: " << c.expected << "| actual: " << c.actual);
@@ -188,6 +234,37 @@ TEST_CASE("code: the assert harness proves every test ran; cheats fail", "[sandb
       if (!cases[i].passes) CHECK(t.reward(r, 0) < 1.0);
     }
   }
+}
+
+// What the common judges accept: a blank line before the output (LiveCodeBench, SandboxFusion
+// and open-r1 strip the output), and a test block that defines its check and then calls it on
+// the solution (HumanEval's `def check(candidate): ...` followed by `check(add)`).
+TEST_CASE("code: blank lines around the output; a check block that calls itself", "[sandbox]") {
+  json io = {{"tests", {{{"input", "3 5\n"}, {"output", "8\n"}}}}};
+  json mod = {{"tests", {{{"input", ""}, {"output", "1000000007\n"}}}}};
+  const std::string check_def = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-4, 4) == 0\n";
+  json he_self = {{"prompt", "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n"}, {"entry_point", "add"}, {"test", check_def + "\ncheck(add)\n"}};
+  json mbpp_block = {{"test_list", {check_def + "\ncheck(add)\n"}}};
+  const std::string add = "def add(a, b):\n    return a + b";
+  const std::string sub = "def add(a, b):\n    return a - b";
+  auto set = code_set({{"limits", {{"wall_s", 10}}}});
+  RewardTable t = set->score({
+      code_input("a, b = map(int, input().split())\nprint()\nprint(a + b)\nprint()", io),  // 0: passes
+      code_input("a, b = map(int, input().split())\nprint(float(a + b))", io),              // 1: 8.0 is not 8
+      code_input("print(1e9)", mod),                                                        // 2: 1000000000.0
+      code_input("print(10**9 + 7)", mod),                                                  // 3: passes
+      code_input(add, he_self),                                                             // 4: passes
+      code_input(sub, he_self),                                                             // 5: fails
+      code_input(add, mbpp_block),                                                          // 6: passes
+      code_input(sub, mbpp_block),                                                          // 7: fails
+  });
+  const bool want[] = {true, false, false, true, true, false, true, false};
+  for (size_t i = 0; i < 8; ++i) {
+    INFO("row " << i << ": " << t.detail(i, 0).dump());
+    CHECK(t.passed[i] == want[i]);
+    CHECK(t.reward(i, 0) == (want[i] ? 1.0 : 0.0));
+  }
+  CHECK(t.detail(4, 0)["tests"] == 1);  // one block, one verdict
 }
 
 namespace {

@@ -86,6 +86,18 @@ TEST_CASE("extract_answer: methods in order of precedence", "[unit]") {
       {"we get 12 apples and then 13", false, "", "none"},
       {"we get 12 apples and then -1,300.5 more", true, "-1,300.5", "last_number"},
       {"nothing numeric", true, "", "none"},
+      {"\\boxed{1} and \\boxed{2} and \\boxed{3}", false, "1, 2, 3", "boxed"},  // boxes that end the text: one list
+      {"\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}", false, "(2, 2), (6, 2)", "boxed"},
+      {"first \\boxed{004}. Let me check again: the sum is 2,552,004. So \\boxed{004}", false, "004", "boxed"},
+      {"Therefore $x \\geq 5$ is the solution.", false, "x \\geq 5", "math_span"},
+      {"Answer \\[ 9 \\]", false, "9", "math_span"},
+      {"$1$ and $2$ or $3$", false, "1, 2, 3", "math_span"},
+      {"Answer $ \n 9 \n $", false, "", "none"},  // inline math does not span lines
+      {"7,425,000", false, "7,425,000", "bare"},
+      {"-\\frac{10}{9}", false, "-\\frac{10}{9}", "bare"},
+      {"the number is not 10 which is 1,000.99m", true, "1,000.99", "last_number"},
+      {"AZYUK2A", true, "", "none"},            // digits inside a word are not a number
+      {"so the value is .4", true, ".4", "last_number"},
   };
   for (const auto& c : cases) {
     INFO(c.text);

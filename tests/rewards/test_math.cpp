@@ -188,6 +188,25 @@ TEST_CASE("answers_equivalent: the same answer in different forms", "[unit]") {
       {"3R^2", "3 R^{2}"},
       {"015", "15"},
       {"142.0", "142"},
+      {"\\frac{1}{12}", "0.0833333333333333"},  // one numeric rule for decimals: as for \pi
+      {"\\frac{1}{3}", "0.3333333333333333"},
+      {"0.5", "0.50000001"},
+      {"1000,99", "1000.99"},                    // a decimal comma
+      {"1 000", "1000"},                         // thousands grouped by spaces
+      {"x = 5+5+1 = 11", "x = 11"},              // a chain states its last value
+      {"x = \\frac{1}{3} \\approx 0.33", "\\frac13"},  // an approximation after the exact value is dropped
+      {"x \\approx 11", "11"},
+      {"(p,q) = (3,2)", "(3, 2)"},               // a labelled answer
+      {"|AB| = 1", "1"},
+      {"AB = 4, CD = 5", "4, 5"},
+      {"-12;-11;-10", "\\{-12, -11, -10\\}"},  // lists joined by ';', "and", "or"
+      {"19, 46, and 82", "19, 46, 82"},
+      {"21, 16 \\text{ or } 11", "11, 16, 21"},
+      {"x \\ge 5", "x >= 5"},
+      {"x < 1", "-x > -1"},                      // the same inequality times -1
+      {"\\mathbb{R}", "(-\\infty, \\infty)"},
+      {"125\\textnormal{ miles}", "125"},
+      {"7:32", "\\frac{7}{32}"},                 // a ratio
   };
   for (const auto& c : cases) {
     INFO(c.gold << "  vs  " << c.candidate);
@@ -206,7 +225,9 @@ TEST_CASE("answers_equivalent: different answers stay different", "[unit]") {
   };
   const Case cases[] = {
       {"\\frac{1}{3}", "0.333"},
-      {"\\frac{1}{3}", "0.3333333"},  // exact rational vs a rounding: not equal by default
+      {"\\frac{1}{3}", "0.33333"},    // a rounding outside the tolerance
+      {"\\frac{1}{3}", "\\frac{333333}{1000000}"},  // fractions written as fractions compare exactly
+      {"1000000", "1000000.4"},      // an integer value compares exactly
       {"5", "5.0000001"},
       {"\\pi", "3.14"},
       {"2\\sqrt{5}", "2\\sqrt{6}"},
@@ -229,6 +250,13 @@ TEST_CASE("answers_equivalent: different answers stay different", "[unit]") {
       {"(-\\infty, 2)", "(-\\infty, 2]"},
       {"x < 3", "x > 3"},
       {"7", ""},
+      {"a + 3z = 0", "0"},                       // an equation is not a labelled value
+      {"2x + z = 1", "1"},
+      {"x < 1", "x > -1"},
+      {"x < 1", "-x < -1"},                      // times -1 flips the inequality
+      {"x < 1", "x \\le 1"},
+      {"1000,99", "100099"},
+      {"1, 22", "1.22"},                         // a list, not a decimal comma
   };
   for (const auto& c : cases) {
     INFO(c.gold << "  vs  " << c.candidate);
@@ -236,6 +264,61 @@ TEST_CASE("answers_equivalent: different answers stay different", "[unit]") {
     INFO(r.method << " " << r.note);
     CHECK_FALSE(r.equal);
   }
+}
+
+// Answers that used to be called equal and must not be: words read as products of letters,
+// units and degree signs dropped, composition read as a product, overflow taken for \infty.
+// Each pair differs by definition of what it writes; the ones that stay equal are the
+// notations that do not change the answer.
+TEST_CASE("answers_equivalent: no false positives from words, units, degrees or overflow", "[unit]") {
+  struct Case {
+    const char* gold;
+    const char* candidate;
+    bool equal;
+  };
+  const Case cases[] = {
+      {"no", "on", false},
+      {"\\text{no}", "on", false},
+      {"CAB", "ABC", false},
+      {"\\text{CAB}", "\\text{ABC}", false},
+      {"\\text{Yes}", "yes", true},
+      {"\\text{odd}", "odd", true},
+      {"10 cm", "10 m", false},
+      {"10\\text{ cm}", "10\\text{ m}", false},
+      {"10\\,\\mathrm{cm}^2", "10\\text{ cm}", false},
+      {"125\\text{ miles}", "125\\textnormal{ km}", false},
+      {"10\\text{ cm}", "10\\mathrm{cm}", true},
+      {"10", "10 cm", true},              // units on one side only
+      {"125 \\text{ miles}", "125 \\text{mile}", true},
+      {"125", "125\\textnormal{ miles}", true},
+      {"30^\\circ", "30\\text{ radians}", false},
+      {"90^\\circ", "90", true},
+      {"90^{\\circ}", "90\xC2\xB0", true},
+      {"f \\circ g", "g \\circ f", false},
+      {"\\infty", "10^{400}", false},
+      {"\\infty", "10^{10^{10^{10}}}", false},
+      {"\\infty", "\\frac{1}{0}", false},
+      {"-\\infty", "-10^{400}", false},
+      {"\\infty", "\\infty", true},
+      {"(0, \\infty)", "(0, 10^{400})", false},
+  };
+  for (const auto& c : cases) {
+    INFO(c.gold << "  vs  " << c.candidate);
+    EquivResult r = answers_equivalent(c.gold, c.candidate);
+    INFO(r.method << " " << r.note);
+    CHECK(r.equal == c.equal);
+    CHECK(answers_equivalent(c.candidate, c.gold).equal == c.equal);
+  }
+}
+
+// A gold written as inequalities around one expression is the interval it describes; a
+// candidate inequality against an interval gold stays unequal (Math-Verify's default).
+TEST_CASE("answers_equivalent: an inequality gold against its interval", "[unit]") {
+  CHECK(answers_equivalent("-793 < a < 10", "(-793, 10)").equal);
+  CHECK(answers_equivalent("-2 \\le x \\le 7", "x \\in [-2, 7]").equal);
+  CHECK(answers_equivalent("0 < f(x) \\le 1", "(0, 1]").equal);
+  CHECK_FALSE(answers_equivalent("-2 \\le x \\le 7", "(-2, 7)").equal);
+  CHECK_FALSE(answers_equivalent("(-793, 10)", "-793 < a < 10").equal);
 }
 
 TEST_CASE("answers_equivalent: relative tolerance is configurable", "[unit]") {

@@ -4,6 +4,7 @@ set(RETORT_TESTS_rewards
   ${CMAKE_CURRENT_LIST_DIR}/test_extract.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_math.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_math_data.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_math_verify_cases.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_shape.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_combine.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_plugins.cpp

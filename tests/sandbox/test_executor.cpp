@@ -174,6 +174,43 @@ TEST_CASE("memory limit covers the whole process tree", "[sandbox]") {
   CHECK(r.peak_memory_kb <= 140 * 1024);
 }
 
+// A job built in code skips the config reader: one with a limit out of range is answered at
+// once as a sandbox error naming the limit, never run without its cap. The low ends of the
+// ranges still run a program.
+TEST_CASE("limits out of range are refused; the low ends of the ranges run", "[sandbox]") {
+  Job bad = py_job("print('ran')");
+  bad.limits.memory_mb = -5;
+  Result r = shared_executor().submit(bad).get();
+  CHECK(r.status == Status::SandboxError);
+  CHECK(r.stdout_text.empty());
+  CHECK(r.detail.find("memory_mb = -5") != std::string::npos);
+  bad = py_job("print('ran')");
+  bad.limits.wall_s = 1e10;
+  r = shared_executor().submit(bad).get();
+  CHECK(r.status == Status::SandboxError);
+  CHECK(r.detail.find("wall_s") != std::string::npos);
+  bad = py_job("print('ran')");
+  bad.limits.max_processes = 0;
+  r = shared_executor().submit(bad).get();
+  CHECK(r.detail.find("max_processes") != std::string::npos);
+
+  Job low = py_job("print('ran')");
+  low.limits.max_processes = 1;
+  low.limits.open_files = 16;
+  low.limits.output_kb = 1;
+  low.limits.file_size_kb = 64;
+  low.limits.workdir_kb = 64;
+  r = shared_executor().submit(low).get();
+  INFO(r.detail << r.stderr_text);
+  CHECK(r.status == Status::Ok);
+  CHECK(r.stdout_text == "ran\n");
+  Job small = py_job("print('ran')");
+  small.limits.memory_mb = 16;
+  r = shared_executor().submit(small).get();
+  INFO(r.detail << r.stderr_text);
+  CHECK((r.status == Status::Ok || r.status == Status::MemoryLimit));  // a cap, never a launcher failure
+}
+
 TEST_CASE("a compile is shared by jobs with the same source", "[sandbox]") {
   std::string src = "#include <cstdio>\nint main(){int x; if(scanf(\"%d\",&x)!=1) return 1; printf(\"%d\\n\", x*x);}";
   std::vector<std::future<Result>> futs;

@@ -1,6 +1,7 @@
 // Job / Result JSON, config binding, and the JSON-lines driver of `retort sandbox run`.
 #include <catch2/catch.hpp>
 
+#include <cmath>    // defines: std::nan
 #include <sstream>  // defines: std::istringstream, std::ostringstream
 #include <string>   // defines: std::string
 #include <vector>   // defines: std::vector
@@ -106,6 +107,62 @@ TEST_CASE("ExecutorConfig binds strictly", "[unit]") {
   CHECK(cfg.default_limits.wall_s == 2);
   CHECK_THROWS_AS(retort::parse_config<ExecutorConfig>(json::parse(R"j({"isolation":"none"})j"), "t"), retort::Error);
   CHECK_THROWS_AS(retort::parse_config<ExecutorConfig>(json::parse(R"j({"worker":1})j"), "t"), retort::Error);
+}
+
+// Every limit is range-checked (ranges documented in sandbox/executor.h): a zero or negative
+// memory cap used to leave the cgroup unlimited, 1e10 s of wall clock overflowed the timer into
+// an instant time limit, and max_processes 0 came back as a bubblewrap error.
+TEST_CASE("Limits: every limit is range-checked with one error naming the key and the range", "[unit]") {
+  struct Case {
+    const char* limits;
+    const char* key;
+    const char* range;
+  };
+  const Case cases[] = {
+      {R"j({"memory_mb": -5})j", "memory_mb", "[16, 1048576] MB"},
+      {R"j({"memory_mb": 0})j", "memory_mb", "[16, 1048576] MB"},
+      {R"j({"memory_mb": 15})j", "memory_mb", "[16, 1048576] MB"},
+      {R"j({"wall_s": 1e10})j", "wall_s", "[0.001, 86400.0] s"},
+      {R"j({"wall_s": 0})j", "wall_s", "[0.001, 86400.0] s"},
+      {R"j({"wall_s": -1})j", "wall_s", "[0.001, 86400.0] s"},
+      {R"j({"cpu_s": 0})j", "cpu_s", "[0.001, 86400.0] s"},
+      {R"j({"cpu_s": 1e300})j", "cpu_s", "[0.001, 86400.0] s"},
+      {R"j({"max_processes": 0})j", "max_processes", "[1, 65536] processes"},
+      {R"j({"max_processes": -1})j", "max_processes", "[1, 65536] processes"},
+      {R"j({"output_kb": 0})j", "output_kb", "[1, 1048576] KB"},
+      {R"j({"file_size_kb": -1})j", "file_size_kb", "[64, 1073741824] KB"},
+      {R"j({"open_files": 3})j", "open_files", "[16, 1048576] files"},
+      {R"j({"workdir_kb": 0})j", "workdir_kb", "[64, 1073741824] KB"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.limits);
+    json doc = {{"default_limits", json::parse(c.limits)}};
+    try {
+      retort::parse_config<ExecutorConfig>(doc, "test.json");
+      FAIL("accepted");
+    } catch (const retort::Error& e) {
+      std::string m = e.what();
+      INFO(m);
+      CHECK(m.find(std::string("'") + c.key + "'") != std::string::npos);
+      CHECK(m.find(c.range) != std::string::npos);
+    }
+    // The same limits in a job line, and built in code: named the same way.
+    json job = {{"language", "python"}, {"source", "print(1)"}, {"limits", json::parse(c.limits)}};
+    CHECK_THROWS_WITH(job_from_json(job, "stdin:1"), Catch::Contains(c.key) && Catch::Contains(c.range));
+  }
+  // The ends of each range are valid.
+  json ends = {{"wall_s", 86400}, {"cpu_s", 0.001}, {"memory_mb", 16}, {"output_kb", 1}, {"max_processes", 1},
+               {"file_size_kb", 64}, {"open_files", 16}, {"workdir_kb", 64}};
+  auto cfg = retort::parse_config<ExecutorConfig>(json{{"default_limits", ends}}, "t");
+  CHECK(cfg.default_limits.memory_mb == 16);
+  CHECK(cfg.default_limits.out_of_range().empty());
+  CHECK(Limits{}.out_of_range().empty());
+  Limits l;
+  l.memory_mb = -5;
+  CHECK(l.out_of_range() == "limit memory_mb = -5 is outside [16, 1048576] MB");
+  l = Limits{};
+  l.wall_s = std::nan("");
+  CHECK(l.out_of_range().find("wall_s") != std::string::npos);
 }
 
 TEST_CASE("Executor refuses a bad config", "[unit]") {

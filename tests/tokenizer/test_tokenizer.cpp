@@ -16,15 +16,17 @@ using retort::test::source_path;
 namespace {
 
 // Compares every corpus string's ids and decoded text with the reference file.
-void check_against_reference(const std::string& tokenizer_file, const std::string& ids_file) {
+void check_against_reference(const std::string& tokenizer_file, const std::string& ids_file,
+                             const std::string& corpus_file = "tests/fixtures/tokenizer/corpus.jsonl",
+                             size_t min_lines = 500) {
   if (!retort::test::file_exists(tokenizer_file)) {
     WARN("skipped: " << tokenizer_file << " is absent (../shared/data is not beside the checkout)");
     return;
   }
   Tokenizer tok = Tokenizer::from_file(tokenizer_file);
-  auto corpus = read_jsonl(source_path("tests/fixtures/tokenizer/corpus.jsonl"));
+  auto corpus = read_jsonl(source_path(corpus_file));
   auto expected = read_jsonl(source_path(ids_file));
-  REQUIRE(corpus.size() >= 500);
+  REQUIRE(corpus.size() >= min_lines);
   REQUIRE(corpus.size() == expected.size());
   int mismatches = 0;
   for (size_t i = 0; i < corpus.size(); ++i) {
@@ -55,6 +57,19 @@ TEST_CASE("Qwen3 vocabulary: ids equal Hugging Face tokenizers on the corpus", "
 TEST_CASE("DeepSeek-V3 vocabulary: ids equal Hugging Face tokenizers on the corpus", "[unit]") {
   check_against_reference(shared_data("tokenizers/deepseek_v3.tokenizer.json"),
                           "tests/fixtures/tokenizer/deepseek_v3.ids.jsonl");
+}
+
+// Characters assigned in Unicode 15.0 and 15.1 (and U+180E, which left White_Space in 6.3),
+// next to "'s" so that the split pattern's letter, number and space classes decide the pieces.
+// The reference ids come from Hugging Face tokenizers (scripts/fixtures/tokenizer/gen_ids.js
+// on unicode15.corpus.jsonl, whose "note" field names each character and its category).
+TEST_CASE("Unicode 15 and 15.1 characters: ids equal Hugging Face tokenizers", "[unit]") {
+  check_against_reference(shared_data("tokenizers/qwen3.tokenizer.json"),
+                          "tests/fixtures/tokenizer/qwen3.unicode15.ids.jsonl",
+                          "tests/fixtures/tokenizer/unicode15.corpus.jsonl", 17);
+  check_against_reference(shared_data("tokenizers/deepseek_v3.tokenizer.json"),
+                          "tests/fixtures/tokenizer/deepseek_v3.unicode15.ids.jsonl",
+                          "tests/fixtures/tokenizer/unicode15.corpus.jsonl", 17);
 }
 
 TEST_CASE("special tokens, vocabulary size and skipping special tokens on decode", "[unit]") {
