@@ -38,12 +38,12 @@ Status status_from_name(const std::string& name) {
 // Config binding
 
 void Limits::bind(ConfigBinder& b) {
-  b.field("wall_s", wall_s);
-  b.field("cpu_s", cpu_s);
-  b.field("memory_mb", memory_mb);
-  b.field("output_kb", output_kb);
-  b.field("max_processes", max_processes);
-  b.field("file_size_kb", file_size_kb);
+  b.field("wall_s", wall_s, retort::Range::above(0));
+  b.field("cpu_s", cpu_s, retort::Range::above(0));
+  b.field("memory_mb", memory_mb, retort::Range::at_least(1));
+  b.field("output_kb", output_kb, retort::Range::at_least(0));
+  b.field("max_processes", max_processes, retort::Range::at_least(1));
+  b.field("file_size_kb", file_size_kb, retort::Range::at_least(0));
   b.field("open_files", open_files);
   b.field("workdir_kb", workdir_kb);
 }

@@ -35,25 +35,25 @@ using nlohmann::json;
 void GrpoDataConfig::bind(ConfigBinder& b) {
   b.field("prompts", prompts);
   format.bind(b);  // the format options sit beside the path: data.chat_template, data.math_instruction, ...
-  b.field("max_prompt_tokens", max_prompt_tokens);
+  b.field("max_prompt_tokens", max_prompt_tokens, Range::at_least(1));
 }
 
 void GrpoSamplingConfig::bind(ConfigBinder& b) {
-  b.field("temperature", temperature);
-  b.field("top_p", top_p);
-  b.field("top_k", top_k);
-  b.field("max_new_tokens", max_new_tokens);
+  b.field("temperature", temperature, Range::at_least(0).up_to(100));
+  b.field("top_p", top_p, Range::above(0).up_to(1));
+  b.field("top_k", top_k, Range::at_least(0));
+  b.field("max_new_tokens", max_new_tokens, Range::at_least(1).up_to(1 << 20));
   b.field("seed_per_row", seed_per_row);
 }
 
 void AdvantageConfig::bind(ConfigBinder& b) {
   b.choice("scale", scale, {"group", "batch", "none"});
-  b.field("eps", eps);
+  b.field("eps", eps, Range::above(0));
 }
 
 void DynamicSamplingConfig::bind(ConfigBinder& b) {
   b.field("enabled", enabled);
-  b.field("max_retries", max_retries);
+  b.field("max_retries", max_retries, Range::at_least(0));
 }
 
 void GrpoConfig::bind(ConfigBinder& b) {
@@ -66,23 +66,23 @@ void GrpoConfig::bind(ConfigBinder& b) {
   b.field("teacher", teacher);
   b.field("runtime", runtime);
   b.field("data", data);
-  b.field("prompts_per_step", prompts_per_step);
-  b.field("group_size", group_size);
+  b.field("prompts_per_step", prompts_per_step, Range::at_least(1));
+  b.field("group_size", group_size, Range::at_least(2));
   b.field("sampling", sampling);
   b.field("rewards", rewards);
   b.field("advantage", advantage);
   b.field("dynamic_sampling", dynamic_sampling);
-  b.field("mu", mu);
-  b.field("minibatch_size", minibatch_size);
-  b.field("grad_accum", grad_accum);
-  b.field("logprob_micro_batch", logprob_micro_batch);
+  b.field("mu", mu, Range::at_least(1));
+  b.field("minibatch_size", minibatch_size, Range::at_least(0));
+  b.field("grad_accum", grad_accum, Range::at_least(1));
+  b.field("logprob_micro_batch", logprob_micro_batch, Range::at_least(0));
   b.field("loss", loss);
   b.choice("overlong", overlong, {"none", "mask", "penalty"});
   b.field("optim", optim);
-  b.field("steps", steps);
-  b.field("log_every", log_every);
-  b.field("save_every", save_every);
-  b.field("keep_last", keep_last);
+  b.field("steps", steps, Range::at_least(1));
+  b.field("log_every", log_every, Range::at_least(0));
+  b.field("save_every", save_every, Range::at_least(0));
+  b.field("keep_last", keep_last, Range::at_least(1));
   b.field("resume", resume);
 }
 

@@ -8,13 +8,13 @@
 namespace retort {
 
 void GrpoLossOptions::bind(ConfigBinder& b) {
-  b.field("eps_low", eps_low);
-  b.field("eps_high", eps_high);
-  b.field("dual_clip", dual_clip);
-  b.field("beta", beta);
+  b.field("eps_low", eps_low, Range::at_least(0).below(1));
+  b.field("eps_high", eps_high, Range::at_least(0));
+  b.field("dual_clip", dual_clip, Range::above(1).or_off(0));
+  b.field("beta", beta, Range::at_least(0));
   b.choice("kl_estimator", kl_estimator, {"k1", "k2", "k3"});
   b.choice("aggregation", aggregation, {"sequence", "token", "dr_grpo"});
-  b.field("dr_grpo_constant", dr_grpo_constant);
+  b.field("dr_grpo_constant", dr_grpo_constant, Range::at_least(0));
 }
 
 namespace {

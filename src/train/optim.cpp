@@ -14,14 +14,15 @@ namespace fs = std::filesystem;
 namespace retort {
 
 void OptimConfig::bind(ConfigBinder& b) {
-  b.field("lr", lr);
-  b.field("min_lr_ratio", min_lr_ratio);
-  b.field("warmup_steps", warmup_steps);
-  b.field("weight_decay", weight_decay);
-  b.field("beta1", beta1);
-  b.field("beta2", beta2);
-  b.field("eps", eps);
-  b.field("grad_clip", grad_clip);
+  b.field("lr", lr, Range::at_least(0).up_to(1));
+  b.field("min_lr_ratio", min_lr_ratio, Range::between(0, 1));
+  b.field("warmup_steps", warmup_steps, Range::at_least(0));
+  b.field("weight_decay", weight_decay, Range::between(0, 1));
+  b.field("beta1", beta1, Range::at_least(0).below(1));
+  b.field("beta2", beta2, Range::at_least(0).below(1));
+  b.field("eps", eps, Range::above(0).up_to(1));
+  b.field("grad_clip", grad_clip, Range::at_least(0));
+  b.field("skip_nonfinite", skip_nonfinite, Range::at_least(0));
 }
 
 double learning_rate(const OptimConfig& c, int64_t step, int64_t total) {

@@ -30,6 +30,7 @@ struct OptimConfig {
   double beta2 = 0.95;         // 0.95, as most LLM recipes, for stability at small batch
   double eps = 1e-8;
   double grad_clip = 1.0;      // max global grad norm; 0 = off
+  int64_t skip_nonfinite = 0;  // steps with a non-finite loss or grad norm skipped (no update) before the run stops
   void bind(ConfigBinder& b);
 };
 

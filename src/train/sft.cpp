@@ -25,7 +25,7 @@ namespace retort {
 void SftDataConfig::bind(ConfigBinder& b) {
   b.field("train", train);
   b.field("valid", valid);
-  b.field("valid_fraction", valid_fraction);
+  b.field("valid_fraction", valid_fraction, Range::at_least(0).below(1));
   format.bind(b);  // the trace options sit beside the paths: data.max_length, data.chat_template, ...
 }
 
@@ -38,13 +38,13 @@ void SftConfig::bind(ConfigBinder& b) {
   b.field("runtime", runtime);
   b.field("data", data);
   b.field("optim", optim);
-  b.field("steps", steps);
-  b.field("batch_size", batch_size);
-  b.field("grad_accum", grad_accum);
-  b.field("log_every", log_every);
-  b.field("eval_every", eval_every);
-  b.field("save_every", save_every);
-  b.field("keep_last", keep_last);
+  b.field("steps", steps, Range::at_least(1));
+  b.field("batch_size", batch_size, Range::at_least(1));
+  b.field("grad_accum", grad_accum, Range::at_least(1));
+  b.field("log_every", log_every, Range::at_least(0));
+  b.field("eval_every", eval_every, Range::at_least(0));
+  b.field("save_every", save_every, Range::at_least(0));
+  b.field("keep_last", keep_last, Range::at_least(1));
   b.field("resume", resume);
   b.field("distill", distill);
 }
