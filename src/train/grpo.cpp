@@ -459,7 +459,8 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     cfg.sampling.seed_per_row = true;
     log_info("data parallel: sampling.seed_per_row on, so that the ranks sample what one process would");
   }
-  RunDir run(cfg.run_dir);
+  RunDir run(cfg.run_dir, /*lock=*/dist.is_main());  // ranks share the folder; rank 0 holds the lock
+  if (cfg.resume && latest_checkpoint(cfg.run_dir)) run.check_resumed_config(config_to_json(cfg), canonical_config<GrpoConfig>, kResumeFreeKeys);
   if (dist.is_main()) run.save_resolved_config(config_to_json(cfg));
 
   // ---- setup: tokenizer, prompts, verifiers --------------------------------------------------

@@ -218,7 +218,8 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
   // Data parallel (RANK/WORLD_SIZE set): every rank builds the same global batches from the
   // same seed and trains on its slice; only rank 0 writes the run directory.
   const DistContext& dist = dist_context(device);
-  RunDir run(cfg.run_dir);
+  RunDir run(cfg.run_dir, /*lock=*/dist.is_main());  // ranks share the folder; rank 0 holds the lock
+  if (cfg.resume && latest_checkpoint(cfg.run_dir)) run.check_resumed_config(config_to_json(cfg), canonical_config<SftConfig>, kResumeFreeKeys);
   if (dist.is_main()) run.save_resolved_config(config_to_json(cfg));
 
   std::string tok_path = !cfg.tokenizer.empty() ? cfg.tokenizer : (fs::path(cfg.model) / "tokenizer.json").string();
