@@ -572,6 +572,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     bar = std::make_unique<ProgressBar>("grpo", cfg.steps, "step");
     bar->update(step);
   }
+  NonFiniteGuard nonfinite("grpo", cfg.optim.skip_nonfinite, cfg.run_dir);
   while (step < cfg.steps) {
     const double t_step = now_seconds();
     json rec = {{"step", step + 1}};
@@ -723,6 +724,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
           const double tok_denom = dist.enabled() ? dist.sum(mb_tokens) : mb_tokens;  // sync point
           const int64_t micro = (n_mb + cfg.grad_accum - 1) / cfg.grad_accum;
           double mb_loss = 0;
+          std::map<std::string, double> mb_parts;  // policy and kl terms of this minibatch, for the non-finite check
           for (int64_t m0 = mb; m0 < mb + n_mb; m0 += micro) {
             const int64_t n = std::min(micro, mb + n_mb - m0);
             auto rows = torch::tensor(std::vector<int64_t>(perm.begin() + m0, perm.begin() + m0 + n));
@@ -741,6 +743,8 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
             else if (cfg.loss.aggregation == "dr_grpo" && dist.enabled()) w *= static_cast<double>(batch.L) / l_global;
             (loss * w).backward();
             mb_loss += st.loss * w;
+            mb_parts["policy"] += st.policy_loss * w;
+            mb_parts["kl"] += st.kl * w;
             agg.kl += st.kl * st.tokens;
             agg.clip_low += st.clip_low * st.tokens;
             agg.clip_high += st.clip_high * st.tokens;
@@ -752,7 +756,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
           }
           dist.all_reduce_gradients(params);  // sync point (no-op in a single process)
           grad_norm = clip_grad_norm(params, cfg.optim.grad_clip);
-          optim.step(lr);
+          if (nonfinite.allows_update(step + 1, mb_parts, grad_norm)) optim.step(lr);
           optim.zero_grad();
           loss_sum += mb_loss;
           ++updates;

@@ -351,6 +351,7 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
     bar = std::make_unique<ProgressBar>("sft", cfg.steps, "step");
     bar->update(step);
   }
+  NonFiniteGuard nonfinite(distiller ? "distill" : "sft", cfg.optim.skip_nonfinite, cfg.run_dir);
   while (step < cfg.steps) {
     double t0 = now_seconds();
     std::vector<Batch> micro;
@@ -424,7 +425,7 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
     }
     double grad_norm = clip_grad_norm(params, cfg.optim.grad_clip);
     double lr = learning_rate(cfg.optim, step, cfg.steps);
-    optim.step(lr);
+    if (nonfinite.allows_update(step + 1, parts, grad_norm)) optim.step(lr);
     optim.zero_grad();
     ++step;
     double dt = now_seconds() - t0;
