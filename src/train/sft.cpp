@@ -164,6 +164,21 @@ Batch on_policy_batch(Qwen2ForCausalLMImpl& model, const std::vector<TokenizedSa
   return out;
 }
 
+// The longest kept sample must fit the model's positions: data.max_length bounds the samples,
+// and a sample past max_position_embeddings would run the model where it was never trained
+// (and a huge one would allocate a T x T attention map of terabytes).
+void check_sample_lengths(const std::vector<TokenizedSample>& train, const std::vector<TokenizedSample>& valid, int64_t max_positions,
+                          int64_t max_length, const std::string& where) {
+  size_t longest = 0;
+  for (const auto* set : {&train, &valid})
+    for (const auto& s : *set) longest = std::max(longest, s.ids.size());
+  if (static_cast<int64_t>(longest) <= max_positions) return;
+  throw Error(ErrorInfo{"a training sample is longer than the model's max_position_embeddings", where + ": data.max_length",
+                        "samples of at most " + std::to_string(max_positions) + " tokens",
+                        "a sample of " + std::to_string(longest) + " tokens (data.max_length = " + std::to_string(max_length) + ")",
+                        "set data.max_length=" + std::to_string(max_positions) + " or less"});
+}
+
 // Summed token cross-entropy of a batch: sum over trained targets of -log p(target).
 torch::Tensor summed_ce(const ForwardOutput& out, const Batch& b) {
   auto logits = out.logits.narrow(1, 0, b.ids.size(1) - 1).to(torch::kFloat);  // [B, T-1, V]
@@ -258,6 +273,7 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
     throw Error(ErrorInfo{"the tokenizer has more tokens than the model's vocabulary", where, "vocab_size >= " + std::to_string(tok.vocab_size()),
                           std::to_string(model->config().vocab_size), "use the model's own tokenizer"});
   }
+  check_sample_lengths(train, valid, model->config().max_position_embeddings, cfg.data.format.max_length, where);
   std::vector<std::pair<std::string, torch::Tensor>> named;
   std::vector<torch::Tensor> params;
   for (auto& p : model->named_parameters()) {
