@@ -125,6 +125,7 @@ void ProgressBar::finish(const std::string& suffix) {
 }
 
 void ProgressBar::render(bool final_line) {
+  if (log_level() > LogLevel::Info) return;  // RETORT_LOG=warn or error: progress is info
   double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   double rate = elapsed > 0 ? done_ / elapsed : 0.0;
   double eta = rate > 0 && total_ > 0 ? (total_ - done_) / rate : -1;

@@ -3,7 +3,6 @@
 #include <cmath>       // defines: std::cos, std::sqrt
 #include <filesystem>  // defines: std::filesystem
 #include <fstream>     // defines: std::ifstream
-#include <sstream>     // defines: std::ostringstream
 
 #include "common/config.h"
 #include "common/error.h"
@@ -110,18 +109,12 @@ NonFiniteGuard::NonFiniteGuard(std::string stage, int64_t max_skips, std::string
     : stage_(std::move(stage)), run_dir_(std::move(run_dir)), max_skips_(max_skips) {}
 
 bool NonFiniteGuard::allows_update(int64_t step, const std::map<std::string, double>& losses, double grad_norm) {
+  // "nan" whatever its sign bit (printf would say "-nan" for some), "inf" or "-inf".
+  auto text = [](double v) { return std::isnan(v) ? std::string("nan") : v > 0 ? std::string("inf") : std::string("-inf"); };
   std::string bad;
-  for (const auto& [part, value] : losses) {
-    if (std::isfinite(value)) continue;
-    std::ostringstream v;
-    v << value;
-    bad += (bad.empty() ? "" : ", ") + ("loss part '" + part + "' = " + v.str());
-  }
-  if (!std::isfinite(grad_norm)) {
-    std::ostringstream v;
-    v << grad_norm;
-    bad += (bad.empty() ? "" : ", ") + ("gradient norm = " + v.str());
-  }
+  for (const auto& [part, value] : losses)
+    if (!std::isfinite(value)) bad += (bad.empty() ? "" : ", ") + ("loss part '" + part + "' = " + text(value));
+  if (!std::isfinite(grad_norm)) bad += (bad.empty() ? "" : ", ") + ("gradient norm = " + text(grad_norm));
   if (bad.empty()) return true;
   if (skipped_ < max_skips_) {
     ++skipped_;
