@@ -19,11 +19,11 @@ void CodeVerifierOptions::bind(retort::ConfigBinder& b) {
   b.choice("reward", reward, {"fraction", "all_or_nothing"});
   b.field("stop_at_first_failure", stop_at_first_failure);
   b.choice("grade", grade, {"answer", "completion"});
-  b.field("float_tol", float_tol);
-  b.field("max_tests", max_tests);
-  b.field("call_timeout_s", call_timeout_s);
-  b.field("deadline_s", deadline_s);
-  b.field("detail_chars", detail_chars);
+  b.field("float_tol", float_tol, retort::Range::at_least(0));
+  b.field("max_tests", max_tests, retort::Range::at_least(0));
+  b.field("call_timeout_s", call_timeout_s, retort::Range::above(0));
+  b.field("deadline_s", deadline_s, retort::Range::above(0));
+  b.field("detail_chars", detail_chars, retort::Range::at_least(0));
   b.field("limits", limits);
 }
 

@@ -31,9 +31,9 @@ void VerifierSpec::bind(retort::ConfigBinder& b) {
 void RewardsConfig::bind(retort::ConfigBinder& b) {
   b.field("verifiers", verifiers);
   b.field("plugins", plugins);
-  b.field("deadline_s", deadline_s);
-  b.field("threads", threads);
-  b.field("wait_threads", wait_threads);
+  b.field("deadline_s", deadline_s, retort::Range::above(0));
+  b.field("threads", threads, retort::Range::between(0, 4096));
+  b.field("wait_threads", wait_threads, retort::Range::between(1, 4096));
   b.field("sandbox", sandbox);
 }
 

@@ -25,13 +25,13 @@ namespace retort::rewards {
 
 void ExternalVerifierOptions::bind(retort::ConfigBinder& b) {
   b.field("command", command);
-  b.field("processes", processes);
-  b.field("timeout_s", timeout_s);
-  b.field("startup_s", startup_s);
-  b.field("memory_mb", memory_mb);
-  b.field("open_files", open_files);
-  b.field("file_size_kb", file_size_kb);
-  b.field("max_restarts", max_restarts);
+  b.field("processes", processes, retort::Range::between(1, 1024));
+  b.field("timeout_s", timeout_s, retort::Range::above(0));
+  b.field("startup_s", startup_s, retort::Range::at_least(0));
+  b.field("memory_mb", memory_mb, retort::Range::at_least(1));
+  b.field("open_files", open_files, retort::Range::at_least(3));
+  b.field("file_size_kb", file_size_kb, retort::Range::at_least(0));
+  b.field("max_restarts", max_restarts, retort::Range::at_least(0));
   b.field("workdir", workdir);
   b.field("quiet", quiet);
 }

@@ -10,10 +10,10 @@ void MathVerifierOptions::bind(retort::ConfigBinder& b) {
   b.field("answer_field", answer_field);
   b.choice("grade", grade, {"answer", "completion"});
   b.field("allow_last_number", allow_last_number);
-  b.field("rel_tol", rel_tol);
-  b.field("abs_tol", abs_tol);
-  b.field("random_points", random_points);
-  b.field("max_answer_chars", max_answer_chars);
+  b.field("rel_tol", rel_tol, retort::Range::at_least(0));
+  b.field("abs_tol", abs_tol, retort::Range::at_least(0));
+  b.field("random_points", random_points, retort::Range::at_least(0));
+  b.field("max_answer_chars", max_answer_chars, retort::Range::at_least(1));
 }
 
 std::string gold_answer(const json& row, const std::string& field) {

@@ -3,8 +3,9 @@
 #include <cerrno>   // defines: errno
 #include <cstring>  // defines: std::strerror
 
-#include "common/error.h"  // defines: retort::Error
-#include "common/log.h"    // defines: finite_or_null
+#include "common/config.h"  // defines: write_file_atomic
+#include "common/error.h"   // defines: retort::Error
+#include "common/log.h"     // defines: append_whole_line, finite_or_null
 
 namespace retort {
 
@@ -58,6 +59,7 @@ void ChainLog::write(json line) {
   std::string s = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   {
     std::lock_guard<std::mutex> lk(mu_);
+    if (!error_.empty()) throw Error(error_, path_, "free some disk space (the run resumes from its last checkpoint)");
     queue_.push_back(std::move(s));
   }
   cv_.notify_one();
@@ -66,6 +68,7 @@ void ChainLog::write(json line) {
 void ChainLog::flush() {
   std::unique_lock<std::mutex> lk(mu_);
   drained_.wait(lk, [this] { return queue_.empty() && !busy_; });
+  if (!error_.empty()) throw Error(error_, path_, "free some disk space (the run resumes from its last checkpoint)");
 }
 
 int64_t ChainLog::lines_written() const {
@@ -82,12 +85,21 @@ void ChainLog::loop() {
     batch.swap(queue_);
     busy_ = true;
     lk.unlock();
+    std::string failed;
     for (const auto& s : batch) {
-      // One fwrite per line, then flush: a line is either whole in the file or absent.
-      std::fwrite(s.data(), 1, s.size(), file_);
-      std::fflush(file_);
+      // One line at a time: a line is either whole in the file or absent.
+      try {
+        append_whole_line(file_, s, path_);
+      } catch (const Error& e) {
+        failed = std::string("cannot append a line to the chain log: ") + e.info().got;
+        break;
+      }
     }
     lk.lock();
+    if (!failed.empty() && error_.empty()) {
+      error_ = failed;
+      queue_.clear();  // nothing more is written after a lost line
+    }
     written_ += static_cast<int64_t>(batch.size());
     busy_ = false;
     if (queue_.empty()) drained_.notify_all();

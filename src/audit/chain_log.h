@@ -83,6 +83,7 @@ class ChainLog {
   std::condition_variable cv_, drained_;
   std::deque<std::string> queue_;
   bool stop_ = false, busy_ = false;
+  std::string error_;  // a failed write: the writer stops, write() and flush() throw it
   int64_t written_ = 0;
   std::thread thread_;
 };

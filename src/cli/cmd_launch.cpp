@@ -15,6 +15,7 @@
 #include <sys/wait.h>    // defines: waitpid
 #include <unistd.h>      // defines: fork, execve, getpid
 
+#include <algorithm>   // defines: std::find
 #include <cerrno>      // defines: errno
 #include <chrono>      // defines: std::chrono
 #include <cstring>     // defines: std::strerror
@@ -173,7 +174,13 @@ void register_launch_commands(CLI::App& app) {
   cmd->add_option("-n,--nproc", args->nproc, "number of processes (ranks)")->required();
   cmd->add_option("--master-port", args->master_port, "rendezvous port on 127.0.0.1; 0 = a free port");
   cmd->add_option("command", args->command, "the retort subcommand and its arguments, after --")->required();
-  cmd->callback([args] { exit_status() = run_launch(*args); });
+  cmd->callback([args, &app] {
+    // The subcommand is checked here, once, rather than by N ranks that would each fail.
+    const auto names = subcommand_names(app);
+    if (!args->command.empty() && std::find(names.begin(), names.end(), args->command[0]) == names.end())
+      throw unknown_subcommand_error(args->command[0], names, "retort launch -- " + args->command[0]);
+    exit_status() = run_launch(*args);
+  });
 }
 
 }  // namespace retort::cli

@@ -10,6 +10,7 @@
 #include "common/config.h"          // defines: json, load_json_file, parse_json_text
 #include "common/error.h"           // defines: retort::Error
 #include "common/log.h"             // defines: log_info
+#include "common/platform.h"        // defines: check_fits_in_memory
 #include "common/runtime.h"         // defines: apply_runtime, resolve_device
 #include "common/torch_pch.h"       // defines: torch::NoGradGuard
 #include "model/checkpoint.h"       // defines: load_model
@@ -37,7 +38,7 @@ void add_model_args(CLI::App* cmd, ModelArgs& a) {
   cmd->add_option("--device", a.device, "auto | cpu | cuda")->capture_default_str();
   cmd->add_option("--dtype", a.dtype, "auto (float32 on CPU, bfloat16 on CUDA) | float32 | bfloat16 | float16")
       ->capture_default_str();
-  cmd->add_option("--threads", a.threads, "intra-op threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--threads", a.threads, "intra-op threads (0 = all cores)")->capture_default_str()->check(in_range(Range::between(0, 4096)));
 }
 
 Qwen2ForCausalLM open_model(const ModelArgs& a) {
@@ -104,12 +105,16 @@ void register_model_commands(CLI::App& app) {
     add_model_args(cmd, *a);
     cmd->add_option("--prompt", *prompt, "prompt text (special-token strings are matched)")->required();
     cmd->add_option("--chat", *chat, "wrap the prompt as a user turn of this chat template: r1-distill | chatml | plain");
-    cmd->add_option("--n", so->group_size, "completions")->capture_default_str()->check(CLI::PositiveNumber);
+    // The same ranges as the sampling keys of a config (GrpoSamplingConfig, EvalSamplingConfig).
+    cmd->add_option("--n", so->group_size, "completions")->capture_default_str()->check(in_range(Range::between(1, 4096)));
     cmd->add_option("--max-new-tokens", so->max_new_tokens, "tokens per completion at most")
-        ->capture_default_str()->check(CLI::PositiveNumber);
-    cmd->add_option("--temperature", so->temperature, "sampling temperature (0 = greedy)")->capture_default_str();
-    cmd->add_option("--top-p", so->top_p, "nucleus sampling threshold")->capture_default_str();
-    cmd->add_option("--top-k", so->top_k, "keep the k most likely tokens (0 = all)")->capture_default_str();
+        ->capture_default_str()->check(in_range(Range::between(1, 1 << 20)));
+    cmd->add_option("--temperature", so->temperature, "sampling temperature (0 = greedy)")
+        ->capture_default_str()->check(in_range(Range::between(0, 100)));
+    cmd->add_option("--top-p", so->top_p, "nucleus sampling threshold")
+        ->capture_default_str()->check(in_range(Range::above(0).up_to(1)));
+    cmd->add_option("--top-k", so->top_k, "keep the k most likely tokens (0 = all)")
+        ->capture_default_str()->check(in_range(Range::at_least(0)));
     cmd->add_flag("--greedy", so->greedy, "argmax decoding");
     cmd->add_option("--seed", a->seed, "random seed (the same seed gives the same completions)")->capture_default_str();
     cmd->callback([a, prompt, chat, so] {
@@ -127,6 +132,14 @@ void register_model_commands(CLI::App& app) {
       o.stop_token_ids = stop_ids_for(a->dir, model->config(), tok, extra_stops);
       std::vector<int32_t> ids = tok.encode(text);
       if (ids.empty()) throw Error("the prompt encodes to no tokens", "--prompt", "give a non-empty prompt");
+      // The sampler's KV cache: K and V of every layer for n rows of prompt + max_new_tokens
+      // positions, float32 (the largest dtype) -- checked before it is allocated.
+      const ModelConfig& mc = model->config();
+      const double cache = 2.0 * mc.num_hidden_layers * mc.kv_size() * static_cast<double>(o.group_size) *
+                           (static_cast<double>(ids.size()) + static_cast<double>(o.max_new_tokens)) * 4.0;
+      check_fits_in_memory(cache, "the KV cache for --n " + std::to_string(o.group_size) + " x (prompt + --max-new-tokens " +
+                                      std::to_string(o.max_new_tokens) + ")",
+                           "--max-new-tokens", "lower --max-new-tokens or --n");
       auto r = sample(*model, {ids}, o, [&tok](const std::vector<int32_t>& c) { return tok.decode(c, /*skip_special=*/false); });
       auto lp = r.logprobs.sum(1).to(torch::kCPU);  // [G]
       for (size_t i = 0; i < r.texts.size(); ++i) {
@@ -147,7 +160,7 @@ void register_model_commands(CLI::App& app) {
         "score", "log-probabilities of token sequences; stdin: {\"ids\": [...]} per line; stdout: "
                  "{\"logprobs\": [null, ...]} per line (log p of each token given the ones before it)");
     add_model_args(cmd, *a);
-    cmd->add_option("--batch", *batch, "lines scored per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--batch", *batch, "lines scored per forward pass")->capture_default_str()->check(in_range(Range::between(1, 1 << 16)));
     cmd->callback([a, batch] {
       auto model = open_model(*a);
       torch::NoGradGuard no_grad;

@@ -3,6 +3,8 @@
 #include <unistd.h>  // defines: fsync, getpid
 
 #include <algorithm>  // defines: std::min
+#include <cmath>      // defines: std::isfinite, std::fabs
+#include <limits>     // defines: std::numeric_limits
 #include <cstdio>     // defines: std::rename, fopen
 #include <fstream>    // defines: std::ifstream
 #include <sstream>    // defines: std::ostringstream
@@ -134,17 +136,71 @@ void ConfigBinder::read_value(const json& j, bool& v, const std::string& key) {
   if (!j.is_boolean()) type_error(key, "true or false", j);
   v = j.get<bool>();
 }
+// Integers: as 64-bit first, then checked against the field's type, so that nothing wraps.
 void ConfigBinder::read_value(const json& j, int& v, const std::string& key) {
-  if (!j.is_number_integer()) type_error(key, "an integer", j);
-  v = j.get<int>();
+  int64_t wide = 0;
+  read_value(j, wide, key);
+  if (wide < std::numeric_limits<int>::min() || wide > std::numeric_limits<int>::max()) {
+    throw Error(ErrorInfo{"config key '" + key + "' is out of range", where_,
+                          "an integer in [" + std::to_string(std::numeric_limits<int>::min()) + ", " +
+                              std::to_string(std::numeric_limits<int>::max()) + "]",
+                          j.dump(), "fix the value in the file or pass " + key + "=VALUE"});
+  }
+  v = static_cast<int>(wide);
 }
 void ConfigBinder::read_value(const json& j, int64_t& v, const std::string& key) {
   if (!j.is_number_integer()) type_error(key, "an integer", j);
+  if (j.is_number_unsigned() && j.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    throw Error(ErrorInfo{"config key '" + key + "' is out of range", where_, "an integer below 2^63", j.dump(),
+                          "fix the value in the file or pass " + key + "=VALUE"});
+  }
   v = j.get<int64_t>();
 }
 void ConfigBinder::read_value(const json& j, double& v, const std::string& key) {
   if (!j.is_number()) type_error(key, "a number", j);
   v = j.get<double>();
+  if (!std::isfinite(v)) {
+    throw Error(ErrorInfo{"config key '" + key + "' is not a finite number", where_, "a finite number", j.dump(),
+                          "fix the value in the file or pass " + key + "=VALUE"});
+  }
+}
+
+namespace {
+std::string number_text(double v) {
+  if (v == static_cast<double>(static_cast<int64_t>(v)) && std::fabs(v) < 1e15) return std::to_string(static_cast<int64_t>(v));
+  std::ostringstream o;
+  o << v;
+  return o.str();
+}
+}  // namespace
+
+bool Range::contains(double v) const {
+  if (has_off && v == off) return true;
+  if (lo > -1e308 && (lo_open ? !(v > lo) : !(v >= lo))) return false;
+  if (hi < 1e308 && (hi_open ? !(v < hi) : !(v <= hi))) return false;
+  return true;
+}
+
+std::string Range::describe() const {
+  std::string s;
+  const bool has_lo = lo > -1e308, has_hi = hi < 1e308;
+  if (has_lo && has_hi) {
+    s = std::string("in ") + (lo_open ? "(" : "[") + number_text(lo) + ", " + number_text(hi) + (hi_open ? ")" : "]");
+  } else if (has_lo) {
+    s = std::string(lo_open ? "> " : ">= ") + number_text(lo);
+  } else if (has_hi) {
+    s = std::string(hi_open ? "< " : "<= ") + number_text(hi);
+  } else {
+    s = "any number";
+  }
+  if (has_off) s += ", or " + number_text(off) + " (off)";
+  return s;
+}
+
+void ConfigBinder::check_range(const char* key, double value, const Range& range) const {
+  if (range.contains(value)) return;
+  throw Error(ErrorInfo{"config key '" + key_path(key) + "' is out of range", where_, range.describe(), number_text(value),
+                        "fix the value in the file or pass " + key_path(key) + "=VALUE"});
 }
 void ConfigBinder::read_value(const json& j, std::string& v, const std::string& key) {
   if (!j.is_string()) type_error(key, "a string", j);
@@ -176,6 +232,30 @@ void ConfigBinder::finish() {
                           near.empty() ? "remove the key or check the documentation"
                                        : "did you mean '" + near + "'?"});
   }
+}
+
+std::string config_differences(const json& then, const json& now, const std::string& prefix) {
+  auto shown = [](const json& doc, const std::string& pointer) -> std::string {
+    const json::json_pointer ptr(pointer);
+    if (!doc.contains(ptr)) return "absent";
+    std::string v = doc.at(ptr).dump();
+    return v.size() > 60 ? v.substr(0, 57) + "..." : v;
+  };
+  const json patch = json::diff(then, now);
+  std::string out;
+  size_t n = 0;
+  for (const auto& op : patch) {
+    const std::string pointer = op.at("path").get<std::string>();
+    if (n < 4) {
+      std::string key = prefix;
+      for (char c : pointer.substr(pointer.empty() ? 0 : 1)) key += (c == '/') ? '.' : c;
+      if (!out.empty()) out += "; ";
+      out += key + ": " + shown(then, pointer) + " then, " + shown(now, pointer) + " now";
+    }
+    ++n;
+  }
+  if (n > 4) out += "; and " + std::to_string(n - 4) + " more";
+  return out;
 }
 
 std::string closest_match(const std::string& word, const std::vector<std::string>& candidates) {

@@ -15,6 +15,15 @@
 //   };
 //   auto cfg = parse_config<OptimConfig>(json, "configs/x.json");
 //
+// A numeric field may carry its valid range, checked when the config is read, so that a bad
+// value fails at once with one line naming the key, the value and the range:
+//
+//       b.field("lr", lr, Range::above(0).up_to(10));           // (0, 10]
+//       b.field("dual_clip", dual_clip, Range::above(1).or_off(0));  // > 1, or 0 = off
+//
+// Integers are read as 64-bit and checked against the field's type before narrowing (a
+// batch_size of 4294967298 is an error, not a batch of 2); every number must be finite.
+//
 // This file is deliberately free of Torch so that every module can use it.
 #pragma once
 
@@ -51,6 +60,25 @@ void write_file_atomic(const std::string& path, const std::string& bytes);
 
 class ConfigBinder;
 
+// The valid values of a numeric config field: an interval with open or closed ends, and
+// optionally one extra value that means "off" (e.g. 0 = no clipping).
+struct Range {
+  double lo = -1e308, hi = 1e308;  // beyond +-1e308 = unbounded
+  bool lo_open = false, hi_open = false;
+  bool has_off = false;
+  double off = 0;
+
+  static Range at_least(double v) { Range r; r.lo = v; return r; }                       // [v, inf)
+  static Range above(double v) { Range r; r.lo = v; r.lo_open = true; return r; }        // (v, inf)
+  static Range between(double a, double b) { Range r; r.lo = a; r.hi = b; return r; }   // [a, b]
+  Range up_to(double v) const { Range r = *this; r.hi = v; r.hi_open = false; return r; }  // ..., v]
+  Range below(double v) const { Range r = *this; r.hi = v; r.hi_open = true; return r; }   // ..., v)
+  Range or_off(double v) const { Range r = *this; r.has_off = true; r.off = v; return r; }  // or exactly v ("off")
+
+  bool contains(double v) const;
+  std::string describe() const;  // "> 1, or 0 (off)", "in [0, 1)", ">= 1"
+};
+
 template <class T, class = void>
 struct HasBind : std::false_type {};
 template <class T>
@@ -78,6 +106,14 @@ class ConfigBinder {
     }
   }
 
+  // A number restricted to `range` (see Range); checked when reading.
+  template <class T>
+  void field(const char* key, T& value, const Range& range) {
+    static_assert(std::is_arithmetic<T>::value, "a Range applies to numbers");
+    field(key, value);
+    if (reading()) check_range(key, static_cast<double>(value), range);
+  }
+
   // A string restricted to `allowed`; anything else names the allowed values.
   void choice(const char* key, std::string& value, const std::vector<std::string>& allowed);
 
@@ -87,6 +123,7 @@ class ConfigBinder {
  private:
   ConfigBinder() = default;
   std::string key_path(const char* key) const { return path_.empty() ? key : path_ + "." + key; }
+  void check_range(const char* key, double value, const Range& range) const;
   [[noreturn]] void type_error(const std::string& key, const char* expected, const json& got) const;
 
   void read_value(const json& j, bool& v, const std::string& key);
@@ -167,6 +204,22 @@ json config_to_json(const T& cfg) {
   const_cast<T&>(cfg).bind(b);
   return out;
 }
+
+// A config as a resolved, comparable document: `doc` parsed as a T (every default filled in,
+// so spelling out a default is no change) and written back; `doc` itself when it does not
+// parse (it then differs from any config that does).
+template <class T>
+json canonical_config(const json& doc) {
+  try {
+    return config_to_json(parse_config<T>(doc, "config"));
+  } catch (const Error&) {
+    return doc;
+  }
+}
+
+// "steps: 1600 then, 7 now; loss.beta: 0.05 then, 0.1 now": at most four differences between
+// two configs, each named by its key under `prefix`; "" when they are equal.
+std::string config_differences(const json& then, const json& now, const std::string& prefix = "");
 
 // The closest of `candidates` to `word` by edit distance, or "" when none is close.
 std::string closest_match(const std::string& word, const std::vector<std::string>& candidates);

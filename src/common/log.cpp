@@ -1,6 +1,9 @@
 #include "common/log.h"
 
-#include <unistd.h>  // defines: isatty
+#include <unistd.h>  // defines: isatty, ftruncate
+
+#include <cerrno>   // defines: errno
+#include <cstring>  // defines: std::strerror
 
 #include <atomic>   // defines: std::atomic
 #include <cmath>    // defines: std::isfinite
@@ -54,7 +57,20 @@ void log_info(const std::string& msg) { emit(LogLevel::Info, "info", msg); }
 void log_warn(const std::string& msg) { emit(LogLevel::Warn, "warn", msg); }
 void log_error(const std::string& msg) { emit(LogLevel::Error, "error", msg); }
 
-MetricsWriter::MetricsWriter(const std::string& path, bool append) {
+void append_whole_line(FILE* f, const std::string& line, const std::string& path) {
+  const long start = std::ftell(f);
+  errno = 0;
+  const size_t n = std::fwrite(line.data(), 1, line.size(), f);
+  if (n == line.size() && std::fflush(f) == 0) return;
+  const int err = errno;
+  std::clearerr(f);
+  // Whatever reached the file of this line goes: the file keeps whole lines only.
+  if (start >= 0 && ::ftruncate(fileno(f), start) == 0) std::fseek(f, 0, SEEK_END);
+  throw Error(ErrorInfo{"cannot append a line to the file", path, "a complete write of " + std::to_string(line.size()) + " bytes",
+                        err ? std::string(std::strerror(err)) : "a short write", "free some disk space (the run resumes from its last checkpoint)"});
+}
+
+MetricsWriter::MetricsWriter(const std::string& path, bool append) : path_(path) {
   file_ = std::fopen(path.c_str(), append ? "ab" : "wb");
   if (!file_) throw Error("cannot open the metrics file for writing", path, "check that the run folder is writable");
 }
@@ -68,8 +84,7 @@ void MetricsWriter::write(const nlohmann::json& record) {
   // One fwrite per record, then flush: a line is either complete in the file or absent.
   std::string line = record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   std::lock_guard<std::mutex> lock(mu_);
-  std::fwrite(line.data(), 1, line.size(), file_);
-  std::fflush(file_);
+  append_whole_line(file_, line, path_);
 }
 
 ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit, double plain_interval_s)
@@ -111,6 +126,7 @@ void ProgressBar::finish(const std::string& suffix) {
 }
 
 void ProgressBar::render(bool final_line) {
+  if (log_level() > LogLevel::Info) return;  // RETORT_LOG=warn or error: progress is info
   double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   double rate = elapsed > 0 ? done_ / elapsed : 0.0;
   double eta = rate > 0 && total_ > 0 ? (total_ - done_) / rate : -1;

@@ -31,8 +31,14 @@ nlohmann::json finite_or_null(double v);
 // value that is missing (negative, NaN or infinite).
 std::string fmt_pct(double fraction, bool percent_sign = true);
 
+// Appends `line` (ending in a newline) to `f` and flushes it. A failed or short write (disk
+// full, I/O error) cuts the file back to where the line began, so that the file never holds
+// a torn line, and throws retort::Error naming `path`: a lost log line is never silent.
+void append_whole_line(FILE* f, const std::string& line, const std::string& path);
+
 // Appends one JSON object per line to a file, flushed after every line so that a killed
-// run leaves a valid file (at worst without its last line). Thread-safe.
+// run leaves a valid file (at worst without its last line); a failed write throws
+// (append_whole_line). Thread-safe.
 class MetricsWriter {
  public:
   MetricsWriter() = default;
@@ -46,6 +52,7 @@ class MetricsWriter {
 
  private:
   FILE* file_ = nullptr;
+  std::string path_;
   std::mutex mu_;
 };
 

@@ -3,12 +3,36 @@
 #include <unistd.h>  // defines: execv, readlink, sysconf
 
 #include <chrono>   // defines: std::chrono::steady_clock
+#include <cstdio>   // defines: std::snprintf
 #include <cstdlib>  // defines: getenv, setenv
 #include <fstream>  // defines: std::ifstream
 #include <string>
 #include <vector>
 
+#include "common/error.h"  // defines: retort::Error
+
 namespace retort {
+
+double available_memory_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  double kb = 0;
+  std::string unit;
+  while (f >> key >> kb >> unit) {
+    if (key == "MemAvailable:") return kb * 1024.0;
+  }
+  const long pages = ::sysconf(_SC_AVPHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : -1.0;
+}
+
+void check_fits_in_memory(double bytes, const std::string& what, const std::string& where, const std::string& hint) {
+  const double avail = available_memory_bytes();
+  if (avail < 0 || bytes <= avail) return;
+  char need[64], have[64];
+  std::snprintf(need, sizeof need, "%.3g GB", bytes / 1e9);
+  std::snprintf(have, sizeof have, "%.3g GB available", avail / 1e9);
+  throw Error(ErrorInfo{what + " would need " + need + " of memory, more than this machine has", where, have, need, hint});
+}
 
 std::string preferred_openblas_coretype() {
 #if defined(__x86_64__)

@@ -19,6 +19,16 @@ std::string preferred_openblas_coretype();
 // Number of online CPUs (at least 1).
 int cpu_count();
 
+// Bytes of memory the machine can still give this process: MemAvailable of /proc/meminfo,
+// or physical pages when that is unreadable; -1 when neither is known.
+double available_memory_bytes();
+
+// Throws retort::Error when `bytes` exceed the available memory, before anything is allocated
+// (an allocation of terabytes otherwise ends in an allocator's stack trace or the OOM killer).
+// `what` says what would be allocated ("the model's weights (2.6e13 parameters)"), `where`
+// the key or option that sized it, `hint` what to change.
+void check_fits_in_memory(double bytes, const std::string& what, const std::string& where, const std::string& hint);
+
 // Seconds since an arbitrary fixed point (steady clock).
 double now_seconds();
 

@@ -9,7 +9,7 @@
 namespace retort {
 
 void RuntimeConfig::bind(ConfigBinder& b) {
-  b.field("threads", threads);
+  b.field("threads", threads, Range::between(0, 4096));
   b.field("seed", seed);
   b.choice("device", device, {"auto", "cpu", "cuda"});
 }

@@ -19,12 +19,12 @@ namespace retort {
 using nlohmann::json;
 
 void SyntheticSplitOptions::bind(ConfigBinder& b) {
-  b.field("math", math);
-  b.field("code", code);
-  b.field("min_steps", min_steps);
-  b.field("max_steps", max_steps);
-  b.field("max_operand", max_operand);
-  b.field("max_value", max_value);
+  b.field("math", math, Range::at_least(0));
+  b.field("code", code, Range::at_least(0));
+  b.field("min_steps", min_steps, Range::at_least(1));
+  b.field("max_steps", max_steps, Range::at_least(1));
+  b.field("max_operand", max_operand, Range::at_least(1));
+  b.field("max_value", max_value, Range::at_least(1));
 }
 
 void SyntheticOptions::bind(ConfigBinder& b) {

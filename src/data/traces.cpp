@@ -16,7 +16,7 @@ using nlohmann::json;
 
 void TraceDataOptions::bind(ConfigBinder& b) {
   b.choice("chat_template", chat_template, ChatTemplate::names());
-  b.field("max_length", max_length);
+  b.field("max_length", max_length, Range::at_least(2).up_to(1 << 20));
   b.choice("truncation", truncation, {"drop", "cut"});
   b.field("loss_on_prompt", loss_on_prompt);
   b.field("eos_token", eos_token);

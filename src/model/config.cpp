@@ -1,10 +1,12 @@
 // ModelConfig from / to a Hugging Face config.json (see config.h for what is refused).
 #include "model/config.h"
 
-#include <set>  // defines: std::set
+#include <cstdio>  // defines: std::snprintf
+#include <set>     // defines: std::set
 
 #include "common/config.h"  // defines: load_json_file
 #include "common/error.h"   // defines: retort::Error
+#include "common/platform.h"  // defines: check_fits_in_memory
 
 namespace retort {
 
@@ -99,6 +101,16 @@ void ModelConfig::validate(const std::string& where) const {
   if (head_dim % 2 != 0) bad_value(where, "head_dim", "an even number (rotary embedding pairs)", json(head_dim));
   if (!(rms_norm_eps > 0)) bad_value(where, "rms_norm_eps", "a positive number", json(rms_norm_eps));
   if (!(rope_theta > 0)) bad_value(where, "rope_theta", "a positive number", json(rope_theta));
+  // The weights alone, at 2 bytes a parameter (the smallest dtype any load uses), must fit:
+  // counted in double, since the int64 count of an absurd config overflows.
+  const double C = static_cast<double>(hidden_size), q = static_cast<double>(num_attention_heads) * head_dim,
+               kv = static_cast<double>(num_key_value_heads) * head_dim;
+  const double params = static_cast<double>(vocab_size) * C * (tie_word_embeddings ? 1 : 2) +
+                        static_cast<double>(num_hidden_layers) * (C * (q + 2 * kv) + q * C + 3 * C * static_cast<double>(intermediate_size) + 2 * C);
+  char count[32];
+  std::snprintf(count, sizeof count, "%.3g", params);
+  check_fits_in_memory(2.0 * params, std::string("the model's weights (") + count + " parameters)", where,
+                       "check hidden_size, intermediate_size, num_hidden_layers and vocab_size");
 }
 
 ModelConfig ModelConfig::from_json(const json& doc, const std::string& where) {

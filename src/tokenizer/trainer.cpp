@@ -14,8 +14,8 @@ namespace retort {
 using nlohmann::json;
 
 void BpeTrainerOptions::bind(ConfigBinder& b) {
-  b.field("vocab_size", vocab_size);
-  b.field("min_frequency", min_frequency);
+  b.field("vocab_size", vocab_size, Range::at_least(256));
+  b.field("min_frequency", min_frequency, Range::at_least(1));
   b.field("special_tokens", special_tokens);
   b.field("split_pattern", split_pattern);
   b.choice("normalizer", normalizer, {"NFC", "none"});

@@ -16,9 +16,9 @@ namespace retort {
 
 void LogitDistillConfig::bind(ConfigBinder& b) {
   b.choice("kind", kind, {"forward_kl", "reverse_kl", "jsd", "topk", "offline"});
-  b.field("temperature", temperature);
-  b.field("beta", beta);
-  b.field("top_k", top_k);
+  b.field("temperature", temperature, Range::above(0).up_to(100));
+  b.field("beta", beta, Range::between(0, 1));
+  b.field("top_k", top_k, Range::at_least(1));
 }
 void FeatureDistillConfig::bind(ConfigBinder& b) {
   b.field("layer_map", layer_map);
@@ -34,9 +34,9 @@ void DistillConfig::bind(ConfigBinder& b) {
   b.field("feature", feature);
   b.field("attention", attention);
   b.field("schedule", schedule);
-  b.field("on_policy", on_policy);
-  b.field("on_policy_max_new_tokens", on_policy_max_new_tokens);
-  b.field("on_policy_temperature", on_policy_temperature);
+  b.field("on_policy", on_policy, Range::between(0, 1));
+  b.field("on_policy_max_new_tokens", on_policy_max_new_tokens, Range::at_least(1).up_to(1 << 20));
+  b.field("on_policy_temperature", on_policy_temperature, Range::at_least(0).up_to(100));
 }
 
 namespace {

@@ -130,7 +130,7 @@ torch::Tensor attention_loss(const torch::Tensor& sa, const torch::Tensor& ta, c
 // Schedule
 
 void DistillPhase::bind(ConfigBinder& b) {
-  b.field("steps", steps);
+  b.field("steps", steps, Range::at_least(0));
   b.field("weights", weights);
 }
 

@@ -32,16 +32,16 @@ void EvalDatasetConfig::bind(ConfigBinder& b) {
   b.field("name", name);
   b.field("path", path);
   format.bind(b);  // beside the path: chat_template, system, math_instruction, code_instruction
-  b.field("limit", limit);
+  b.field("limit", limit, Range::at_least(0));
   b.field("verifiers", verifiers);
 }
 
 void EvalSamplingConfig::bind(ConfigBinder& b) {
-  b.field("k", k);
-  b.field("temperature", temperature);
-  b.field("top_p", top_p);
-  b.field("top_k", top_k);
-  b.field("max_new_tokens", max_new_tokens);
+  b.field("k", k, Range::at_least(1));
+  b.field("temperature", temperature, Range::at_least(0).up_to(100));
+  b.field("top_p", top_p, Range::above(0).up_to(1));
+  b.field("top_k", top_k, Range::at_least(0));
+  b.field("max_new_tokens", max_new_tokens, Range::at_least(1).up_to(1 << 20));
   b.field("greedy", greedy);
 }
 
@@ -56,8 +56,8 @@ void EvalConfig::bind(ConfigBinder& b) {
   b.field("datasets", datasets);
   b.field("sampling", sampling);
   b.field("rewards", rewards);
-  b.field("batch_size", batch_size);
-  b.field("max_prompt_tokens", max_prompt_tokens);
+  b.field("batch_size", batch_size, Range::at_least(1));
+  b.field("max_prompt_tokens", max_prompt_tokens, Range::at_least(0));
 }
 
 // ---- estimators ------------------------------------------------------------------------------

@@ -36,30 +36,26 @@ using nlohmann::json;
 void GrpoDataConfig::bind(ConfigBinder& b) {
   b.field("prompts", prompts);
   format.bind(b);  // the format options sit beside the path: data.chat_template, data.math_instruction, ...
-  b.field("max_prompt_tokens", max_prompt_tokens);
+  b.field("max_prompt_tokens", max_prompt_tokens, Range::at_least(1));
 }
 
 void GrpoSamplingConfig::bind(ConfigBinder& b) {
-  b.field("temperature", temperature);
-  b.field("top_p", top_p);
-  b.field("top_k", top_k);
-  b.field("max_new_tokens", max_new_tokens);
+  b.field("temperature", temperature, Range::at_least(0).up_to(100));
+  b.field("top_p", top_p, Range::above(0).up_to(1));
+  b.field("top_k", top_k, Range::at_least(0));
+  b.field("max_new_tokens", max_new_tokens, Range::at_least(1).up_to(1 << 20));
   b.field("seed_per_row", seed_per_row);
 }
 
 void AdvantageConfig::bind(ConfigBinder& b) {
   b.choice("estimator", estimator, {"grpo", "rloo", "reinforce_pp_baseline"});
   b.choice("scale", scale, {"group", "batch", "none"});
-  b.field("eps", eps);
-  if (b.reading() && !(eps > 0 && std::isfinite(eps))) {
-    throw Error(ErrorInfo{"grpo.advantage.eps is out of range", "grpo.advantage", "a finite number > 0 (e.g. 1e-4)",
-                          nlohmann::json(eps).dump(), "a group of identical rewards has std 0: eps keeps its advantages at 0"});
-  }
+  b.field("eps", eps, Range::above(0));
 }
 
 void DynamicSamplingConfig::bind(ConfigBinder& b) {
   b.field("enabled", enabled);
-  b.field("max_retries", max_retries);
+  b.field("max_retries", max_retries, Range::at_least(0));
 }
 
 void GrpoConfig::bind(ConfigBinder& b) {
@@ -72,23 +68,23 @@ void GrpoConfig::bind(ConfigBinder& b) {
   b.field("teacher", teacher);
   b.field("runtime", runtime);
   b.field("data", data);
-  b.field("prompts_per_step", prompts_per_step);
-  b.field("group_size", group_size);
+  b.field("prompts_per_step", prompts_per_step, Range::at_least(1));
+  b.field("group_size", group_size, Range::at_least(2));
   b.field("sampling", sampling);
   b.field("rewards", rewards);
   b.field("advantage", advantage);
   b.field("dynamic_sampling", dynamic_sampling);
-  b.field("mu", mu);
-  b.field("minibatch_size", minibatch_size);
-  b.field("grad_accum", grad_accum);
-  b.field("logprob_micro_batch", logprob_micro_batch);
+  b.field("mu", mu, Range::at_least(1));
+  b.field("minibatch_size", minibatch_size, Range::at_least(0));
+  b.field("grad_accum", grad_accum, Range::at_least(1));
+  b.field("logprob_micro_batch", logprob_micro_batch, Range::at_least(0));
   b.field("loss", loss);
   b.choice("overlong", overlong, {"none", "mask", "penalty"});
   b.field("optim", optim);
-  b.field("steps", steps);
-  b.field("log_every", log_every);
-  b.field("save_every", save_every);
-  b.field("keep_last", keep_last);
+  b.field("steps", steps, Range::at_least(1));
+  b.field("log_every", log_every, Range::at_least(0));
+  b.field("save_every", save_every, Range::at_least(0));
+  b.field("keep_last", keep_last, Range::at_least(1));
   b.field("resume", resume);
 }
 
@@ -458,7 +454,8 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     cfg.sampling.seed_per_row = true;
     log_info("data parallel: sampling.seed_per_row on, so that the ranks sample what one process would");
   }
-  RunDir run(cfg.run_dir);
+  RunDir run(cfg.run_dir, /*lock=*/dist.is_main());  // ranks share the folder; rank 0 holds the lock
+  if (cfg.resume && latest_checkpoint(cfg.run_dir)) run.check_resumed_config(config_to_json(cfg), canonical_config<GrpoConfig>, kResumeFreeKeys);
   if (dist.is_main()) run.save_resolved_config(config_to_json(cfg));
 
   // ---- setup: tokenizer, prompts, verifiers --------------------------------------------------
@@ -570,6 +567,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     bar = std::make_unique<ProgressBar>("grpo", cfg.steps, "step");
     bar->update(step);
   }
+  NonFiniteGuard nonfinite("grpo", cfg.optim.skip_nonfinite, cfg.run_dir);
   while (step < cfg.steps) {
     const double t_step = now_seconds();
     json rec = {{"step", step + 1}};
@@ -719,6 +717,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
           const double tok_denom = dist.enabled() ? dist.sum(mb_tokens) : mb_tokens;  // sync point
           const int64_t micro = (n_mb + cfg.grad_accum - 1) / cfg.grad_accum;
           double mb_loss = 0;
+          std::map<std::string, double> mb_parts;  // policy and kl terms of this minibatch, for the non-finite check
           for (int64_t m0 = mb; m0 < mb + n_mb; m0 += micro) {
             const int64_t n = std::min(micro, mb + n_mb - m0);
             auto rows = torch::tensor(std::vector<int64_t>(perm.begin() + m0, perm.begin() + m0 + n));
@@ -736,6 +735,8 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
             if (cfg.loss.aggregation == "dr_grpo" && cfg.loss.dr_grpo_constant > 0) w = 1.0;
             (loss * w).backward();
             mb_loss += st.loss * w;
+            mb_parts["policy"] += st.policy_loss * w;
+            mb_parts["kl"] += st.kl * w;
             agg.kl += st.kl * st.tokens;
             agg.clip_low += st.clip_low * st.tokens;
             agg.clip_high += st.clip_high * st.tokens;
@@ -747,7 +748,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
           }
           dist.all_reduce_gradients(params);  // sync point (no-op in a single process)
           grad_norm = clip_grad_norm(params, cfg.optim.grad_clip);
-          optim.step(lr);
+          if (nonfinite.allows_update(step + 1, mb_parts, grad_norm)) optim.step(lr);
           optim.zero_grad();
           loss_sum += mb_loss;
           ++updates;

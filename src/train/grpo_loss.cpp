@@ -22,28 +22,23 @@ std::string format_number(double v) {
 void GrpoLossOptions::bind(ConfigBinder& b) {
   b.choice("loss_type", loss_type, {"ppo_clip", "cispo"});
   b.choice("importance_level", importance_level, {"token", "sequence", "sequence_token"});
-  b.field("eps_low", eps_low);
-  b.field("eps_high", eps_high);
-  b.field("dual_clip", dual_clip);
-  b.field("beta", beta);
+  b.field("eps_low", eps_low, Range::at_least(0).below(1));
+  b.field("eps_high", eps_high, Range::at_least(0));
+  b.field("dual_clip", dual_clip, Range::above(1).or_off(0));
+  b.field("beta", beta, Range::at_least(0));
   b.choice("kl_estimator", kl_estimator, {"k1", "k2", "k3"});
   b.choice("aggregation", aggregation, {"sequence", "token", "dr_grpo"});
-  b.field("dr_grpo_constant", dr_grpo_constant);
+  b.field("dr_grpo_constant", dr_grpo_constant, Range::at_least(0));
   if (b.reading()) validate();
 }
 
+// The options no config key sets (top_entropy_quantile, entropy_coef: set by callers of the
+// pure function); the keys above are checked by their Range when read.
 void GrpoLossOptions::validate() const {
   auto bad = [](const char* key, double v, const char* range) {
     throw Error(ErrorInfo{std::string("grpo.loss.") + key + " is out of range", "grpo.loss", range, format_number(v),
                           "see src/train/grpo_loss.h for what the key does"});
   };
-  if (!(eps_low >= 0 && eps_low <= 1)) bad("eps_low", eps_low, "[0, 1] (the ratio is clipped below at 1 - eps_low)");
-  if (!(eps_high >= 0 && std::isfinite(eps_high))) bad("eps_high", eps_high, "a finite number >= 0");
-  if (!(dual_clip == 0 || (dual_clip > 1 && std::isfinite(dual_clip))))
-    bad("dual_clip", dual_clip, "0 (off) or a finite number > 1 (the bound c |A| on negative advantages)");
-  if (!(beta >= 0 && std::isfinite(beta))) bad("beta", beta, "a finite number >= 0");
-  if (!(dr_grpo_constant >= 0 && std::isfinite(dr_grpo_constant)))
-    bad("dr_grpo_constant", dr_grpo_constant, "0 (N x sampling.max_new_tokens) or a finite number > 0");
   if (!(top_entropy_quantile > 0 && top_entropy_quantile <= 1))
     bad("top_entropy_quantile", top_entropy_quantile, "(0, 1] (the share of highest-entropy tokens trained; 1 = all)");
   if (!std::isfinite(entropy_coef)) bad("entropy_coef", entropy_coef, "a finite number");

@@ -6,6 +6,7 @@
 
 #include "common/config.h"
 #include "common/error.h"
+#include "common/log.h"  // defines: log_warn
 #include "model/checkpoint.h"
 #include "model/transformer.h"
 
@@ -14,14 +15,15 @@ namespace fs = std::filesystem;
 namespace retort {
 
 void OptimConfig::bind(ConfigBinder& b) {
-  b.field("lr", lr);
-  b.field("min_lr_ratio", min_lr_ratio);
-  b.field("warmup_steps", warmup_steps);
-  b.field("weight_decay", weight_decay);
-  b.field("beta1", beta1);
-  b.field("beta2", beta2);
-  b.field("eps", eps);
-  b.field("grad_clip", grad_clip);
+  b.field("lr", lr, Range::at_least(0).up_to(1));
+  b.field("min_lr_ratio", min_lr_ratio, Range::between(0, 1));
+  b.field("warmup_steps", warmup_steps, Range::at_least(0));
+  b.field("weight_decay", weight_decay, Range::between(0, 1));
+  b.field("beta1", beta1, Range::at_least(0).below(1));
+  b.field("beta2", beta2, Range::at_least(0).below(1));
+  b.field("eps", eps, Range::above(0).up_to(1));
+  b.field("grad_clip", grad_clip, Range::at_least(0));
+  b.field("skip_nonfinite", skip_nonfinite, Range::at_least(0));
 }
 
 double learning_rate(const OptimConfig& c, int64_t step, int64_t total) {
@@ -101,6 +103,44 @@ double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm)
 }
 
 // ---------------------------------------------------------------------------------------
+// Non-finite steps
+
+NonFiniteGuard::NonFiniteGuard(std::string stage, int64_t max_skips, std::string run_dir)
+    : stage_(std::move(stage)), run_dir_(std::move(run_dir)), max_skips_(max_skips) {}
+
+bool NonFiniteGuard::allows_update(int64_t step, const std::map<std::string, double>& losses, double grad_norm) {
+  // "nan" whatever its sign bit (printf would say "-nan" for some), "inf" or "-inf".
+  auto text = [](double v) { return std::isnan(v) ? std::string("nan") : v > 0 ? std::string("inf") : std::string("-inf"); };
+  std::string bad;
+  for (const auto& [part, value] : losses)
+    if (!std::isfinite(value)) bad += (bad.empty() ? "" : ", ") + ("loss part '" + part + "' = " + text(value));
+  if (!std::isfinite(grad_norm)) bad += (bad.empty() ? "" : ", ") + ("gradient norm = " + text(grad_norm));
+  if (bad.empty()) return true;
+  if (skipped_ < max_skips_) {
+    ++skipped_;
+    log_warn(stage_ + ": step " + std::to_string(step) + ": " + bad + "; update skipped (" + std::to_string(skipped_) + " of optim.skip_nonfinite=" +
+             std::to_string(max_skips_) + ")");
+    return false;
+  }
+  auto last = latest_checkpoint(run_dir_);
+  throw Error(ErrorInfo{"training stopped at step " + std::to_string(step) + ": " + bad + " is not finite" +
+                            (max_skips_ > 0 ? " (after skipping " + std::to_string(skipped_) + " such steps)" : ""),
+                        stage_, "", "",
+                        "no weights were updated or saved from it; " +
+                            (last ? "the last good checkpoint is " + *last + " (a rerun resumes from it)" : std::string("no checkpoint was written yet")) +
+                            "; lower optim.lr, check the data and the loss settings, or set optim.skip_nonfinite=N"});
+}
+
+void check_finite_weights(Qwen2ForCausalLMImpl& model, int64_t step, const std::string& what) {
+  torch::NoGradGuard ng;
+  for (const auto& p : model.named_parameters()) {
+    if (torch::isfinite(p.value()).all().item<bool>()) continue;  // sync point
+    throw Error(ErrorInfo{"the weights at step " + std::to_string(step) + " are not finite", what, "finite values in every tensor",
+                          "NaN or infinity in " + p.key(), "nothing was written; lower optim.lr, or resume from the last good checkpoint"});
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // Checkpoints
 
 namespace {
@@ -121,6 +161,7 @@ void save_training_checkpoint(const std::string& run_dir, int64_t step, Qwen2For
                               const nlohmann::json& trainer_state, const std::string& tokenizer_dir, int keep_last,
                               const std::map<std::string, torch::Tensor>& extra) {
   fs::path root = fs::path(run_dir) / "checkpoints";
+  check_finite_weights(model, step, (root / ("step-" + std::to_string(step))).string());
   fs::create_directories(root);
   fs::path final_dir = root / ("step-" + std::to_string(step));
   fs::path tmp = root / (".tmp-step-" + std::to_string(step));

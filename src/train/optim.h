@@ -30,6 +30,7 @@ struct OptimConfig {
   double beta2 = 0.95;         // 0.95, as most LLM recipes, for stability at small batch
   double eps = 1e-8;
   double grad_clip = 1.0;      // max global grad norm; 0 = off
+  int64_t skip_nonfinite = 0;  // steps with a non-finite loss or grad norm skipped (no update) before the run stops
   void bind(ConfigBinder& b);
 };
 
@@ -65,6 +66,33 @@ class AdamW {
 // Clips the global L2 norm of the gradients to `max_norm` (0 = no clipping); returns the
 // norm before clipping.
 double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm);
+
+// ---- non-finite steps -------------------------------------------------------------------------
+
+// The one place where SFT, distillation and GRPO decide what a step with a non-finite loss or
+// gradient norm does (a NaN in the weights spreads to every later step and checkpoint):
+//   all finite                  -> the update goes ahead;
+//   non-finite, skips left      -> no update (the caller zeroes the gradients as always), a warning;
+//   non-finite, no skips left   -> retort::Error naming the stage, the step, the loss part(s)
+//                                  that went non-finite and the last checkpoint to resume from.
+// Each loop calls it once per optimizer step, right before AdamW::step:
+//   if (guard.allows_update(step + 1, parts, grad_norm)) optim.step(lr);
+class NonFiniteGuard {
+ public:
+  // `max_skips`: optim.skip_nonfinite; `run_dir`: where the last good checkpoint is named from.
+  NonFiniteGuard(std::string stage, int64_t max_skips, std::string run_dir);
+  // `step`: the 1-based step being taken; `losses`: each loss part's value this step.
+  bool allows_update(int64_t step, const std::map<std::string, double>& losses, double grad_norm);
+  int64_t skipped() const { return skipped_; }
+
+ private:
+  std::string stage_, run_dir_;
+  int64_t max_skips_ = 0, skipped_ = 0;
+};
+
+// Throws retort::Error when a weight of `model` is NaN or infinite: no checkpoint or final
+// model is ever written from non-finite weights.
+void check_finite_weights(Qwen2ForCausalLMImpl& model, int64_t step, const std::string& what);
 
 // ---- checkpoints ---------------------------------------------------------------------------
 

@@ -194,42 +194,7 @@ json input_hashes(const std::vector<std::string>& inputs) {
 // change. A recorded config that no longer parses (a key since removed) is compared as written.
 using Canonical = json (*)(const json&);
 
-template <class T>
-json canonical_config(const json& doc) {
-  try {
-    return config_to_json(parse_config<T>(doc, "stage.json"));
-  } catch (const Error&) {
-    return doc;
-  }
-}
-
 json canonical_as_written(const json& doc) { return doc; }
-
-// "steps: 1600 then, 7 now; loss.beta: 0.05 then, 0.1 now": at most four differences between
-// two configs, each named by its key under `prefix`.
-std::string config_differences(const json& then, const json& now, const std::string& prefix) {
-  auto shown = [](const json& doc, const std::string& pointer) -> std::string {
-    const json::json_pointer ptr(pointer);
-    if (!doc.contains(ptr)) return "absent";
-    std::string v = doc.at(ptr).dump();
-    return v.size() > 60 ? v.substr(0, 57) + "..." : v;
-  };
-  const json patch = json::diff(then, now);
-  std::string out;
-  size_t n = 0;
-  for (const auto& op : patch) {
-    const std::string pointer = op.at("path").get<std::string>();
-    if (n < 4) {
-      std::string key = prefix;
-      for (char c : pointer.substr(pointer.empty() ? 0 : 1)) key += (c == '/') ? '.' : c;
-      if (!out.empty()) out += "; ";
-      out += key + ": " + shown(then, pointer) + " then, " + shown(now, pointer) + " now";
-    }
-    ++n;
-  }
-  if (n > 4) out += "; and " + std::to_string(n - 4) + " more";
-  return out;
-}
 
 // A finished stage leaves DIR/stage.json: its resolved config and the hashes of its inputs.
 // Returns true when the stage can be skipped; throws when it finished under a different

@@ -25,7 +25,7 @@ namespace retort {
 void SftDataConfig::bind(ConfigBinder& b) {
   b.field("train", train);
   b.field("valid", valid);
-  b.field("valid_fraction", valid_fraction);
+  b.field("valid_fraction", valid_fraction, Range::at_least(0).below(1));
   format.bind(b);  // the trace options sit beside the paths: data.max_length, data.chat_template, ...
 }
 
@@ -38,13 +38,13 @@ void SftConfig::bind(ConfigBinder& b) {
   b.field("runtime", runtime);
   b.field("data", data);
   b.field("optim", optim);
-  b.field("steps", steps);
-  b.field("batch_size", batch_size);
-  b.field("grad_accum", grad_accum);
-  b.field("log_every", log_every);
-  b.field("eval_every", eval_every);
-  b.field("save_every", save_every);
-  b.field("keep_last", keep_last);
+  b.field("steps", steps, Range::at_least(1));
+  b.field("batch_size", batch_size, Range::at_least(1));
+  b.field("grad_accum", grad_accum, Range::at_least(1));
+  b.field("log_every", log_every, Range::at_least(0));
+  b.field("eval_every", eval_every, Range::at_least(0));
+  b.field("save_every", save_every, Range::at_least(0));
+  b.field("keep_last", keep_last, Range::at_least(1));
   b.field("resume", resume);
   b.field("distill", distill);
 }
@@ -164,6 +164,21 @@ Batch on_policy_batch(Qwen2ForCausalLMImpl& model, const std::vector<TokenizedSa
   return out;
 }
 
+// The longest kept sample must fit the model's positions: data.max_length bounds the samples,
+// and a sample past max_position_embeddings would run the model where it was never trained
+// (and a huge one would allocate a T x T attention map of terabytes).
+void check_sample_lengths(const std::vector<TokenizedSample>& train, const std::vector<TokenizedSample>& valid, int64_t max_positions,
+                          int64_t max_length, const std::string& where) {
+  size_t longest = 0;
+  for (const auto* set : {&train, &valid})
+    for (const auto& s : *set) longest = std::max(longest, s.ids.size());
+  if (static_cast<int64_t>(longest) <= max_positions) return;
+  throw Error(ErrorInfo{"a training sample is longer than the model's max_position_embeddings", where + ": data.max_length",
+                        "samples of at most " + std::to_string(max_positions) + " tokens",
+                        "a sample of " + std::to_string(longest) + " tokens (data.max_length = " + std::to_string(max_length) + ")",
+                        "set data.max_length=" + std::to_string(max_positions) + " or less"});
+}
+
 // Summed token cross-entropy of a batch: sum over trained targets of -log p(target).
 torch::Tensor summed_ce(const ForwardOutput& out, const Batch& b) {
   auto logits = out.logits.narrow(1, 0, b.ids.size(1) - 1).to(torch::kFloat);  // [B, T-1, V]
@@ -218,7 +233,8 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
   // Data parallel (RANK/WORLD_SIZE set): every rank builds the same global batches from the
   // same seed and trains on its slice; only rank 0 writes the run directory.
   const DistContext& dist = dist_context(device);
-  RunDir run(cfg.run_dir);
+  RunDir run(cfg.run_dir, /*lock=*/dist.is_main());  // ranks share the folder; rank 0 holds the lock
+  if (cfg.resume && latest_checkpoint(cfg.run_dir)) run.check_resumed_config(config_to_json(cfg), canonical_config<SftConfig>, kResumeFreeKeys);
   if (dist.is_main()) run.save_resolved_config(config_to_json(cfg));
 
   std::string tok_path = !cfg.tokenizer.empty() ? cfg.tokenizer : (fs::path(cfg.model) / "tokenizer.json").string();
@@ -257,6 +273,7 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
     throw Error(ErrorInfo{"the tokenizer has more tokens than the model's vocabulary", where, "vocab_size >= " + std::to_string(tok.vocab_size()),
                           std::to_string(model->config().vocab_size), "use the model's own tokenizer"});
   }
+  check_sample_lengths(train, valid, model->config().max_position_embeddings, cfg.data.format.max_length, where);
   std::vector<std::pair<std::string, torch::Tensor>> named;
   std::vector<torch::Tensor> params;
   for (auto& p : model->named_parameters()) {
@@ -350,6 +367,7 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
     bar = std::make_unique<ProgressBar>("sft", cfg.steps, "step");
     bar->update(step);
   }
+  NonFiniteGuard nonfinite(distiller ? "distill" : "sft", cfg.optim.skip_nonfinite, cfg.run_dir);
   while (step < cfg.steps) {
     double t0 = now_seconds();
     std::vector<Batch> micro;
@@ -423,7 +441,7 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
     }
     double grad_norm = clip_grad_norm(params, cfg.optim.grad_clip);
     double lr = learning_rate(cfg.optim, step, cfg.steps);
-    optim.step(lr);
+    if (nonfinite.allows_update(step + 1, parts, grad_norm)) optim.step(lr);
     optim.zero_grad();
     ++step;
     double dt = now_seconds() - t0;

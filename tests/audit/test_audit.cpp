@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "audit/audit_command.h"
+#include "audit/chain_log.h"
 #include "audit/query.h"
 #include "audit/report.h"
 #include "common/error.h"
@@ -717,4 +718,11 @@ TEST_CASE("audit: report.html renders in headless Chromium and hostile text stay
   dom = dom_of("");
   CHECK(dom.find(std::to_string(res.embedded) + " of " + std::to_string(res.embedded) + " embedded chains match") !=
         std::string::npos);
+}
+
+TEST_CASE("chain log: a failed write is an error at the next flush, never silent", "[unit]") {
+  retort::ChainLog log("/dev/full");  // every write fails with ENOSPC, as on a full disk
+  log.write(nlohmann::json{{"step", 1}, {"chain", 0}});
+  CHECK_THROWS_WITH(log.flush(), Catch::Contains("/dev/full") && Catch::Contains("chain log") && Catch::Contains("No space left on device"));
+  CHECK_THROWS_WITH(log.write(nlohmann::json{{"step", 1}, {"chain", 1}}), Catch::Contains("/dev/full"));
 }

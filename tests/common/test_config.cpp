@@ -137,3 +137,80 @@ TEST_CASE("run directory is created and keeps the resolved config", "[unit]") {
   CHECK(run.checkpoint(12) == dir + "/checkpoints/step-12");
   CHECK_THROWS_AS(retort::RunDir(run.file("config.resolved.json")), retort::Error);
 }
+
+namespace {
+struct RangedCfg {
+  int batch = 8;
+  int64_t steps = 100;
+  double lr = 1e-3, ratio = 0.1, dual_clip = 0.0;
+  void bind(retort::ConfigBinder& b) {
+    b.field("batch", batch, retort::Range::at_least(1));
+    b.field("steps", steps, retort::Range::at_least(1));
+    b.field("lr", lr, retort::Range::at_least(0).up_to(1));
+    b.field("ratio", ratio, retort::Range::at_least(0).below(1));
+    b.field("dual_clip", dual_clip, retort::Range::above(1).or_off(0));
+  }
+};
+}  // namespace
+
+TEST_CASE("config ranges: one error naming the key, the value and the range", "[unit]") {
+  struct Row {
+    std::string key;
+    json value;
+    bool ok;
+    std::string message;  // part of the error when refused
+  };
+  // Expected messages written from the ranges declared above, not from the implementation.
+  const std::vector<Row> rows = {
+      {"batch", 1, true, ""},
+      {"batch", 0, false, "config key 'batch' is out of range (expected >= 1, got 0)"},
+      {"batch", 4294967298LL, false, "config key 'batch' is out of range (expected an integer in [-2147483648, 2147483647], got 4294967298)"},
+      {"steps", 18446744073709551615ULL, false, "config key 'steps' is out of range (expected an integer below 2^63, got 18446744073709551615)"},
+      {"lr", 0.0, true, ""},
+      {"lr", 1.0, true, ""},
+      {"lr", -1e-3, false, "config key 'lr' is out of range (expected in [0, 1], got -0.001)"},
+      {"lr", 1e308, false, "config key 'lr' is out of range (expected in [0, 1], got 1e+308)"},
+      {"ratio", 0.999, true, ""},
+      {"ratio", 1.0, false, "(expected in [0, 1), got 1)"},
+      {"dual_clip", 0.0, true, ""},
+      {"dual_clip", 3.0, true, ""},
+      {"dual_clip", 1.0, false, "config key 'dual_clip' is out of range (expected > 1, or 0 (off), got 1)"},
+      {"dual_clip", 0.5, false, "(expected > 1, or 0 (off), got 0.5)"},
+  };
+  for (const auto& row : rows) {
+    json doc = {{row.key, row.value}};
+    INFO(row.key << " = " << row.value.dump());
+    if (row.ok) {
+      CHECK_NOTHROW(retort::parse_config<RangedCfg>(doc, "x.json"));
+    } else {
+      CHECK_THROWS_WITH(retort::parse_config<RangedCfg>(doc, "x.json"),
+                        Catch::StartsWith("x.json: ") && Catch::Contains(row.message) && Catch::Contains("pass " + row.key + "=VALUE"));
+    }
+  }
+  // An override reaches the same check.
+  json doc = json::object();
+  retort::apply_override(doc, "batch=4294967298");
+  CHECK_THROWS_WITH(retort::parse_config<RangedCfg>(doc, "x.json"), Catch::Contains("'batch' is out of range"));
+}
+
+TEST_CASE("config differences name each changed key with both values", "[unit]") {
+  json then = {{"steps", 1600}, {"loss", {{"beta", 0.05}, {"eps_low", 0.2}}}};
+  json now = {{"steps", 7}, {"loss", {{"beta", 0.1}, {"eps_low", 0.2}}}};
+  CHECK(retort::config_differences(then, now, "grpo.") == "grpo.loss.beta: 0.05 then, 0.1 now; grpo.steps: 1600 then, 7 now");
+  CHECK(retort::config_differences(then, then) == "");
+}
+
+TEST_CASE("run directory: empty or root refused, one run at a time", "[unit]") {
+  CHECK_THROWS_WITH(retort::RunDir(""), Catch::Contains("config key 'run_dir' is empty"));
+  CHECK_THROWS_WITH(retort::RunDir("/"), Catch::Contains("config key 'run_dir' resolves to the root folder"));
+  CHECK_THROWS_WITH(retort::RunDir("/tmp/../"), Catch::Contains("resolves to the root folder"));
+  const std::string dir = std::string(RETORT_BINARY_DIR) + "/test_runs/run_dir_lock";
+  {
+    retort::RunDir first(dir);
+    // A second open file description of run.lock conflicts even in the same process.
+    CHECK_THROWS_WITH(retort::RunDir(dir), Catch::Contains("in use by another retort run (pid " + std::to_string(::getpid()) + ")"));
+    retort::RunDir unlocked(dir, /*lock=*/false);  // a data-parallel rank other than 0
+    CHECK(unlocked.path() == dir);
+  }
+  CHECK_NOTHROW(retort::RunDir(dir));  // released with its holder
+}

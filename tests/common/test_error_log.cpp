@@ -49,3 +49,29 @@ TEST_CASE("this process runs with an OpenBLAS core type chosen for the CPU", "[u
   else REQUIRE(got != nullptr);
   CHECK(retort::cpu_count() >= 1);
 }
+
+TEST_CASE("a failed metrics write is an error and leaves no torn line", "[unit]") {
+  // /dev/full: every write fails with ENOSPC, as on a full disk.
+  FILE* f = std::fopen("/dev/full", "ab");
+  REQUIRE(f != nullptr);
+  CHECK_THROWS_WITH(retort::append_whole_line(f, "{\"step\": 1}\n", "/dev/full"),
+                    Catch::Contains("/dev/full: cannot append a line to the file") && Catch::Contains("No space left on device"));
+  std::fclose(f);
+  // A regular file keeps its whole lines after a failed write.
+  std::string path = std::string(RETORT_BINARY_DIR) + "/append_whole_line.jsonl";
+  std::remove(path.c_str());
+  FILE* g = std::fopen(path.c_str(), "ab");
+  retort::append_whole_line(g, "{\"step\": 1}\n", path);
+  std::fclose(g);
+  std::ifstream in(path);
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(all == "{\"step\": 1}\n");
+}
+
+TEST_CASE("check_fits_in_memory refuses what the machine cannot hold", "[unit]") {
+  const double avail = retort::available_memory_bytes();
+  REQUIRE(avail > 0);
+  CHECK_NOTHROW(retort::check_fits_in_memory(1e6, "a buffer", "key", ""));
+  CHECK_THROWS_WITH(retort::check_fits_in_memory(avail * 2 + 1e12, "the model's weights", "model_config", "smaller"),
+                    Catch::StartsWith("model_config: the model's weights would need") && Catch::Contains("more than this machine has"));
+}

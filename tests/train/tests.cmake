@@ -6,5 +6,6 @@ set(RETORT_TESTS_train
   ${CMAKE_CURRENT_LIST_DIR}/test_grpo_objectives.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_eval.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_pipeline.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_bad_input.cpp
 )
 set(RETORT_TESTS_train_LIBS retort_core)
