@@ -34,7 +34,7 @@ retort::SamplerOptions base_options() {
   retort::SamplerOptions o;
   o.group_size = 3;
   o.max_new_tokens = 20;
-  o.temperature = 1.0;
+  o.temperature = 2.5;  // the fixture model mostly repeats the last token: flatten it so that rows differ
   o.stop_token_ids = {2, 40, 41};  // some rows stop early, others run to max_new_tokens
   o.seed = 7;
   o.block_size = 4;
@@ -81,10 +81,10 @@ TEST_CASE("engine completions are the same whatever the budget, batch, admission
   for (int64_t i = 0; i < 9; ++i) identity.push_back(i);
 
   SECTION("a budget so small that sequences are preempted and recomputed") {
-    // qwen2_tiny: 2 layers x 2 kv heads x 8 dims x K,V x 4 bytes = 128 bytes a position, 512 a
+    // qwen2_tiny: 2 layers x 2 kv heads x 8 dims x K,V x 4 bytes = 256 bytes a position, 1024 a
     // block of 4. 14 + 20 - 1 = 33 positions = 9 blocks: the smallest budget that fits one sequence.
     retort::SamplerOptions s = o;
-    s.kv_cache_mb = 9.0 * 512 / (1024 * 1024);
+    s.kv_cache_mb = 9.0 * 1024 / (1024 * 1024);
     retort::EngineStats st;
     auto r = retort::sample(*model, prompts, s, {}, &st);
     CHECK(st.num_blocks == 9);
@@ -136,14 +136,14 @@ TEST_CASE("the engine's KV cache holds each prompt once and frees finished seque
   // The static sampler holds N x (P + max_new_tokens) positions.
   retort::EngineStats dense;
   retort::sample_static(*model, one, o, {}, &dense);
-  CHECK(dense.peak_kv_bytes() == 8 * (14 + 3) * 128);
-  CHECK(st.peak_kv_bytes() == 11 * 4 * 128);
+  CHECK(dense.peak_kv_bytes() == 8 * (14 + 3) * 256);
+  CHECK(st.peak_kv_bytes() == 11 * 4 * 256);
 }
 
 TEST_CASE("a sequence that cannot fit the KV cache budget is one clear error", "[model]") {
   auto model = retort::load_model(fixture("qwen2_tiny"));
   retort::SamplerOptions o = base_options();
-  o.kv_cache_mb = 8.0 * 512 / (1024 * 1024);  // one block short of the 9 the 14-token prompt needs
+  o.kv_cache_mb = 8.0 * 1024 / (1024 * 1024);  // one block short of the 9 the 14-token prompt needs
   try {
     retort::sample(*model, prompts_for_test(), o);
     FAIL("no error");
@@ -223,9 +223,9 @@ TEST_CASE("retort generate --prompts: the same lines for any --kv-cache-mb, log-
   const std::string base = bin + " generate --model " + dir.string() + " --prompts " + prompts.string() +
                            " --n 3 --max-new-tokens 12 --temperature 1 --top-p 1 --seed 5 --threads 1";
   const std::string roomy = run_command(base + " 2>/dev/null");
-  // 3 blocks of 16 positions at 128 bytes a position: less than the 9 sequences hold, so the
+  // 3 blocks of 16 positions at 256 bytes a position: less than the 9 sequences hold, so the
   // engine preempts; more than one sequence needs (14 + 12 - 1 = 25 positions, 2 blocks).
-  const std::string tight = run_command(base + " --kv-cache-mb 0.006 2>/dev/null");
+  const std::string tight = run_command(base + " --kv-cache-mb 0.012 2>/dev/null");
   REQUIRE(!roomy.empty());
   CHECK(roomy == tight);
   std::istringstream lines(roomy);
