@@ -176,11 +176,22 @@ void register_model_commands(CLI::App& app) {
       EngineStats st;
       auto r = sample(*model, prompts, o, [&tok](const std::vector<int32_t>& c) { return tok.decode(c, /*skip_special=*/false); },
                       &st);
-      auto lp = r.logprobs.to(torch::kCPU).to(torch::kDouble).contiguous();  // [N, L]
       const int64_t G = o.group_size;
+      // The printed log-probs: one forward pass per finished sequence ([1, P + n], the shapes
+      // of `retort score`), not the sampler's, whose last float bits depend on what the batch
+      // held; so that the same seed prints the same lines for any --kv-cache-mb.
+      LogprobOptions lo;
+      lo.temperature = o.greedy || o.temperature <= 0 ? 1.0 : o.temperature;
+      torch::NoGradGuard no_grad;
       for (size_t i = 0; i < r.texts.size(); ++i) {
         const auto& ids = r.completions[i];
-        std::vector<double> lps(lp[static_cast<int64_t>(i)].data_ptr<double>(), lp[static_cast<int64_t>(i)].data_ptr<double>() + ids.size());
+        const auto& pids = prompts[i / static_cast<size_t>(G)];
+        std::vector<int64_t> all(pids.begin(), pids.end());
+        all.insert(all.end(), ids.begin(), ids.end());
+        auto seq_lp = token_logprobs(*model, torch::tensor(all, torch::kLong).unsqueeze(0), {}, lo)
+                          .to(torch::kCPU).to(torch::kDouble).contiguous();  // [1, P + n - 1]
+        const double* lp0 = seq_lp.data_ptr<double>() + (seq_lp.size(1) - static_cast<int64_t>(ids.size()));
+        std::vector<double> lps(lp0, lp0 + ids.size());
         double sum = 0;
         for (double x : lps) sum += x;
         const int64_t row = static_cast<int64_t>(i);
