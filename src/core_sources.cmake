@@ -11,6 +11,10 @@ list(APPEND RETORT_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/model/checkpoint.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rollout/sampler.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rollout/score.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/rollout/block_manager.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/rollout/scheduler.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/rollout/model_runner.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/rollout/engine.cpp
 )
 # dist/: data parallel over c10d (one Torch translation unit)
 list(APPEND RETORT_CORE_SOURCES

@@ -3,7 +3,9 @@
 // go to stderr.
 #include <algorithm>   // defines: std::max
 #include <filesystem>  // defines: std::filesystem
+#include <fstream>     // defines: std::ifstream
 #include <iostream>    // defines: std::cin, std::cout
+#include <optional>    // defines: std::optional
 #include <set>         // defines: std::set
 
 #include "cli/commands.h"
@@ -15,7 +17,7 @@
 #include "common/torch_pch.h"       // defines: torch::NoGradGuard
 #include "model/checkpoint.h"       // defines: load_model
 #include "rollout/logprobs.h"       // defines: token_logprobs
-#include "rollout/sampler.h"        // defines: sample
+#include "rollout/sampler.h"        // defines: sample, EngineStats
 #include "tokenizer/chat_template.h"  // defines: ChatTemplate
 #include "tokenizer/tokenizer.h"    // defines: Tokenizer
 
@@ -96,17 +98,21 @@ void register_model_commands(CLI::App& app) {
   {
     auto a = std::make_shared<ModelArgs>();
     auto prompt = std::make_shared<std::string>();
+    auto prompts_file = std::make_shared<std::string>();
     auto chat = std::make_shared<std::string>();
     auto so = std::make_shared<SamplerOptions>();
     so->max_new_tokens = 256;
     CLI::App* cmd = app.add_subcommand(
-        "generate", "sample completions from a checkpoint; stdout: one JSON line per completion "
-                    "{\"index\", \"text\", \"ids\", \"finish_reason\", \"logprob\"}");
+        "generate", "sample completions from a checkpoint with the rollout engine; stdout: one JSON line per completion "
+                    "{\"prompt_index\", \"sample_index\", \"prompt_ids\", \"ids\", \"logprobs\", \"text\", \"finish_reason\", "
+                    "\"index\", \"logprob\"}, prompt by prompt (docs/rollout.md)");
     add_model_args(cmd, *a);
-    cmd->add_option("--prompt", *prompt, "prompt text (special-token strings are matched)")->required();
-    cmd->add_option("--chat", *chat, "wrap the prompt as a user turn of this chat template: r1-distill | chatml | plain");
+    auto* one = cmd->add_option("--prompt", *prompt, "prompt text (special-token strings are matched)");
+    auto* many = cmd->add_option("--prompts", *prompts_file, "JSONL file: one {\"prompt\": TEXT} or {\"ids\": [...]} per line");
+    one->excludes(many);
+    cmd->add_option("--chat", *chat, "wrap text prompts as a user turn of this chat template: r1-distill | chatml | plain");
     // The same ranges as the sampling keys of a config (GrpoSamplingConfig, EvalSamplingConfig).
-    cmd->add_option("--n", so->group_size, "completions")->capture_default_str()->check(in_range(Range::between(1, 4096)));
+    cmd->add_option("--n", so->group_size, "completions per prompt")->capture_default_str()->check(in_range(Range::between(1, 4096)));
     cmd->add_option("--max-new-tokens", so->max_new_tokens, "tokens per completion at most")
         ->capture_default_str()->check(in_range(Range::between(1, 1 << 20)));
     cmd->add_option("--temperature", so->temperature, "sampling temperature (0 = greedy)")
@@ -116,39 +122,93 @@ void register_model_commands(CLI::App& app) {
     cmd->add_option("--top-k", so->top_k, "keep the k most likely tokens (0 = all)")
         ->capture_default_str()->check(in_range(Range::at_least(0)));
     cmd->add_flag("--greedy", so->greedy, "argmax decoding");
-    cmd->add_option("--seed", a->seed, "random seed (the same seed gives the same completions)")->capture_default_str();
-    cmd->callback([a, prompt, chat, so] {
+    cmd->add_option("--seed", a->seed, "random seed (the same seed gives the same completions, whatever --kv-cache-mb)")
+        ->capture_default_str();
+    cmd->add_option("--kv-cache-mb", so->kv_cache_mb, "KV cache budget in MiB (0 = CPU 2048, CUDA half the free memory)")
+        ->capture_default_str()->check(in_range(Range::at_least(0).up_to(1 << 24)));
+    cmd->callback([a, prompt, prompts_file, chat, so] {
+      if (prompt->empty() == prompts_file->empty())
+        throw Error("give one of --prompt TEXT and --prompts FILE.jsonl", "retort generate", "see retort generate --help");
       auto model = open_model(*a);
       Tokenizer tok = open_tokenizer(a->dir);
-      std::string text = *prompt;
       std::vector<std::string> extra_stops;
+      std::optional<ChatTemplate> tmpl;
       if (!chat->empty()) {
-        ChatTemplate t = ChatTemplate::by_name(*chat);
-        text = t.render({ChatMessage{"user", *prompt}}, /*add_generation_prompt=*/true);
-        extra_stops = t.stop_strings();
+        tmpl = ChatTemplate::by_name(*chat);
+        extra_stops = tmpl->stop_strings();
+      }
+      auto encode_text = [&](const std::string& t) {
+        return tok.encode(tmpl ? tmpl->render({ChatMessage{"user", t}}, /*add_generation_prompt=*/true) : t);
+      };
+      const int64_t V = model->config().vocab_size;
+      std::vector<std::vector<int32_t>> prompts;
+      if (!prompt->empty()) {
+        prompts.push_back(encode_text(*prompt));
+        if (prompts.back().empty()) throw Error("the prompt encodes to no tokens", "--prompt", "give a non-empty prompt");
+      } else {
+        std::ifstream in(*prompts_file);
+        if (!in) throw Error("cannot open the prompts file", *prompts_file, "check the path");
+        std::string line;
+        int64_t lineno = 0;
+        while (std::getline(in, line)) {
+          ++lineno;
+          if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+          const std::string where = *prompts_file + ":" + std::to_string(lineno);
+          json doc = parse_json_text(line, where);
+          std::vector<int32_t> ids;
+          if (doc.is_object() && doc.contains("prompt") && doc["prompt"].is_string()) {
+            ids = encode_text(doc["prompt"].get<std::string>());
+          } else if (doc.is_object() && doc.contains("ids") && doc["ids"].is_array()) {
+            for (const auto& x : doc["ids"]) {
+              if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= V) {
+                throw Error(ErrorInfo{"a token id is not an integer of the vocabulary", where, "0 <= id < " + std::to_string(V),
+                                      quote_for_error(x.dump()), ""});
+              }
+              ids.push_back(static_cast<int32_t>(x.get<int64_t>()));
+            }
+          } else {
+            throw Error(ErrorInfo{"each line must be {\"prompt\": TEXT} or {\"ids\": [...]}", where, "one of them",
+                                  quote_for_error(line), ""});
+          }
+          if (ids.empty()) throw Error("the prompt has no tokens", where, "give a non-empty prompt");
+          prompts.push_back(std::move(ids));
+        }
+        if (prompts.empty()) throw Error("the prompts file holds no prompt", *prompts_file, "one JSON object per line");
       }
       SamplerOptions o = *so;
       o.seed = static_cast<uint64_t>(a->seed);
       o.stop_token_ids = stop_ids_for(a->dir, model->config(), tok, extra_stops);
-      std::vector<int32_t> ids = tok.encode(text);
-      if (ids.empty()) throw Error("the prompt encodes to no tokens", "--prompt", "give a non-empty prompt");
-      // The sampler's KV cache: K and V of every layer for n rows of prompt + max_new_tokens
-      // positions, float32 (the largest dtype) -- checked before it is allocated.
-      const ModelConfig& mc = model->config();
-      const double cache = 2.0 * mc.num_hidden_layers * mc.kv_size() * static_cast<double>(o.group_size) *
-                           (static_cast<double>(ids.size()) + static_cast<double>(o.max_new_tokens)) * 4.0;
-      check_fits_in_memory(cache, "the KV cache for --n " + std::to_string(o.group_size) + " x (prompt + --max-new-tokens " +
-                                      std::to_string(o.max_new_tokens) + ")",
-                           "--max-new-tokens", "lower --max-new-tokens or --n");
-      auto r = sample(*model, {ids}, o, [&tok](const std::vector<int32_t>& c) { return tok.decode(c, /*skip_special=*/false); });
-      auto lp = r.logprobs.sum(1).to(torch::kCPU);  // [G]
+      EngineStats st;
+      auto r = sample(*model, prompts, o, [&tok](const std::vector<int32_t>& c) { return tok.decode(c, /*skip_special=*/false); },
+                      &st);
+      const int64_t G = o.group_size;
+      // The printed log-probs: one forward pass per finished sequence ([1, P + n], the shapes
+      // of `retort score`), not the sampler's, whose last float bits depend on what the batch
+      // held; so that the same seed prints the same lines for any --kv-cache-mb.
+      LogprobOptions lo;
+      lo.temperature = o.greedy || o.temperature <= 0 ? 1.0 : o.temperature;
+      torch::NoGradGuard no_grad;
       for (size_t i = 0; i < r.texts.size(); ++i) {
-        json line = {{"index", i}, {"text", r.texts[i]}, {"ids", r.completions[i]},
-                     {"finish_reason", r.truncated[i] ? "length" : "stop"},
-                     {"logprob", lp[static_cast<int64_t>(i)].item<double>()}};
+        const auto& ids = r.completions[i];
+        const auto& pids = prompts[i / static_cast<size_t>(G)];
+        std::vector<int64_t> all(pids.begin(), pids.end());
+        all.insert(all.end(), ids.begin(), ids.end());
+        auto seq_lp = token_logprobs(*model, torch::tensor(all, torch::kLong).unsqueeze(0), {}, lo)
+                          .to(torch::kCPU).to(torch::kDouble).contiguous();  // [1, P + n - 1]
+        const double* lp0 = seq_lp.data_ptr<double>() + (seq_lp.size(1) - static_cast<int64_t>(ids.size()));
+        std::vector<double> lps(lp0, lp0 + ids.size());
+        double sum = 0;
+        for (double x : lps) sum += x;
+        const int64_t row = static_cast<int64_t>(i);
+        json line = {{"prompt_index", row / G}, {"sample_index", row % G}, {"prompt_ids", prompts[static_cast<size_t>(row / G)]},
+                     {"ids", ids}, {"logprobs", lps}, {"text", r.texts[i]}, {"finish_reason", r.truncated[i] ? "length" : "stop"},
+                     {"index", row}, {"logprob", sum}};
         std::cout << line.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
       }
       std::cout.flush();
+      log_info("generate: " + std::to_string(r.texts.size()) + " completions; KV cache " + std::to_string(st.num_blocks) +
+               " blocks of " + std::to_string(st.block_size) + " positions, peak " + std::to_string(st.peak_kv_bytes() / 1024) +
+               " KiB, " + std::to_string(st.preemptions) + " preemptions");
     });
   }
 

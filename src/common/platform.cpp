@@ -43,13 +43,16 @@ std::string preferred_openblas_coretype() {
   return "";
 }
 
-void ensure_openblas_coretype() {
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;  // the user's choice wins
-  std::string type = preferred_openblas_coretype();
-  if (type.empty()) return;
+void ensure_process_env() {
+  bool set = false;
+  if (std::getenv("OPENBLAS_CORETYPE") == nullptr) {  // the user's choice wins
+    std::string type = preferred_openblas_coretype();
+    if (!type.empty()) set = setenv("OPENBLAS_CORETYPE", type.c_str(), 1) == 0 || set;
+  }
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) set = setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0 || set;
+  if (!set) return;
   // Guard against a re-exec loop should setenv somehow not reach the new image.
   if (std::getenv("RETORT_REEXECED") != nullptr) return;
-  setenv("OPENBLAS_CORETYPE", type.c_str(), 1);
   setenv("RETORT_REEXECED", "1", 1);
 
   // Rebuild argv from /proc/self/cmdline: this runs from a static constructor, before main.
@@ -68,7 +71,7 @@ void ensure_openblas_coretype() {
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   ::execv("/proc/self/exe", argv.data());
-  // execv returned: keep going with the slow kernel rather than fail.
+  // execv returned: keep going with the slow kernel and spinning threads rather than fail.
 }
 
 int cpu_count() {

@@ -5,13 +5,17 @@
 
 namespace retort {
 
-// OpenBLAS 0.3.21 (Debian 12) does not recognise recent x86 CPUs and falls back to a slow
-// generic kernel unless OPENBLAS_CORETYPE is set before the library loads, i.e. before
-// the process starts. When the user has not set it, this re-executes the current program
-// with OPENBLAS_CORETYPE=SkylakeX (CPUs with AVX-512F) or Haswell (AVX2) and returns only
-// when no re-exec was needed or possible. Called from a static constructor in every
-// executable (common/openblas_env.cpp).
-void ensure_openblas_coretype();
+// Environment that the BLAS and OpenMP runtimes read once, when they load (before main), so it
+// must be in place before the process starts. When the user has not set them, this
+// re-executes the current program with:
+//   OPENBLAS_CORETYPE=SkylakeX (AVX-512F) or Haswell (AVX2): OpenBLAS 0.3.21 (Debian 12) does not
+//     recognise recent x86 CPUs and falls back to a slow generic kernel;
+//   OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning. On a shared CPU (GRPO's
+//     sandbox workers beside the sampler, other jobs) spinning threads take the cores the
+//     others need; measured in docs/rollout.md.
+// Returns only when no re-exec was needed or possible. Called from a static constructor in
+// every executable (common/openblas_env.cpp). A value the user set always wins.
+void ensure_process_env();
 
 // The OpenBLAS core type this CPU should use ("SkylakeX", "Haswell" or "" when neither).
 std::string preferred_openblas_coretype();

@@ -32,8 +32,9 @@ std::string apply_runtime(const RuntimeConfig& cfg) {
   at::set_num_threads(threads);
   torch::manual_seed(static_cast<uint64_t>(cfg.seed));
   const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  const char* wait = std::getenv("OMP_WAIT_POLICY");
   return "torch " + std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + ", " + std::to_string(at::get_num_threads()) +
-         " intra-op threads, OPENBLAS_CORETYPE=" + (coretype ? coretype : "(unset)") + ", device " +
+         " intra-op threads, OPENBLAS_CORETYPE=" + (coretype ? coretype : "(unset)") + ", OMP_WAIT_POLICY=" + (wait ? wait : "(unset)") + ", device " +
          resolve_device(cfg.device);
 }
 

@@ -90,6 +90,17 @@ torch::Tensor Qwen2AttentionImpl::forward(const torch::Tensor& x, const Attentio
     k_all = ctx.cache->k[layer].narrow(2, 0, ctx.past + T);
     v_all = ctx.cache->v[layer].narrow(2, 0, ctx.past + T);
   }
+  if (ctx.paged != nullptr) {
+    // Block KV cache (rollout engine): the new keys/values go to their slots, then each row's
+    // keys are gathered in position order: [B*S, Hkv, D] -> [B, Hkv, S, D], the rows held only.
+    auto& pk = ctx.paged->k[layer];
+    auto& pv = ctx.paged->v[layer];
+    pk.index_copy_(0, ctx.paged->write_slots, k.transpose(1, 2).reshape({B * T, Hkv, D}));
+    pv.index_copy_(0, ctx.paged->write_slots, v.transpose(1, 2).reshape({B * T, Hkv, D}));
+    const int64_t Sp = ctx.paged->S;
+    k_all = pk.index_select(0, ctx.paged->read_slots).view({B, Sp, Hkv, D}).transpose(1, 2);
+    v_all = pv.index_select(0, ctx.paged->read_slots).view({B, Sp, Hkv, D}).transpose(1, 2);
+  }
   const int64_t S = k_all.size(2);
   torch::Tensor out;  // [B, H, T, D]
 #if TORCH_VERSION_MAJOR >= 2
@@ -257,6 +268,14 @@ ForwardOutput Qwen2ForCausalLMImpl::forward(const torch::Tensor& input_ids, cons
   ctx.past = past;
   ctx.cache = cache;
   ctx.want_probs = opts.output_attentions;
+  if (opts.paged != nullptr) {
+    if (cache != nullptr || !opts.position_ids.defined()) {
+      throw Error(ErrorInfo{"a forward pass over the block KV cache needs position ids and no dense cache", "Qwen2ForCausalLM::forward",
+                            "ForwardOptions::position_ids set, cache null", cache ? "a dense cache too" : "no position ids", ""});
+    }
+    ctx.paged = opts.paged;
+    ctx.allowed = opts.paged->allowed;  // [B, 1, T, S]
+  }
   if (inv_freq_.device() != dev) inv_freq_ = inv_freq_.to(dev);
   auto freqs = pos.to(torch::kFloat).unsqueeze(-1) * inv_freq_.view({1, 1, -1});  // [B, T, D/2] float32
   auto emb = torch::cat({freqs, freqs}, -1);                                                // [B, T, D]

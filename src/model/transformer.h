@@ -45,12 +45,25 @@ struct KVCache {
   void select_rows(const torch::Tensor& rows);
 };
 
+// The rollout engine's block KV cache as one forward pass sees it (rollout/model_runner.cpp
+// fills it): a pool of fixed-size blocks per layer, flattened to slots (slot = block *
+// block_size + offset), each row's keys read back through its slots in position order.
+// Memory is proportional to the positions held, never rows x max length.
+struct PagedKV {
+  std::vector<torch::Tensor> k, v;  // per layer: [num_slots, Hkv, D], model dtype
+  torch::Tensor write_slots;        // [B*T] int64: slot of each new token's key/value (padding -> a scratch slot)
+  torch::Tensor read_slots;         // [B*S] int64: slots of each row's positions 0..S-1 (padded with the scratch slot)
+  torch::Tensor allowed;            // [B, 1, T, S] bool: query t may attend position s
+  int64_t S = 0;                    // key positions per row (the batch's longest)
+};
+
 struct ForwardOptions {
   bool output_hidden_states = false;  // fill ForwardOutput::hidden_states (L + 1 tensors)
   bool output_attentions = false;     // fill ForwardOutput::attentions (eager attention; costs [B,H,T,S] per layer)
   KVCache* cache = nullptr;           // append the new tokens' keys/values and attend over the past ones
   torch::Tensor position_ids;         // [B, T] int64; undefined = derived from the mask (padding skipped)
   bool last_logits_only = false;      // logits for the last position only ([B, 1, V]): prefill and decode
+  PagedKV* paged = nullptr;           // block KV cache of the rollout engine (position_ids required; no `cache`)
 };
 
 struct ForwardOutput {
@@ -77,6 +90,7 @@ struct AttentionContext {
   int64_t past = 0;        // cache slots before the new tokens
   KVCache* cache = nullptr;
   bool want_probs = false;
+  PagedKV* paged = nullptr;  // the rollout engine's block KV cache (replaces `allowed`'s key axis by its S)
 };
 
 class Qwen2AttentionImpl : public torch::nn::Module {

@@ -1,5 +1,6 @@
-// The sampler (see sampler.h for the stages) and token_logprobs (logprobs.h): one
-// translation unit, since both are the model's inference-side consumers.
+// The static sampler (sample_static, the benchmark's baseline; see sampler.h), token choice
+// and token_logprobs (logprobs.h): one translation unit, since all are the model's
+// inference-side consumers. The engine (`sample`) is rollout/engine.cpp.
 #include "rollout/sampler.h"
 
 #include <ATen/CPUGeneratorImpl.h>  // defines: at::detail::createCPUGenerator
@@ -77,8 +78,8 @@ at::Generator make_generator(const torch::Device& dev, uint64_t seed) {
 
 // ---- the sampler -------------------------------------------------------------------------
 
-Rollout sample(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_t>>& prompts,
-               const SamplerOptions& opts, const DecodeFn& decode) {
+Rollout sample_static(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_t>>& prompts,
+                      const SamplerOptions& opts, const DecodeFn& decode, EngineStats* stats) {
   torch::NoGradGuard no_grad;
   const int64_t B = static_cast<int64_t>(prompts.size()), G = opts.group_size, Lmax = opts.max_new_tokens;
   if (B == 0 || G < 1 || Lmax < 1) {
@@ -177,10 +178,17 @@ Rollout sample(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_
     const int64_t A = static_cast<int64_t>(active_host.size());
     std::vector<int64_t> keep;                                      // slots that go on
     keep.reserve(A);
+    if (stats) {
+      ++stats->decode_steps;
+      stats->idle_slot_steps += A < N;
+    }
     for (int64_t i = 0; i < A; ++i) {
       const int64_t row = active_host[i];
       lengths[row] = t + 1;
-      if (sp[i]) {
+      if (!opts.forced_lengths.empty() && t + 1 >= opts.forced_lengths[static_cast<size_t>(row)]) {
+        stopped[row] = true;
+        finish_row(row);
+      } else if (sp[i]) {
         stopped[row] = true;
         finish_row(row);
       } else {
@@ -203,6 +211,15 @@ Rollout sample(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_
       active_host.swap(ah);
     }
     logits = model.forward(next.unsqueeze(1), {}, fo).logits.select(1, 0);  // [A, V]
+  }
+
+  if (stats) {
+    // The dense cache held N rows of P + max_new_tokens positions (after the G-fold copy).
+    const auto& c = model.config();
+    stats->block_size = 1;
+    stats->bytes_per_block = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim *
+                             static_cast<int64_t>(torch::elementSize(model.dtype()));
+    stats->num_blocks = stats->peak_blocks = N * (P + Lmax);
   }
 
   // Assemble the rollout.

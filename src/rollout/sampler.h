@@ -1,15 +1,14 @@
-// The sampler: G completions for each of B prompts, with a KV cache, per-token
-// log-probabilities of the sampled tokens, and a batch that shrinks as sequences finish.
+// Sampling: G completions for each of B prompts, with per-token log-probabilities of the
+// sampled tokens. `sample` runs the rollout engine (rollout/engine.h: a block KV cache sized
+// by a memory budget, the prompt's KV stored once per group, continuous batching with
+// preemption); `sample_static` is the previous batched sampler, kept as the benchmark's
+// baseline (tests/bench/bench_rollout): it left-pads the B prompts, prefills them once,
+// copies each prompt's dense cache rows G times ([N, Hkv, P + max_new_tokens, D] per layer),
+// and decodes the shrinking batch until the longest row ends.
 //
-// Stages: (1) left-pad the B prompts and run them through the model once (prefill, one per
-// prompt, not per completion); (2) copy each prompt's cache rows G times; (3) decode one
-// token per step for the active rows: sample (greedy | temperature, top-k, top-p), record
-// log p, stop rows that produced a stop id; (4) drop finished rows from the cache and the
-// batch (compaction) so that they stop costing compute. Ids only: texts come from the
-// caller's decoder. What it deliberately is not: a continuous-batching server.
-//
-// Shapes: B prompts, G group size, P prompt length (longest prompt), L completion length
-// (the longest completion produced, at most max_new_tokens), V vocab.
+// Shapes: B prompts, G group size, N = B*G rows (row b*G + g is completion g of prompt b),
+// P prompt length (longest prompt), L completion length (the longest completion produced,
+// at most max_new_tokens), V vocab.
 #pragma once
 
 #include <cstdint>     // defines: int64_t, uint64_t
@@ -54,14 +53,40 @@ struct SamplerOptions {
   // Called (on the calling thread) as soon as a row finishes, with its row index and ids,
   // so that verification can start while other rows still decode. Optional.
   std::function<void(int64_t row, const std::vector<int32_t>& completion)> on_finished;
+
+  // ---- the engine's memory and batching (sample_static ignores them)
+  double kv_cache_mb = 0;           // KV cache budget in MiB (fractions allowed); 0 = the default (CPU: 2048; CUDA: half the free memory)
+  int64_t block_size = 16;          // positions per KV cache block
+  int64_t max_num_seqs = 256;       // sequences decoded together at most
+  int64_t max_prefill_tokens = 1024;  // positions per prefill step: longer prompts are prefilled in chunks
+  // Benchmarks only: row i stops after forced_lengths[i] tokens as if it had drawn a stop token
+  // (so that two samplers do the same work). Empty = off.
+  std::vector<int64_t> forced_lengths;
+};
+
+// What the engine did (for benchmarks and logs).
+struct EngineStats {
+  int64_t num_blocks = 0, block_size = 0;  // the pool (its size after the budget and the work's worst case)
+  int64_t bytes_per_block = 0;             // K and V of every layer
+  int64_t peak_blocks = 0;                 // most blocks in use at once
+  int64_t prefill_steps = 0, decode_steps = 0;
+  int64_t idle_slot_steps = 0;             // decode steps with fewer rows than min(max_num_seqs, N)
+  int64_t preemptions = 0;
+  int64_t peak_kv_bytes() const { return peak_blocks * bytes_per_block; }
 };
 
 using DecodeFn = std::function<std::string(const std::vector<int32_t>& ids)>;
 
-// Samples G completions for each prompt (ids, no padding, each non-empty). Runs under
-// torch::NoGradGuard. `decode`, when given, fills Rollout::texts.
+// Samples G completions for each prompt (ids, no padding, each non-empty) with the rollout
+// engine (rollout/engine.cpp). Runs under torch::NoGradGuard. `decode`, when given, fills
+// Rollout::texts; `stats`, when given, receives what the engine did.
 Rollout sample(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_t>>& prompts,
-               const SamplerOptions& opts, const DecodeFn& decode = {});
+               const SamplerOptions& opts, const DecodeFn& decode = {}, EngineStats* stats = nullptr);
+
+// The previous static sampler (the benchmark's baseline; see the top of this file). With
+// `stats`, reports its decode steps and the steps with idle rows (fewer active than N).
+Rollout sample_static(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_t>>& prompts,
+                      const SamplerOptions& opts, const DecodeFn& decode = {}, EngineStats* stats = nullptr);
 
 // Picks one token per row of logits [A, V] according to opts (greedy / temperature / top-k /
 // top-p) -> [A] int64. Exposed for tests.

@@ -3,6 +3,7 @@
 
 #include <condition_variable>  // defines: std::condition_variable
 #include <exception>           // defines: std::exception_ptr
+#include <memory>              // defines: std::make_shared
 #include <mutex>               // defines: std::mutex
 #include <set>                 // defines: std::set
 #include <thread>              // defines: std::thread
@@ -10,6 +11,7 @@
 
 #include "common/error.h"     // defines: retort::Error
 #include "common/platform.h"  // defines: now_seconds
+#include "rewards/extract.h"   // defines: rewards::split_think
 
 namespace retort {
 
@@ -64,7 +66,7 @@ class StreamingScorer {
     table_.total = rewards::combine_rewards(table_);
     return table_;
   }
-  double busy_s() const { return busy_s_; }  // read after finish()
+  double busy_s() const { return busy_s_; }  // read after finish(): summed over batches that overlap
 
  private:
   void close() {
@@ -74,34 +76,43 @@ class StreamingScorer {
     }
     cv_.notify_one();
   }
+  // Each batch the worker drains is scored on a thread of its own, so that the verifiers'
+  // deadlines run side by side: no cell waits longer than deadline_s after its completion
+  // finished, and the whole step waits at most deadline_s after the last one (a serial
+  // queue would add the deadlines up).
   void loop() {
     std::unique_lock<std::mutex> lk(mu_);
     for (;;) {
       cv_.wait(lk, [this] { return closed_ || !pending_.empty(); });
       if (pending_.empty()) break;  // closed and drained
-      std::vector<std::pair<int64_t, rewards::ScoreInput>> work;
-      work.swap(pending_);
-      lk.unlock();
-      try {
-        double t0 = now_seconds();
-        std::vector<rewards::ScoreInput> inputs;
-        inputs.reserve(work.size());
-        for (auto& w : work) inputs.push_back(std::move(w.second));
-        rewards::RewardTable part = set_.score(inputs);  // blocks until answered or the deadline
-        const size_t k = static_cast<size_t>(table_.k);
-        for (size_t i = 0; i < work.size(); ++i) {
-          const size_t row = static_cast<size_t>(work[i].first);
-          for (size_t j = 0; j < k; ++j) {
-            table_.rewards[row * k + j] = part.rewards[i * k + j];
-            table_.passed[row * k + j] = part.passed[i * k + j];
-            table_.details[row * k + j] = std::move(part.details[i * k + j]);
-          }
+      auto work = std::make_shared<std::vector<std::pair<int64_t, rewards::ScoreInput>>>();
+      work->swap(pending_);
+      batches_.emplace_back([this, work] { score_batch(*work); });
+    }
+    lk.unlock();
+    for (auto& t : batches_) t.join();
+  }
+  void score_batch(std::vector<std::pair<int64_t, rewards::ScoreInput>>& work) {
+    try {
+      const double t0 = now_seconds();
+      std::vector<rewards::ScoreInput> inputs;
+      inputs.reserve(work.size());
+      for (auto& w : work) inputs.push_back(std::move(w.second));
+      rewards::RewardTable part = set_.score(inputs);  // blocks until answered or the deadline
+      const size_t k = static_cast<size_t>(table_.k);
+      std::lock_guard<std::mutex> lk(mu_);
+      for (size_t i = 0; i < work.size(); ++i) {
+        const size_t row = static_cast<size_t>(work[i].first);
+        for (size_t j = 0; j < k; ++j) {
+          table_.rewards[row * k + j] = part.rewards[i * k + j];
+          table_.passed[row * k + j] = part.passed[i * k + j];
+          table_.details[row * k + j] = std::move(part.details[i * k + j]);
         }
-        busy_s_ += now_seconds() - t0;
-      } catch (...) {
-        error_ = std::current_exception();
       }
-      lk.lock();
+      busy_s_ += now_seconds() - t0;
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(mu_);
+      error_ = std::current_exception();
     }
   }
 
@@ -114,6 +125,7 @@ class StreamingScorer {
   bool closed_ = false;
   double busy_s_ = 0;
   std::exception_ptr error_;
+  std::vector<std::thread> batches_;  // one per drained batch; joined by the worker before it ends
   std::thread worker_;
 };
 
@@ -151,6 +163,26 @@ ScoredRollout sample_and_score(Qwen2ForCausalLMImpl& model, const std::vector<st
   s.score_wait_s = now_seconds() - t1;
   s.verify_busy_s = scorer.busy_s();
   return s;
+}
+
+ChainEntry chain_entry(const PromptRecord& rec, const ScoredRollout& s, int64_t row) {
+  const auto r = static_cast<size_t>(row);
+  ChainEntry e;
+  e.prompt_id = rec.id;
+  e.sample = row % s.rollout.group_size;
+  e.prompt = rec.text;
+  e.text = s.texts[r];
+  rewards::ThinkSplit split = rewards::split_think(e.text, rec.text);
+  e.reasoning = std::string(split.reasoning);
+  e.answer = std::string(split.answer);
+  for (int k = 0; k < s.table.k; ++k)
+    e.verifiers[s.table.names[static_cast<size_t>(k)]] =
+        verifier_cell(s.table.reward(static_cast<int>(row), k), s.table.passed[r * static_cast<size_t>(s.table.k) + k] != 0,
+                      s.table.detail(static_cast<int>(row), k));
+  e.reward = s.table.total[r];
+  e.length = static_cast<int64_t>(s.rollout.completions[r].size());
+  e.truncated = s.rollout.truncated[r];
+  return e;
 }
 
 std::vector<int64_t> sampler_stop_ids(const ModelConfig& mc, const Tokenizer& tok, const ChatTemplate& tmpl) {

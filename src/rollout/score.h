@@ -1,10 +1,10 @@
 // Sampling with overlapped verification: G completions for each of B prompts, each one handed
 // to the verifiers the moment the sampler reports it finished, so that scoring (math on the
 // TBB arena, code in the sandbox pool) runs while other rows still decode (DESIGN.md section 1).
-// Shared by the recipes that sample and score (evaluation; GRPO can use the same helper).
-//
-// What it deliberately is not: a scheduler across batches. One call samples one batch and
-// returns when every row is scored or the reward set's deadline has passed.
+// The one scored-rollout path of GRPO, `retort eval`, `retort generate` and the demo: the
+// rollout engine (rollout/engine.h) samples, each finished sequence goes to the verifiers at
+// once, and the call returns when every row is scored or the deadline (rewards.deadline_s
+// after the last completion finished) has passed.
 //
 // Shapes: B prompts, G completions per prompt, N = B*G rows (row g*G + j is completion j of
 // prompt g), K verifiers, P prompt length, L completion length.
@@ -14,6 +14,7 @@
 #include <string>   // defines: std::string
 #include <vector>   // defines: std::vector
 
+#include "audit/chain_log.h"    // defines: ChainEntry
 #include "data/prompts.h"       // defines: PromptRecord
 #include "model/config.h"       // defines: ModelConfig
 #include "rewards/combine.h"    // defines: rewards::RewardSet, RewardTable
@@ -39,6 +40,12 @@ struct ScoredRollout {
 ScoredRollout sample_and_score(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_t>>& prompt_ids,
                                const std::vector<const PromptRecord*>& records, SamplerOptions opts,
                                const rewards::RewardSet& rewards, const Tokenizer& tok);
+
+// The chains.jsonl entry (audit/chain_log.h) of row `row` of a scored rollout of `rec`: prompt,
+// text and its think/answer split, every verifier's cell, total reward, sample index, length,
+// truncated. The one place that builds it (GRPO and eval); the caller adds step, group,
+// advantage and KL.
+ChainEntry chain_entry(const PromptRecord& rec, const ScoredRollout& s, int64_t row);
 
 // The sampler's stop ids: the model's EOS ids plus the tokens that end an assistant turn in
 // `tmpl` (when the tokenizer has them as single tokens).

@@ -43,6 +43,7 @@ void EvalSamplingConfig::bind(ConfigBinder& b) {
   b.field("top_k", top_k, Range::at_least(0));
   b.field("max_new_tokens", max_new_tokens, Range::at_least(1).up_to(1 << 20));
   b.field("greedy", greedy);
+  b.field("kv_cache_mb", kv_cache_mb, Range::at_least(0).up_to(1 << 24));
 }
 
 void EvalConfig::bind(ConfigBinder& b) {
@@ -357,6 +358,7 @@ EvalResult run_eval(const json& doc_in, const std::string& where, const std::vec
   base.top_p = cfg.sampling.top_p;
   base.top_k = cfg.sampling.top_k;
   base.pad_token_id = 0;
+  base.kv_cache_mb = cfg.sampling.kv_cache_mb;
 
   fs::remove(samples_path);  // a fresh evaluation: the file holds this run's samples only
   EvalResult result;
@@ -415,12 +417,17 @@ EvalResult run_eval(const json& doc_in, const std::string& where, const std::vec
       double sample_s = 0, wait_s = 0;
       int64_t tokens = 0;
       ProgressBar bar("eval " + dr.name, dr.prompts, "prompt");
-      for (int64_t b0 = 0, batch = 0; b0 < dr.prompts; b0 += cfg.batch_size, ++batch) {
+      const int64_t data_seed = static_cast<int64_t>(mix_seed(cfg.runtime.seed, static_cast<int64_t>(di), 0));
+      for (int64_t b0 = 0; b0 < dr.prompts; b0 += cfg.batch_size) {
         const int64_t nb = std::min(cfg.batch_size, dr.prompts - b0);
         std::vector<std::vector<int32_t>> batch_ids(ids.begin() + b0, ids.begin() + b0 + nb);
         std::vector<const PromptRecord*> batch_recs;
         for (int64_t i = b0; i < b0 + nb; ++i) batch_recs.push_back(&recs[static_cast<size_t>(i)]);
-        so.seed = mix_seed(cfg.runtime.seed, static_cast<int64_t>(di), batch);
+        // One stream per (dataset, prompt, sample): a sample does not depend on batch_size.
+        so.row_seeds.clear();
+        for (int64_t i = b0; i < b0 + nb; ++i)
+          for (int64_t j = 0; j < k; ++j)
+            so.row_seeds.push_back(mix_seed(data_seed, i, j));
         ScoredRollout s = sample_and_score(*model, batch_ids, batch_recs, so, reward_set, tok);
         sample_s += s.sample_s;
         wait_s += s.score_wait_s;
@@ -432,7 +439,8 @@ EvalResult run_eval(const json& doc_in, const std::string& where, const std::vec
           o.applicable.assign(1 + K, 0);
           o.passed.assign(1 + K, 0);
           bool all_pass = true, any = false;
-          ChainEntry e;
+          ChainEntry e = chain_entry(rec, s, row);
+          e.group = static_cast<int64_t>(p);
           for (size_t j = 0; j < K; ++j) {
             const double rw = s.table.reward(r, static_cast<int>(j));
             const bool ok = s.table.passed[static_cast<size_t>(row) * K + j] != 0;
@@ -442,7 +450,6 @@ EvalResult run_eval(const json& doc_in, const std::string& where, const std::vec
               any = true;
               all_pass = all_pass && ok;
             }
-            e.verifiers[dr.verifiers[j]] = verifier_cell(rw, ok, s.table.detail(r, static_cast<int>(j)));
           }
           o.applicable[0] = any;
           o.passed[0] = any && all_pass;
@@ -453,18 +460,6 @@ EvalResult run_eval(const json& doc_in, const std::string& where, const std::vec
           tokens += o.length;
 
           // 5 (samples): the chains.jsonl schema (audit/chain_log.h) plus dataset, passed and vote.
-          e.step = 0;
-          e.prompt_id = rec.id;
-          e.group = static_cast<int64_t>(p);
-          e.sample = row % k;
-          e.prompt = rec.text;
-          e.text = s.texts[static_cast<size_t>(row)];
-          rewards::ThinkSplit split = rewards::split_think(e.text, rec.text);
-          e.reasoning = std::string(split.reasoning);
-          e.answer = std::string(split.answer);
-          e.reward = o.reward;
-          e.length = o.length;
-          e.truncated = o.truncated;
           json line = chain_line(e);
           line["dataset"] = dr.name;
           line["passed"] = o.passed[0] != 0;

@@ -59,6 +59,7 @@ struct EvalSamplingConfig {
   int64_t top_k = 0;             // 0 = all tokens
   int64_t max_new_tokens = 1024; // completion cap; longer ones count as truncated (R1: 32768)
   bool greedy = false;           // argmax decoding; k is then 1 (k greedy samples would be identical)
+  double kv_cache_mb = 0;        // the rollout engine's KV cache budget (MiB); 0 = CPU 2048, CUDA half the free memory
   void bind(ConfigBinder& b);
 };
 

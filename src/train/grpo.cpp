@@ -3,13 +3,10 @@
 
 #include <algorithm>           // defines: std::shuffle, std::min
 #include <cmath>               // defines: std::sqrt, std::isnan
-#include <condition_variable>  // defines: std::condition_variable
-#include <exception>           // defines: std::exception_ptr
 #include <filesystem>          // defines: std::filesystem
-#include <mutex>               // defines: std::mutex
 #include <random>              // defines: std::mt19937_64
+#include <functional>          // defines: std::function
 #include <set>                 // defines: std::set
-#include <thread>              // defines: std::thread
 
 #include "audit/chain_log.h"        // defines: ChainLog, ChainEntry
 #include "common/config.h"          // defines: ConfigBinder, parse_config, apply_override
@@ -23,7 +20,8 @@
 #include "model/transformer.h"      // defines: Qwen2ForCausalLM
 #include "rewards/extract.h"        // defines: rewards::split_think
 #include "rollout/logprobs.h"       // defines: token_logprobs
-#include "rollout/sampler.h"        // defines: sample, Rollout, SamplerOptions
+#include "rollout/sampler.h"        // defines: Rollout, SamplerOptions
+#include "rollout/score.h"          // defines: sample_and_score, ScoredRollout, chain_entry, sampler_stop_ids, mix_seed
 #include "tokenizer/chat_template.h"  // defines: ChatTemplate
 #include "tokenizer/tokenizer.h"    // defines: Tokenizer
 
@@ -45,6 +43,7 @@ void GrpoSamplingConfig::bind(ConfigBinder& b) {
   b.field("top_k", top_k, Range::at_least(0));
   b.field("max_new_tokens", max_new_tokens, Range::at_least(1).up_to(1 << 20));
   b.field("seed_per_row", seed_per_row);
+  b.field("kv_cache_mb", kv_cache_mb, Range::at_least(0).up_to(1 << 24));
 }
 
 void AdvantageConfig::bind(ConfigBinder& b) {
@@ -127,150 +126,27 @@ std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch) {
   return order;
 }
 
-// ---- streaming verification ----------------------------------------------------------------
+// ---- 1 trajectory: sample + score -----------------------------------------------------------
 
-// Scores completions while the sampler still decodes others: submit() (from the sampler's
-// on_finished callback) queues a row; a worker thread scores whatever is queued with
-// RewardSet::score and files the cells by row; finish() waits and returns the N x K table.
-class StreamingScorer {
- public:
-  StreamingScorer(const rewards::RewardSet& set, int64_t n) : set_(set), n_(n) {
-    const size_t k = set.names().size();
-    table_.n = static_cast<int>(n);
-    table_.k = static_cast<int>(k);
-    table_.names = set.names();
-    table_.weights = set.weights();
-    table_.rewards.assign(static_cast<size_t>(n) * k, 0.0);
-    table_.passed.assign(static_cast<size_t>(n) * k, 0);
-    table_.details.assign(static_cast<size_t>(n) * k, json::object());
-    submitted_.assign(static_cast<size_t>(n), false);
-    worker_ = std::thread([this] { loop(); });
-  }
-  ~StreamingScorer() {
-    close();
-    if (worker_.joinable()) worker_.join();
-  }
-
-  void submit(int64_t row, rewards::ScoreInput in) {
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (submitted_[static_cast<size_t>(row)]) return;
-      submitted_[static_cast<size_t>(row)] = true;
-      pending_.emplace_back(row, std::move(in));
-    }
-    cv_.notify_one();
-  }
-  bool submitted(int64_t row) const {
-    std::lock_guard<std::mutex> lk(mu_);
-    return submitted_[static_cast<size_t>(row)];
-  }
-
-  // Waits for every submitted row; returns the table with the weighted totals.
-  rewards::RewardTable finish() {
-    close();
-    if (worker_.joinable()) worker_.join();
-    if (error_) std::rethrow_exception(error_);
-    table_.total = rewards::combine_rewards(table_);
-    return table_;
-  }
-  double busy_s() const { return busy_s_; }  // read after finish()
-
- private:
-  void close() {
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      closed_ = true;
-    }
-    cv_.notify_one();
-  }
-  void loop() {
-    std::unique_lock<std::mutex> lk(mu_);
-    for (;;) {
-      cv_.wait(lk, [this] { return closed_ || !pending_.empty(); });
-      if (pending_.empty()) break;  // closed and drained
-      std::vector<std::pair<int64_t, rewards::ScoreInput>> work;
-      work.swap(pending_);
-      lk.unlock();
-      try {
-        double t0 = now_seconds();
-        std::vector<rewards::ScoreInput> inputs;
-        inputs.reserve(work.size());
-        for (auto& w : work) inputs.push_back(std::move(w.second));
-        rewards::RewardTable part = set_.score(inputs);  // blocks until answered or the deadline
-        const size_t k = static_cast<size_t>(table_.k);
-        for (size_t i = 0; i < work.size(); ++i) {
-          const size_t row = static_cast<size_t>(work[i].first);
-          for (size_t j = 0; j < k; ++j) {
-            table_.rewards[row * k + j] = part.rewards[i * k + j];
-            table_.passed[row * k + j] = part.passed[i * k + j];
-            table_.details[row * k + j] = std::move(part.details[i * k + j]);
-          }
-        }
-        busy_s_ += now_seconds() - t0;
-      } catch (...) {
-        error_ = std::current_exception();
-      }
-      lk.lock();
-    }
-  }
-
-  const rewards::RewardSet& set_;
-  int64_t n_;
-  rewards::RewardTable table_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<std::pair<int64_t, rewards::ScoreInput>> pending_;
-  std::vector<bool> submitted_;
-  bool closed_ = false;
-  double busy_s_ = 0;
-  std::exception_ptr error_;
-  std::thread worker_;
+// One chain of the step: a completion of a prompt with its rewards, advantage and KL. The
+// step's chains are group by group (G consecutive chains share a prompt).
+struct Chain {
+  int64_t prompt = 0;               // index into the PromptSet
+  std::vector<int32_t> completion;  // [L_i] ids, the stop token included
+  std::vector<float> logprobs;      // [L_i] log pi_old of each id at the sampling temperature, from the sampler
+  std::vector<double> rewards;      // [K] per verifier, NaN = not applicable
+  std::vector<uint8_t> passed;      // [K]
+  ChainEntry entry;                 // the chains.jsonl line: text, split, verifier cells, reward, advantage, KL,
+                                    // length, truncated (rollout/score.h chain_entry)
 };
 
-// ---- 1 + 2: sample and score ---------------------------------------------------------------
-
-// One sampling round: G completions for each of some prompts, scored.
-struct Sampled {
-  std::vector<int64_t> prompts;      // [B'] indices into the PromptSet
-  Rollout rollout;                   // tokens [B'*G, P+L], logprobs [B'*G, L], ...
-  std::vector<std::string> texts;    // [B'*G] completions, stop token excluded
-  rewards::RewardTable table;        // [B'*G x K]
-  double sample_s = 0;               // sampler wall time (verification runs inside it)
-  double score_wait_s = 0;           // wait for the verifiers after the sampler returned: the part not hidden
-  double verify_busy_s = 0;          // time the verifiers worked, overlapped or not
+// What stage 1 produced: this rank's kept chains and how they were obtained.
+struct Trajectory {
+  std::vector<Chain> chains;          // [N] kept groups x G
+  int64_t groups_global = 0;          // kept groups over all ranks
+  int64_t dropped = 0, all_equal_groups = 0, rounds = 0, sampled_tokens = 0;
+  double sample_s = 0, score_wait_s = 0, verify_busy_s = 0;
 };
-
-Sampled sample_and_score(Qwen2ForCausalLMImpl& policy, const PromptSet& ps, std::vector<int64_t> prompt_idx, SamplerOptions opts,
-                         const rewards::RewardSet& rewards, const Tokenizer& tok) {
-  Sampled s;
-  s.prompts = std::move(prompt_idx);
-  const int64_t G = opts.group_size;
-  const int64_t N = static_cast<int64_t>(s.prompts.size()) * G;
-  std::vector<std::vector<int32_t>> prompt_ids;
-  for (int64_t p : s.prompts) prompt_ids.push_back(ps.ids[static_cast<size_t>(p)]);
-  std::set<int64_t> stops(opts.stop_token_ids.begin(), opts.stop_token_ids.end());
-  s.texts.assign(static_cast<size_t>(N), "");
-  StreamingScorer scorer(rewards, N);
-  auto to_input = [&](int64_t row, const std::vector<int32_t>& ids) {
-    std::vector<int32_t> c = ids;
-    if (!c.empty() && stops.count(c.back())) c.pop_back();  // the stop token is not part of the text
-    s.texts[static_cast<size_t>(row)] = tok.decode(c, /*skip_special=*/false);
-    const PromptRecord& rec = ps.records[static_cast<size_t>(s.prompts[static_cast<size_t>(row / G)])];
-    return rewards::ScoreInput{rec.text, s.texts[static_cast<size_t>(row)], rec.row, static_cast<int64_t>(ids.size())};
-  };
-  // Verification starts here, on the scorer's thread, while the sampler decodes the other rows.
-  opts.on_finished = [&](int64_t row, const std::vector<int32_t>& ids) { scorer.submit(row, to_input(row, ids)); };
-  double t0 = now_seconds();
-  s.rollout = sample(policy, prompt_ids, opts);
-  double t1 = now_seconds();
-  for (int64_t row = 0; row < N; ++row)  // every row is reported by the sampler; this is a safety net
-    if (!scorer.submitted(row)) scorer.submit(row, to_input(row, s.rollout.completions[static_cast<size_t>(row)]));
-  s.table = scorer.finish();  // sync point: the verifiers' last answers
-  s.sample_s = t1 - t0;
-  s.score_wait_s = now_seconds() - t1;
-  s.verify_busy_s = scorer.busy_s();
-  return s;
-}
 
 bool all_equal(const std::vector<double>& r, size_t from, size_t n) {
   for (size_t i = from + 1; i < from + n; ++i)
@@ -279,12 +155,6 @@ bool all_equal(const std::vector<double>& r, size_t from, size_t n) {
 }
 
 // ---- the batch the update trains on -----------------------------------------------------
-
-// A kept group: group `g` of sampling round `round`.
-struct GroupRef {
-  int round;
-  int64_t g;
-};
 
 struct GrpoBatch {
   torch::Tensor ids;              // [N, P+L] int64: left-padded prompt, then the completion, right-padded
@@ -296,46 +166,39 @@ struct GrpoBatch {
   torch::Tensor ref_logprobs;     // [N, L] float: the anchor; undefined without one
   torch::Tensor advantages;       // [N] float
   int64_t P = 0, L = 0;
-  // Per row: where it came from.
-  std::vector<int> round;         // [N]
-  std::vector<int64_t> src_row;   // [N] row within its round's rollout
-  std::vector<int64_t> group;     // [N] index of its group in this batch
 };
 
-// Gathers the kept groups' rows of one or more rollouts into one padded batch.
-GrpoBatch gather_batch(const std::vector<Sampled>& rounds, const std::vector<GroupRef>& kept, int64_t G, int64_t pad_id,
-                       bool mask_truncated) {
+// The chains as one padded batch: prompts right-aligned at P, completions from P on.
+GrpoBatch gather_batch(const std::vector<Chain>& chains, const PromptSet& ps, int64_t pad_id, bool mask_truncated) {
   GrpoBatch b;
-  for (const auto& k : kept) {
-    b.P = std::max(b.P, rounds[static_cast<size_t>(k.round)].rollout.prompt_length);
-    b.L = std::max(b.L, rounds[static_cast<size_t>(k.round)].rollout.logprobs.size(1));
+  for (const auto& c : chains) {
+    b.P = std::max<int64_t>(b.P, static_cast<int64_t>(ps.ids[static_cast<size_t>(c.prompt)].size()));
+    b.L = std::max<int64_t>(b.L, static_cast<int64_t>(c.completion.size()));
   }
-  const int64_t N = static_cast<int64_t>(kept.size()) * G;
+  const int64_t N = static_cast<int64_t>(chains.size());
   b.ids = torch::full({N, b.P + b.L}, pad_id, torch::kLong);
   b.attention_mask = torch::zeros({N, b.P + b.L}, torch::kLong);
   b.completion_mask = torch::zeros({N, b.L}, torch::kFloat);
   b.sample_logprobs = torch::zeros({N, b.L}, torch::kFloat);
+  b.advantages = torch::zeros({N}, torch::kFloat);
+  auto ia = b.ids.accessor<int64_t, 2>();
+  auto ma = b.attention_mask.accessor<int64_t, 2>();
+  auto ca = b.completion_mask.accessor<float, 2>();
+  auto la = b.sample_logprobs.accessor<float, 2>();
   std::vector<float> keep_row(static_cast<size_t>(N), 1.0f);
-  int64_t i = 0;
-  for (size_t gi = 0; gi < kept.size(); ++gi) {
-    const Rollout& r = rounds[static_cast<size_t>(kept[gi].round)].rollout;
-    const int64_t P = r.prompt_length, L = r.logprobs.size(1);
-    auto tokens = r.tokens.to(torch::kCPU), att = r.attention_mask.to(torch::kCPU);
-    auto cmask = r.completion_mask.to(torch::kCPU), lp = r.logprobs.to(torch::kCPU);
-    for (int64_t j = 0; j < G; ++j, ++i) {
-      const int64_t row = kept[gi].g * G + j;
-      // Prompt: right-aligned at P (left padding grows); completion: starts at P.
-      b.ids[i].narrow(0, b.P - P, P).copy_(tokens[row].narrow(0, 0, P));
-      b.attention_mask[i].narrow(0, b.P - P, P).copy_(att[row].narrow(0, 0, P));
-      b.ids[i].narrow(0, b.P, L).copy_(tokens[row].narrow(0, P, L));
-      b.attention_mask[i].narrow(0, b.P, L).copy_(att[row].narrow(0, P, L));
-      b.completion_mask[i].narrow(0, 0, L).copy_(cmask[row]);
-      b.sample_logprobs[i].narrow(0, 0, L).copy_(lp[row]);
-      if (mask_truncated && r.truncated[static_cast<size_t>(row)]) keep_row[static_cast<size_t>(i)] = 0.0f;
-      b.round.push_back(kept[gi].round);
-      b.src_row.push_back(row);
-      b.group.push_back(static_cast<int64_t>(gi));
+  for (int64_t i = 0; i < N; ++i) {
+    const Chain& c = chains[static_cast<size_t>(i)];
+    const auto& prompt = ps.ids[static_cast<size_t>(c.prompt)];
+    const int64_t P = static_cast<int64_t>(prompt.size());
+    for (int64_t j = 0; j < P; ++j) ia[i][b.P - P + j] = prompt[static_cast<size_t>(j)], ma[i][b.P - P + j] = 1;
+    for (size_t j = 0; j < c.completion.size(); ++j) {
+      ia[i][b.P + static_cast<int64_t>(j)] = c.completion[j];
+      ma[i][b.P + static_cast<int64_t>(j)] = 1;
+      ca[i][static_cast<int64_t>(j)] = 1.0f;
+      la[i][static_cast<int64_t>(j)] = c.logprobs[j];
     }
+    b.advantages[i] = static_cast<float>(c.entry.advantage);
+    if (mask_truncated && c.entry.truncated) keep_row[static_cast<size_t>(i)] = 0.0f;
   }
   b.loss_mask = b.completion_mask * torch::tensor(keep_row).unsqueeze(1);
   return b;
@@ -359,13 +222,6 @@ torch::Tensor completion_logprobs(Qwen2ForCausalLMImpl& model, const GrpoBatch& 
 }
 
 // ---- small helpers ---------------------------------------------------------------------------
-
-std::vector<int64_t> stop_token_ids(const ModelConfig& mc, const Tokenizer& tok, const ChatTemplate& tmpl) {
-  std::set<int64_t> ids(mc.eos_token_ids.begin(), mc.eos_token_ids.end());
-  for (const auto& s : tmpl.stop_strings())
-    if (auto id = tok.token_to_id(s)) ids.insert(*id);
-  return {ids.begin(), ids.end()};
-}
 
 struct MeanStd {
   double mean = std::nan(""), std = std::nan("");
@@ -394,6 +250,342 @@ Qwen2ForCausalLM copy_model(Qwen2ForCausalLMImpl& m, torch::Device device) {
   c->eval();
   for (auto& p : c->parameters()) p.set_requires_grad(false);
   return c;
+}
+
+// ---- 3 update (stages 5-7: anchor, old log-probs, mu passes of clipped-surrogate steps) ----
+// Its internals are the recipe's loss path; keep them here, apart from the stages around them.
+
+struct UpdateStats {
+  std::vector<double> chain_kl;  // [N] each chain's mean KL to the anchor under the sampling policy (NaN without one)
+  GrpoLossStats agg;             // token-weighted over every micro-batch of every pass
+  double loss_sum = 0, grad_norm = 0;
+  int64_t updates = 0, update_tokens = 0;
+  double anchor_s = 0, old_s = 0, update_s = 0;
+};
+
+UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* anchor, AdamW& optim,
+                          std::vector<torch::Tensor>& params, GrpoBatch& batch, const GrpoConfig& cfg,
+                          const DistContext& dist, torch::Device device, double lp_temperature, int64_t step,
+                          int64_t n_global, double lr, NonFiniteGuard& nonfinite) {
+  UpdateStats u;
+  const int64_t N = batch.ids.size(0);
+  u.chain_kl.assign(static_cast<size_t>(N), std::nan(""));
+  auto on_device = [&](const torch::Tensor& t, const torch::Tensor& rows) { return t.index_select(0, rows).to(device); };
+
+  // 5: the anchor's log-probs, and each chain's mean KL to it under the sampling policy
+  //    (k-estimator of the loss, with the same single definition: grpo_loss with A = 0, beta = 1).
+  if (anchor && N > 0) {
+    double t0 = now_seconds();
+    torch::NoGradGuard ng;
+    batch.ref_logprobs = completion_logprobs(*anchor, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);  // [N, L]
+    GrpoLossOptions klo = cfg.loss;
+    klo.beta = 1.0;
+    klo.aggregation = "sequence";
+    auto zero = torch::zeros({1});
+    for (int64_t i = 0; i < N; ++i) {
+      GrpoLossStats st;
+      grpo_loss(batch.sample_logprobs[i].unsqueeze(0), batch.sample_logprobs[i].unsqueeze(0), batch.ref_logprobs[i].unsqueeze(0),
+                zero, batch.completion_mask[i].unsqueeze(0), klo, &st);
+      u.chain_kl[static_cast<size_t>(i)] = st.kl;
+    }
+    u.anchor_s = now_seconds() - t0;
+  }
+
+  // 6: the old (sampling) policy's log-probs: the sampler's, or recomputed with a full
+  //    forward pass when mu > 1 so that the first pass's ratio is exactly 1.
+  if (cfg.mu > 1 && N > 0) {
+    double t0 = now_seconds();
+    torch::NoGradGuard ng;
+    policy->eval();
+    batch.old_logprobs = completion_logprobs(*policy, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);
+    policy->train();
+    u.old_s = now_seconds() - t0;
+  } else {
+    batch.old_logprobs = batch.sample_logprobs;
+  }
+
+  // 7: mu passes over the batch; each minibatch is one optimizer step, accumulated over
+  //    grad_accum micro-batches whose losses are weighted to the minibatch's aggregation.
+  double t0 = now_seconds();
+  const int64_t M = cfg.minibatch_size > 0 ? std::min(cfg.minibatch_size, N) : N;
+  // Data parallel: minibatch_size is 0, so one minibatch (this rank's whole slice) per pass.
+  const int64_t n_minibatches = dist.enabled() ? 1 : (N + M - 1) / M;
+  for (int pass = 0; pass < cfg.mu; ++pass) {
+    std::vector<int64_t> perm(static_cast<size_t>(N));
+    for (int64_t i = 0; i < N; ++i) perm[static_cast<size_t>(i)] = i;
+    std::mt19937_64 rng(mix_seed(cfg.runtime.seed, step, 1000 + pass));
+    std::shuffle(perm.begin(), perm.end(), rng);
+    for (int64_t mbi = 0; mbi < n_minibatches; ++mbi) {
+      const int64_t mb = mbi * M;
+      const int64_t n_mb = std::min(M, N - mb);
+      const double mb_tokens = batch.loss_mask.index_select(0, torch::tensor(std::vector<int64_t>(perm.begin() + mb, perm.begin() + mb + n_mb)))
+                                   .sum().item<double>();
+      // The aggregation's denominators are the combined minibatch's (the whole batch under
+      // data parallel): each rank's loss is its share, and the gradient sum is the total.
+      const double seq_denom = dist.enabled() ? static_cast<double>(n_global) : static_cast<double>(n_mb);
+      const double tok_denom = dist.enabled() ? dist.sum(mb_tokens) : mb_tokens;  // sync point
+      const int64_t micro = (n_mb + cfg.grad_accum - 1) / cfg.grad_accum;
+      double mb_loss = 0;
+      std::map<std::string, double> mb_parts;  // policy and kl terms of this minibatch, for the non-finite check
+      for (int64_t m0 = mb; m0 < mb + n_mb; m0 += micro) {
+        const int64_t n = std::min(micro, mb + n_mb - m0);
+        auto rows = torch::tensor(std::vector<int64_t>(perm.begin() + m0, perm.begin() + m0 + n));
+        auto logp = completion_logprobs(*policy, batch, rows, 0, lp_temperature, device);  // [n, L], with autograd
+        auto mask = on_device(batch.loss_mask, rows);
+        GrpoLossStats st;
+        auto loss = grpo_loss(logp, on_device(batch.old_logprobs, rows),
+                              batch.ref_logprobs.defined() ? on_device(batch.ref_logprobs, rows) : torch::Tensor(),
+                              on_device(batch.advantages, rows), mask, cfg.loss, &st);
+        // Weight of this micro-batch in the minibatch's aggregate (see grpo_loss.h):
+        //   sequence, dr_grpo with the default N x max_completion_length divisor: its share of sequences;
+        //   token: its share of tokens; dr_grpo with a set constant: 1 (sums add up).
+        double w = static_cast<double>(n) / seq_denom;
+        if (cfg.loss.aggregation == "token") w = tok_denom > 0 ? st.tokens / tok_denom : 0.0;
+        if (cfg.loss.aggregation == "dr_grpo" && cfg.loss.dr_grpo_constant > 0) w = 1.0;
+        (loss * w).backward();
+        mb_loss += st.loss * w;
+        mb_parts["policy"] += st.policy_loss * w;
+        mb_parts["kl"] += st.kl * w;
+        u.agg.kl += st.kl * st.tokens;
+        u.agg.clip_low += st.clip_low * st.tokens;
+        u.agg.clip_high += st.clip_high * st.tokens;
+        u.agg.dual_clipped += st.dual_clipped * st.tokens;
+        u.agg.ratio_mean += st.ratio_mean * st.tokens;
+        u.agg.policy_loss += st.policy_loss * w;
+        u.agg.tokens += st.tokens;
+        u.update_tokens += on_device(batch.attention_mask, rows).sum().item<int64_t>();  // sync point
+      }
+      dist.all_reduce_gradients(params);  // sync point (no-op in a single process)
+      u.grad_norm = clip_grad_norm(params, cfg.optim.grad_clip);
+      if (nonfinite.allows_update(step + 1, mb_parts, u.grad_norm)) optim.step(lr);
+      optim.zero_grad();
+      u.loss_sum += mb_loss;
+      ++u.updates;
+    }
+  }
+  u.update_s = now_seconds() - t0;
+  if (dist.enabled()) {
+    auto v = dist.sum({u.loss_sum, u.agg.kl, u.agg.clip_low, u.agg.clip_high, u.agg.dual_clipped, u.agg.ratio_mean, u.agg.policy_loss,
+                       u.agg.tokens, static_cast<double>(u.update_tokens)});
+    u.loss_sum = v[0], u.agg.kl = v[1], u.agg.clip_low = v[2], u.agg.clip_high = v[3], u.agg.dual_clipped = v[4];
+    u.agg.ratio_mean = v[5], u.agg.policy_loss = v[6], u.agg.tokens = v[7], u.update_tokens = static_cast<int64_t>(v[8]);
+  }
+  return u;
+}
+
+// ---- the step's stages ------------------------------------------------------------------------
+
+// What every stage reads and no stage changes.
+struct StepContext {
+  const GrpoConfig& cfg;
+  const PromptSet& prompts;
+  const rewards::RewardSet& rewards;
+  const Tokenizer& tok;
+  const DistContext& dist;
+  const SamplerOptions& sampler;  // the config's sampling options; seeds are set per round
+  torch::Device device;
+  double lp_temperature;          // the sampler's log-prob temperature (1 when greedy)
+};
+
+// 1 trajectory: B prompts x G completions through the one scored-rollout path (each finished
+// completion goes to the verifiers at once); with dynamic sampling (DAPO) groups whose rewards
+// are all equal teach nothing (zero advantage): they are dropped and more prompts are drawn,
+// at most max_retries more rounds. Under data parallel every rank draws the same prompts and
+// samples its slice of each round.
+Trajectory generate_trajectory(Qwen2ForCausalLMImpl& policy, const StepContext& c, int64_t step,
+                               const std::function<int64_t()>& next_prompt) {
+  const GrpoConfig& cfg = c.cfg;
+  const int64_t B = cfg.prompts_per_step, G = cfg.group_size;
+  Trajectory t;
+  for (int round = 0; round <= (cfg.dynamic_sampling.enabled ? cfg.dynamic_sampling.max_retries : 0); ++round) {
+    const int64_t want = B - t.groups_global;
+    if (want <= 0) break;
+    ++t.rounds;
+    std::vector<int64_t> idx;
+    for (int64_t i = 0; i < want; ++i) idx.push_back(next_prompt());
+    ShardRange mine = shard_range(want, c.dist.rank(), c.dist.world_size());
+    idx = std::vector<int64_t>(idx.begin() + mine.begin, idx.begin() + mine.end);
+    int64_t kept_here = 0;
+    if (!idx.empty()) {
+      SamplerOptions so = c.sampler;
+      so.seed = mix_seed(cfg.runtime.seed, step, round);
+      // Completion (prompt i of the round, sample j): a stream of its own, keyed by the
+      // prompt's place in the whole round, whichever rank samples it and whatever else the
+      // engine batches with it.
+      for (int64_t i = mine.begin; i < mine.end; ++i)
+        for (int64_t j = 0; j < G; ++j) so.row_seeds.push_back(mix_seed(static_cast<int64_t>(so.seed), i, j));
+      std::vector<std::vector<int32_t>> ids;
+      std::vector<const PromptRecord*> recs;
+      for (int64_t p : idx) {
+        ids.push_back(c.prompts.ids[static_cast<size_t>(p)]);
+        recs.push_back(&c.prompts.records[static_cast<size_t>(p)]);
+      }
+      ScoredRollout s = sample_and_score(policy, ids, recs, so, c.rewards, c.tok);
+      t.sample_s += s.sample_s;
+      t.score_wait_s += s.score_wait_s;
+      t.verify_busy_s += s.verify_busy_s;
+      for (int64_t g = 0; g < static_cast<int64_t>(idx.size()); ++g) {
+        const bool equal = all_equal(s.table.total, static_cast<size_t>(g * G), static_cast<size_t>(G));
+        t.all_equal_groups += equal;
+        for (int64_t j = 0; j < G; ++j) t.sampled_tokens += static_cast<int64_t>(s.rollout.completions[static_cast<size_t>(g * G + j)].size());
+        if (equal && cfg.dynamic_sampling.enabled) {
+          ++t.dropped;
+          continue;
+        }
+        ++kept_here;
+        for (int64_t j = 0; j < G; ++j) {
+          const int64_t row = g * G + j;
+          Chain ch;
+          ch.prompt = idx[static_cast<size_t>(g)];
+          ch.completion = s.rollout.completions[static_cast<size_t>(row)];
+          auto lp = s.rollout.logprobs[row].narrow(0, 0, static_cast<int64_t>(ch.completion.size())).to(torch::kCPU).contiguous();
+          ch.logprobs.assign(lp.data_ptr<float>(), lp.data_ptr<float>() + lp.numel());
+          for (int k = 0; k < s.table.k; ++k) {
+            ch.rewards.push_back(s.table.reward(static_cast<int>(row), k));
+            ch.passed.push_back(s.table.passed[static_cast<size_t>(row) * s.table.k + k]);
+          }
+          ch.entry = chain_entry(*recs[static_cast<size_t>(g)], s, row);
+          t.chains.push_back(std::move(ch));
+        }
+      }
+    }
+    t.groups_global += static_cast<int64_t>(c.dist.enabled() ? c.dist.sum(static_cast<double>(kept_here))  // sync point
+                                                             : static_cast<double>(kept_here));
+  }
+  if (c.dist.enabled()) {
+    auto v = c.dist.sum({static_cast<double>(t.all_equal_groups), static_cast<double>(t.dropped)});
+    t.all_equal_groups = static_cast<int64_t>(v[0]);
+    t.dropped = static_cast<int64_t>(v[1]);
+  }
+  return t;
+}
+
+// 2 advantages, group by group, on the combined batch (its groups in rank order), of which
+// this rank keeps its own slice. Returns every rank's rewards (for the metrics); sets each
+// chain's advantage and group number in the combined batch.
+std::vector<double> compute_advantages(Trajectory& t, const StepContext& c) {
+  const int64_t G = c.cfg.group_size;
+  std::vector<double> mine;
+  for (const auto& ch : t.chains) mine.push_back(ch.entry.reward);
+  std::vector<int64_t> counts;  // per rank
+  std::vector<double> all = c.dist.all_gather(mine, &counts);
+  int64_t offset = 0;  // this rank's first chain in the combined batch
+  for (int r = 0; r < c.dist.rank(); ++r) offset += counts[static_cast<size_t>(r)];
+  std::vector<double> adv = all.empty() ? std::vector<double>{} : group_advantages(all, static_cast<int>(G), c.cfg.advantage.scale, c.cfg.advantage.eps, c.cfg.advantage.estimator);
+  for (size_t i = 0; i < t.chains.size(); ++i) {
+    t.chains[i].entry.advantage = adv[static_cast<size_t>(offset) + i];
+    t.chains[i].entry.group = (offset + static_cast<int64_t>(i)) / G;
+  }
+  return all;
+}
+
+// 4 log (chains): one line per chain of the kept batch, in batch order (under data parallel:
+// rank by rank, gathered to rank 0).
+void write_chains(std::vector<Chain>& chains, const UpdateStats& u, bool has_anchor, int64_t step, const DistContext& dist, ChainLog* log) {
+  json lines = json::array();
+  for (size_t i = 0; i < chains.size(); ++i) {
+    ChainEntry& e = chains[i].entry;
+    e.step = step;
+    if (has_anchor) e.kl = u.chain_kl[i];
+    if (!dist.enabled()) log->write(e);
+    else lines.push_back(chain_line(e));
+  }
+  if (dist.enabled()) {
+    std::vector<std::string> all = dist.gather_to_main(lines.dump(-1, ' ', false, json::error_handler_t::replace));
+    if (log)
+      for (const auto& part : all)
+        for (auto& line : json::parse(part)) log->write(std::move(line));
+  }
+}
+
+// 4 log (metrics): rewards per verifier, pass rates, KL, clipping, lengths, stage times; of the
+// combined batch (the dist calls return their input in a single process).
+json step_metrics(const Trajectory& t, const std::vector<double>& rewards_all, const UpdateStats& u, const StepContext& c,
+                  int64_t step, double lr, GrpoStepMetrics& sm) {
+  const std::vector<std::string>& vnames = c.rewards.names();
+  const DistContext& dist = c.dist;
+  json rec = {{"step", step}};
+  rec["groups_all_equal"] = t.all_equal_groups;
+  rec["groups_dropped"] = t.dropped;
+  rec["sampling_rounds"] = t.rounds;
+  rec["groups"] = t.groups_global;
+  MeanStd total = mean_std(rewards_all);
+  rec["reward_mean"] = finite_or_null(total.mean);
+  rec["reward_std"] = finite_or_null(total.std);
+  std::vector<std::vector<double>> per(vnames.size());
+  std::vector<int64_t> passed(vnames.size(), 0), applicable(vnames.size(), 0);
+  std::vector<double> lengths, kls(u.chain_kl);
+  int64_t truncated = 0;
+  double neg_logp = 0, comp_tokens = 0;
+  for (const auto& ch : t.chains) {
+    for (size_t k = 0; k < vnames.size(); ++k) {
+      per[k].push_back(ch.rewards[k]);
+      if (!std::isnan(ch.rewards[k])) {
+        ++applicable[k];
+        passed[k] += ch.passed[k] != 0;
+      }
+    }
+    lengths.push_back(static_cast<double>(ch.completion.size()));
+    truncated += ch.entry.truncated;
+    for (float lp : ch.logprobs) neg_logp -= lp;
+    comp_tokens += static_cast<double>(ch.completion.size());
+  }
+  {
+    std::vector<double> v;
+    for (size_t k = 0; k < vnames.size(); ++k) v.push_back(static_cast<double>(passed[k])), v.push_back(static_cast<double>(applicable[k]));
+    v.push_back(static_cast<double>(truncated));
+    v.push_back(neg_logp);
+    v.push_back(comp_tokens);
+    v = dist.sum(v);
+    for (size_t k = 0; k < vnames.size(); ++k) passed[k] = static_cast<int64_t>(v[2 * k]), applicable[k] = static_cast<int64_t>(v[2 * k + 1]);
+    truncated = static_cast<int64_t>(v[2 * vnames.size()]);
+    neg_logp = v[2 * vnames.size() + 1];
+    comp_tokens = v[2 * vnames.size() + 2];
+    for (auto& x : per) x = dist.all_gather(x);
+    lengths = dist.all_gather(lengths);
+  }
+  for (size_t k = 0; k < vnames.size(); ++k) {
+    MeanStd m = mean_std(per[k]);
+    rec["reward_mean_" + vnames[k]] = finite_or_null(m.mean);
+    rec["reward_std_" + vnames[k]] = finite_or_null(m.std);
+    rec["pass_rate_" + vnames[k]] = applicable[k] ? json(static_cast<double>(passed[k]) / applicable[k]) : json(nullptr);
+  }
+  MeanStd len = mean_std(lengths);
+  rec["completion_length_mean"] = finite_or_null(len.mean);
+  rec["completion_length_max"] = lengths.empty() ? json(nullptr) : json(*std::max_element(lengths.begin(), lengths.end()));
+  rec["truncated_share"] = lengths.empty() ? json(nullptr) : json(static_cast<double>(truncated) / lengths.size());
+  // Mean -log p of the sampled tokens: an estimate of the entropy of the policy at the
+  // sampling temperature (exact in expectation without top-k / top-p).
+  rec["entropy"] = comp_tokens > 0 ? json(neg_logp / comp_tokens) : json(nullptr);
+  kls = dist.all_gather(kls);
+  MeanStd kl = mean_std(kls);
+  sm.kl = kl.mean;
+  rec["kl"] = finite_or_null(kl.mean);
+  const GrpoLossStats& agg = u.agg;
+  double tok_denom = std::max(agg.tokens, 1.0);
+  sm.reward_mean = total.mean;
+  sm.reward_std = total.std;
+  sm.loss = u.updates ? u.loss_sum / u.updates : 0.0;
+  rec["loss"] = sm.loss;
+  rec["policy_loss"] = u.updates ? agg.policy_loss / u.updates : 0.0;
+  rec["kl_update"] = agg.kl / tok_denom;  // KL of the policy being updated, averaged over the passes
+  rec["clip_low"] = agg.clip_low / tok_denom;
+  rec["clip_high"] = agg.clip_high / tok_denom;
+  rec["dual_clipped"] = agg.dual_clipped / tok_denom;
+  rec["ratio_mean"] = agg.ratio_mean / tok_denom;
+  rec["grad_norm"] = u.grad_norm;
+  rec["lr"] = lr;
+  rec["optimizer_steps"] = u.updates;
+  rec["time_sample_s"] = t.sample_s;
+  rec["time_score_wait_s"] = t.score_wait_s;  // verification not hidden behind decoding
+  rec["time_verify_busy_s"] = t.verify_busy_s;
+  rec["verify_hidden_share"] = t.verify_busy_s > 0 ? json(std::max(0.0, 1.0 - t.score_wait_s / t.verify_busy_s)) : json(nullptr);
+  rec["time_anchor_s"] = u.anchor_s;
+  rec["time_old_logprobs_s"] = u.old_s;
+  rec["time_update_s"] = u.update_s;
+  rec["sample_tokens_per_s"] = t.sample_s > 0 ? t.sampled_tokens / t.sample_s : 0.0;
+  rec["update_tokens_per_s"] = u.update_s > 0 ? u.update_tokens / u.update_s : 0.0;
+  return rec;
 }
 
 }  // namespace
@@ -450,10 +642,6 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
                           "minibatch_size = 0 under RANK/WORLD_SIZE", std::to_string(cfg.minibatch_size),
                           "set minibatch_size=0 (use mu for more updates per batch, grad_accum to bound memory)"});
   }
-  if (dist.enabled() && !cfg.sampling.seed_per_row) {
-    cfg.sampling.seed_per_row = true;
-    log_info("data parallel: sampling.seed_per_row on, so that the ranks sample what one process would");
-  }
   RunDir run(cfg.run_dir, /*lock=*/dist.is_main());  // ranks share the folder; rank 0 holds the lock
   if (cfg.resume && latest_checkpoint(cfg.run_dir)) run.check_resumed_config(config_to_json(cfg), canonical_config<GrpoConfig>, kResumeFreeKeys);
   if (dist.is_main()) run.save_resolved_config(config_to_json(cfg));
@@ -464,7 +652,6 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
   std::string tokenizer_dir = fs::path(tok_path).parent_path().string();
   PromptSet prompts = load_prompt_set(cfg.data, tok);
   rewards::RewardSet reward_set(cfg.rewards, hooks.registry ? *hooks.registry : rewards::builtin_registry());
-  const std::vector<std::string>& vnames = reward_set.names();
 
   // ---- setup: models ----------------------------------------------------------------------------
   // The policy; the reference copy is taken before any resume so that it is the initial policy.
@@ -506,7 +693,8 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
   sampler.top_k = cfg.sampling.top_k;
   sampler.greedy = cfg.sampling.temperature <= 0;
   const double lp_temperature = sampler.greedy ? 1.0 : cfg.sampling.temperature;  // as the sampler's log-probs
-  sampler.stop_token_ids = stop_token_ids(policy->config(), tok, ChatTemplate::by_name(cfg.data.format.chat_template));
+  sampler.stop_token_ids = sampler_stop_ids(policy->config(), tok, ChatTemplate::by_name(cfg.data.format.chat_template));
+  sampler.kv_cache_mb = cfg.sampling.kv_cache_mb;
   sampler.pad_token_id = 0;
 
   // ---- setup: resume -----------------------------------------------------------------------
@@ -559,7 +747,6 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
                 {"stage", "grpo"},
                 {"world_size", dist.world_size()}};
   };
-  const int64_t B = cfg.prompts_per_step, G = cfg.group_size;
 
   // ---- train -----------------------------------------------------------------------------------
   std::unique_ptr<ProgressBar> bar;
@@ -568,329 +755,39 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     bar->update(step);
   }
   NonFiniteGuard nonfinite("grpo", cfg.optim.skip_nonfinite, cfg.run_dir);
+  const StepContext ctx{cfg, prompts, reward_set, tok, dist, sampler, device, lp_temperature};
   while (step < cfg.steps) {
     const double t_step = now_seconds();
-    json rec = {{"step", step + 1}};
-
-    // 1 + 2: sample B prompts x G completions, verified as they finish.
-    // 3: dynamic sampling: groups with all-equal rewards teach nothing (zero advantage); with
-    //    it on they are dropped and more prompts are drawn, at most max_retries more rounds.
-    std::vector<Sampled> rounds;
-    std::vector<GroupRef> kept;
-    int64_t dropped = 0, all_equal_groups = 0;
-    double sample_s = 0, score_wait_s = 0, verify_busy_s = 0;
-    int64_t sampled_tokens = 0;
-    int64_t kept_global = 0;  // kept groups over all ranks
-    for (int round = 0; round <= (cfg.dynamic_sampling.enabled ? cfg.dynamic_sampling.max_retries : 0); ++round) {
-      const int64_t want = B - kept_global;
-      if (want <= 0) break;
-      std::vector<int64_t> idx;
-      for (int64_t i = 0; i < want; ++i) idx.push_back(next_prompt());
-      // Data parallel: every rank drew the same `want` prompts; it samples its slice.
-      ShardRange mine = shard_range(want, dist.rank(), dist.world_size());
-      idx = std::vector<int64_t>(idx.begin() + mine.begin, idx.begin() + mine.end);
-      SamplerOptions so = sampler;
-      so.seed = mix_seed(cfg.runtime.seed, step, round);
-      if (cfg.sampling.seed_per_row) {
-        // Row (prompt i of the round, sample j): a stream of its own, keyed by the prompt's
-        // place in the whole round, whichever rank samples it.
-        for (int64_t i = mine.begin; i < mine.end; ++i)
-          for (int64_t j = 0; j < G; ++j) so.row_seeds.push_back(mix_seed(static_cast<int64_t>(so.seed), i, j));
-      }
-      if (idx.empty()) {
-        rounds.emplace_back();  // nothing for this rank in this round; the round numbers stay aligned
-      } else {
-        rounds.push_back(sample_and_score(*policy, prompts, std::move(idx), so, reward_set, tok));
-      }
-      Sampled& s = rounds.back();
-      sample_s += s.sample_s;
-      score_wait_s += s.score_wait_s;
-      verify_busy_s += s.verify_busy_s;
-      if (!s.prompts.empty()) sampled_tokens += s.rollout.completion_mask.sum().item<int64_t>();
-      const size_t kept_before = kept.size();
-      for (int64_t g = 0; g < static_cast<int64_t>(s.prompts.size()); ++g) {
-        bool equal = all_equal(s.table.total, static_cast<size_t>(g * G), static_cast<size_t>(G));
-        all_equal_groups += equal;
-        if (equal && cfg.dynamic_sampling.enabled) {
-          ++dropped;
-          continue;
-        }
-        kept.push_back(GroupRef{round, g});
-      }
-      kept_global += static_cast<int64_t>(dist.enabled() ? dist.sum(static_cast<double>(kept.size() - kept_before))  // sync point
-                                                         : static_cast<double>(kept.size() - kept_before));
-    }
-    if (dist.enabled()) {
-      auto c = dist.sum({static_cast<double>(all_equal_groups), static_cast<double>(dropped)});
-      all_equal_groups = static_cast<int64_t>(c[0]);
-      dropped = static_cast<int64_t>(c[1]);
-    }
-    rec["groups_all_equal"] = all_equal_groups;
-    rec["groups_dropped"] = dropped;
-    rec["sampling_rounds"] = static_cast<int64_t>(rounds.size());
-    rec["groups"] = kept_global;
-
-    // 4: advantages over the kept batch, group by group: on the combined batch (its groups
-    //    in rank order), of which this rank keeps its own slice.
-    std::vector<double> rewards_kept;
-    for (const auto& k : kept)
-      for (int64_t j = 0; j < G; ++j) rewards_kept.push_back(rounds[static_cast<size_t>(k.round)].table.total[static_cast<size_t>(k.g * G + j)]);
-    std::vector<int64_t> chain_counts;  // per rank
-    std::vector<double> rewards_all = dist.all_gather(rewards_kept, &chain_counts);
-    int64_t chain_offset = 0;  // this rank's first chain in the combined batch
-    for (int r = 0; r < dist.rank(); ++r) chain_offset += chain_counts[static_cast<size_t>(r)];
-    std::vector<double> adv = rewards_all.empty() ? std::vector<double>{} : group_advantages(rewards_all, static_cast<int>(G), cfg.advantage.scale, cfg.advantage.eps, cfg.advantage.estimator);
-    if (dist.enabled())
-      adv = std::vector<double>(adv.begin() + chain_offset, adv.begin() + chain_offset + static_cast<int64_t>(rewards_kept.size()));
-    const int64_t n_global = static_cast<int64_t>(rewards_all.size());
-
     GrpoStepMetrics sm;
     sm.step = step + 1;
-    sm.groups_dropped = dropped;
-    sm.chains = n_global;
-    double anchor_s = 0, old_s = 0, update_s = 0;
-    std::vector<double> chain_kl(rewards_kept.size(), std::nan(""));
-    GrpoLossStats agg;  // token-weighted over every micro-batch of every pass
-    double loss_sum = 0, grad_norm = 0;
-    int64_t updates = 0, update_tokens = 0;
     const double lr = learning_rate(cfg.optim, step, cfg.steps);
 
-    // Under data parallel a rank may hold no group this step; it still joins every
-    // gradient sum below (with zeros), so that all ranks take the same optimizer steps.
+    // 1 trajectory: sample + score (+ dynamic sampling's extra rounds).
+    Trajectory traj = generate_trajectory(*policy, ctx, step, next_prompt);
+    // 2 advantages over the kept batch.
+    std::vector<double> rewards_all = compute_advantages(traj, ctx);
+    const int64_t n_global = static_cast<int64_t>(rewards_all.size());
+    sm.groups_dropped = traj.dropped;
+    sm.chains = n_global;
+    // 3 update. Under data parallel a rank may hold no group this step; it still joins every
+    //   gradient sum (with zeros), so that all ranks take the same optimizer steps.
+    UpdateStats upd;
     if (n_global > 0) {
-      GrpoBatch batch = gather_batch(rounds, kept, G, sampler.pad_token_id, cfg.overlong == "mask");
-      batch.advantages = torch::tensor(std::vector<float>(adv.begin(), adv.end()));
-      const int64_t N = batch.ids.size(0);
-      auto on_device = [&](const torch::Tensor& t, const torch::Tensor& rows) { return t.index_select(0, rows).to(device); };
-
-      // 5: the anchor's log-probs, and each chain's mean KL to it under the sampling policy
-      //    (k-estimator of the loss, with the same single definition: grpo_loss with A = 0, beta = 1).
-      if (anchor && N > 0) {
-        double t0 = now_seconds();
-        torch::NoGradGuard ng;
-        batch.ref_logprobs = completion_logprobs(*anchor, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);  // [N, L]
-        GrpoLossOptions klo = cfg.loss;
-        klo.beta = 1.0;
-        klo.aggregation = "sequence";
-        auto zero = torch::zeros({1});
-        for (int64_t i = 0; i < N; ++i) {
-          GrpoLossStats st;
-          grpo_loss(batch.sample_logprobs[i].unsqueeze(0), batch.sample_logprobs[i].unsqueeze(0), batch.ref_logprobs[i].unsqueeze(0),
-                    zero, batch.completion_mask[i].unsqueeze(0), klo, &st);
-          chain_kl[static_cast<size_t>(i)] = st.kl;
-        }
-        anchor_s = now_seconds() - t0;
-      }
-
-      // 6: the old (sampling) policy's log-probs: the sampler's, or recomputed with a full
-      //    forward pass when mu > 1 so that the first pass's ratio is exactly 1.
-      if (cfg.mu > 1 && N > 0) {
-        double t0 = now_seconds();
-        torch::NoGradGuard ng;
-        policy->eval();
-        batch.old_logprobs = completion_logprobs(*policy, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);
-        policy->train();
-        old_s = now_seconds() - t0;
-      } else {
-        batch.old_logprobs = batch.sample_logprobs;
-      }
-
-      // 7: mu passes over the batch; each minibatch is one optimizer step, accumulated over
-      //    grad_accum micro-batches whose losses are weighted to the minibatch's aggregation.
-      double t0 = now_seconds();
-      const int64_t M = cfg.minibatch_size > 0 ? std::min(cfg.minibatch_size, N) : N;
-      // Data parallel: minibatch_size is 0, so one minibatch (this rank's whole slice) per pass.
-      const int64_t n_minibatches = dist.enabled() ? 1 : (N + M - 1) / M;
-      for (int pass = 0; pass < cfg.mu; ++pass) {
-        std::vector<int64_t> perm(static_cast<size_t>(N));
-        for (int64_t i = 0; i < N; ++i) perm[static_cast<size_t>(i)] = i;
-        std::mt19937_64 rng(mix_seed(cfg.runtime.seed, step, 1000 + pass));
-        std::shuffle(perm.begin(), perm.end(), rng);
-        for (int64_t mbi = 0; mbi < n_minibatches; ++mbi) {
-          const int64_t mb = mbi * M;
-          const int64_t n_mb = std::min(M, N - mb);
-          const double mb_tokens = batch.loss_mask.index_select(0, torch::tensor(std::vector<int64_t>(perm.begin() + mb, perm.begin() + mb + n_mb)))
-                                       .sum().item<double>();
-          // The aggregation's denominators are the combined minibatch's (the whole batch under
-          // data parallel): each rank's loss is its share, and the gradient sum is the total.
-          const double seq_denom = dist.enabled() ? static_cast<double>(n_global) : static_cast<double>(n_mb);
-          const double tok_denom = dist.enabled() ? dist.sum(mb_tokens) : mb_tokens;  // sync point
-          const int64_t micro = (n_mb + cfg.grad_accum - 1) / cfg.grad_accum;
-          double mb_loss = 0;
-          std::map<std::string, double> mb_parts;  // policy and kl terms of this minibatch, for the non-finite check
-          for (int64_t m0 = mb; m0 < mb + n_mb; m0 += micro) {
-            const int64_t n = std::min(micro, mb + n_mb - m0);
-            auto rows = torch::tensor(std::vector<int64_t>(perm.begin() + m0, perm.begin() + m0 + n));
-            auto logp = completion_logprobs(*policy, batch, rows, 0, lp_temperature, device);  // [n, L], with autograd
-            auto mask = on_device(batch.loss_mask, rows);
-            GrpoLossStats st;
-            auto loss = grpo_loss(logp, on_device(batch.old_logprobs, rows),
-                                  batch.ref_logprobs.defined() ? on_device(batch.ref_logprobs, rows) : torch::Tensor(),
-                                  on_device(batch.advantages, rows), mask, cfg.loss, &st);
-            // Weight of this micro-batch in the minibatch's aggregate (see grpo_loss.h):
-            //   sequence, dr_grpo with the default N x max_completion_length divisor: its share of sequences;
-            //   token: its share of tokens; dr_grpo with a set constant: 1 (sums add up).
-            double w = static_cast<double>(n) / seq_denom;
-            if (cfg.loss.aggregation == "token") w = tok_denom > 0 ? st.tokens / tok_denom : 0.0;
-            if (cfg.loss.aggregation == "dr_grpo" && cfg.loss.dr_grpo_constant > 0) w = 1.0;
-            (loss * w).backward();
-            mb_loss += st.loss * w;
-            mb_parts["policy"] += st.policy_loss * w;
-            mb_parts["kl"] += st.kl * w;
-            agg.kl += st.kl * st.tokens;
-            agg.clip_low += st.clip_low * st.tokens;
-            agg.clip_high += st.clip_high * st.tokens;
-            agg.dual_clipped += st.dual_clipped * st.tokens;
-            agg.ratio_mean += st.ratio_mean * st.tokens;
-            agg.policy_loss += st.policy_loss * w;
-            agg.tokens += st.tokens;
-            update_tokens += on_device(batch.attention_mask, rows).sum().item<int64_t>();  // sync point
-          }
-          dist.all_reduce_gradients(params);  // sync point (no-op in a single process)
-          grad_norm = clip_grad_norm(params, cfg.optim.grad_clip);
-          if (nonfinite.allows_update(step + 1, mb_parts, grad_norm)) optim.step(lr);
-          optim.zero_grad();
-          loss_sum += mb_loss;
-          ++updates;
-        }
-      }
-      update_s = now_seconds() - t0;
-      if (dist.enabled()) {
-        auto v = dist.sum({loss_sum, agg.kl, agg.clip_low, agg.clip_high, agg.dual_clipped, agg.ratio_mean, agg.policy_loss,
-                           agg.tokens, static_cast<double>(update_tokens)});
-        loss_sum = v[0], agg.kl = v[1], agg.clip_low = v[2], agg.clip_high = v[3], agg.dual_clipped = v[4];
-        agg.ratio_mean = v[5], agg.policy_loss = v[6], agg.tokens = v[7], update_tokens = static_cast<int64_t>(v[8]);
-      }
-
-      // 8 (chains): one line per chain of the kept batch, in batch order (under data
-      //    parallel: rank by rank, gathered to rank 0, group numbers of the combined batch).
-      json lines = json::array();
-      for (int64_t i = 0; i < N; ++i) {
-        const Sampled& s = rounds[static_cast<size_t>(batch.round[static_cast<size_t>(i)])];
-        const int64_t row = batch.src_row[static_cast<size_t>(i)];
-        const PromptRecord& p = prompts.records[static_cast<size_t>(s.prompts[static_cast<size_t>(row / G)])];
-        ChainEntry e;
-        e.step = step + 1;
-        e.prompt_id = p.id;
-        e.group = batch.group[static_cast<size_t>(i)] + chain_offset / G;
-        e.sample = row % G;
-        e.prompt = p.text;
-        e.text = s.texts[static_cast<size_t>(row)];
-        rewards::ThinkSplit split = rewards::split_think(e.text, p.text);
-        e.reasoning = std::string(split.reasoning);
-        e.answer = std::string(split.answer);
-        for (int k = 0; k < s.table.k; ++k)
-          e.verifiers[vnames[static_cast<size_t>(k)]] =
-              verifier_cell(s.table.reward(static_cast<int>(row), k), s.table.passed[static_cast<size_t>(row) * s.table.k + k] != 0,
-                            s.table.detail(static_cast<int>(row), k));
-        e.reward = s.table.total[static_cast<size_t>(row)];
-        e.advantage = adv[static_cast<size_t>(i)];
-        if (anchor) e.kl = chain_kl[static_cast<size_t>(i)];
-        e.length = static_cast<int64_t>(s.rollout.completions[static_cast<size_t>(row)].size());
-        e.truncated = s.rollout.truncated[static_cast<size_t>(row)];
-        if (!dist.enabled()) chains->write(e);
-        else lines.push_back(chain_line(e));
-      }
-      if (dist.enabled()) {
-        std::vector<std::string> all = dist.gather_to_main(lines.dump(-1, ' ', false, json::error_handler_t::replace));
-        for (const auto& part : all)
-          for (auto& line : json::parse(part)) chains->write(std::move(line));
-      }
+      GrpoBatch batch = gather_batch(traj.chains, prompts, sampler.pad_token_id, cfg.overlong == "mask");
+      upd = update_policy(policy.get(), anchor ? anchor.get() : nullptr, optim, params, batch, cfg, dist, device, lp_temperature,
+                          step, n_global, lr, nonfinite);
+      write_chains(traj.chains, upd, static_cast<bool>(anchor), step + 1, dist, chains.get());
     }
     ++step;
 
-    // 8 (metrics): rewards per verifier, pass rates, KL, clipping, lengths, stage times; of
-    //    the combined batch (the dist calls return their input in a single process).
-    MeanStd total = mean_std(rewards_all);
-    rec["reward_mean"] = finite_or_null(total.mean);
-    rec["reward_std"] = finite_or_null(total.std);
-    {
-      std::vector<std::vector<double>> per(vnames.size());
-      std::vector<int64_t> passed(vnames.size(), 0), applicable(vnames.size(), 0);
-      std::vector<double> lengths, kls;
-      int64_t truncated = 0;
-      double neg_logp = 0, comp_tokens = 0;
-      for (size_t gi = 0; gi < kept.size(); ++gi) {
-        const Sampled& s = rounds[static_cast<size_t>(kept[gi].round)];
-        for (int64_t j = 0; j < G; ++j) {
-          const int64_t row = kept[gi].g * G + j;
-          for (size_t k = 0; k < vnames.size(); ++k) {
-            double r = s.table.reward(static_cast<int>(row), static_cast<int>(k));
-            per[k].push_back(r);
-            if (!std::isnan(r)) {
-              ++applicable[k];
-              passed[k] += s.table.passed[static_cast<size_t>(row) * vnames.size() + k] != 0;
-            }
-          }
-          lengths.push_back(static_cast<double>(s.rollout.completions[static_cast<size_t>(row)].size()));
-          truncated += s.rollout.truncated[static_cast<size_t>(row)];
-          neg_logp -= s.rollout.logprobs[row].sum().item<double>();
-          comp_tokens += s.rollout.completion_mask[row].sum().item<double>();
-        }
-      }
-      {
-        std::vector<double> c;
-        for (size_t k = 0; k < vnames.size(); ++k) c.push_back(static_cast<double>(passed[k])), c.push_back(static_cast<double>(applicable[k]));
-        c.push_back(static_cast<double>(truncated));
-        c.push_back(neg_logp);
-        c.push_back(comp_tokens);
-        c = dist.sum(c);
-        for (size_t k = 0; k < vnames.size(); ++k) passed[k] = static_cast<int64_t>(c[2 * k]), applicable[k] = static_cast<int64_t>(c[2 * k + 1]);
-        truncated = static_cast<int64_t>(c[2 * vnames.size()]);
-        neg_logp = c[2 * vnames.size() + 1];
-        comp_tokens = c[2 * vnames.size() + 2];
-        for (auto& v : per) v = dist.all_gather(v);
-        lengths = dist.all_gather(lengths);
-      }
-      for (size_t k = 0; k < vnames.size(); ++k) {
-        MeanStd m = mean_std(per[k]);
-        rec["reward_mean_" + vnames[k]] = finite_or_null(m.mean);
-        rec["reward_std_" + vnames[k]] = finite_or_null(m.std);
-        rec["pass_rate_" + vnames[k]] = applicable[k] ? json(static_cast<double>(passed[k]) / applicable[k]) : json(nullptr);
-      }
-      MeanStd len = mean_std(lengths);
-      rec["completion_length_mean"] = finite_or_null(len.mean);
-      rec["completion_length_max"] = lengths.empty() ? json(nullptr) : json(*std::max_element(lengths.begin(), lengths.end()));
-      rec["truncated_share"] = lengths.empty() ? json(nullptr) : json(static_cast<double>(truncated) / lengths.size());
-      // Mean -log p of the sampled tokens: an estimate of the entropy of the policy at the
-      // sampling temperature (exact in expectation without top-k / top-p).
-      rec["entropy"] = comp_tokens > 0 ? json(neg_logp / comp_tokens) : json(nullptr);
-      for (double k : chain_kl) kls.push_back(k);
-      kls = dist.all_gather(kls);
-      MeanStd kl = mean_std(kls);
-      sm.kl = kl.mean;
-      rec["kl"] = finite_or_null(kl.mean);
-    }
-    double tok_denom = std::max(agg.tokens, 1.0);
-    sm.reward_mean = total.mean;
-    sm.reward_std = total.std;
-    sm.loss = updates ? loss_sum / updates : 0.0;
-    rec["loss"] = sm.loss;
-    rec["policy_loss"] = updates ? agg.policy_loss / updates : 0.0;
-    rec["kl_update"] = agg.kl / tok_denom;  // KL of the policy being updated, averaged over the passes
-    rec["clip_low"] = agg.clip_low / tok_denom;
-    rec["clip_high"] = agg.clip_high / tok_denom;
-    rec["dual_clipped"] = agg.dual_clipped / tok_denom;
-    rec["ratio_mean"] = agg.ratio_mean / tok_denom;
-    rec["grad_norm"] = grad_norm;
-    rec["lr"] = lr;
-    rec["optimizer_steps"] = updates;
-    const double step_s = now_seconds() - t_step;
-    rec["time_sample_s"] = sample_s;
-    rec["time_score_wait_s"] = score_wait_s;  // verification not hidden behind decoding
-    rec["time_verify_busy_s"] = verify_busy_s;
-    rec["verify_hidden_share"] = verify_busy_s > 0 ? json(std::max(0.0, 1.0 - score_wait_s / verify_busy_s)) : json(nullptr);
-    rec["time_anchor_s"] = anchor_s;
-    rec["time_old_logprobs_s"] = old_s;
-    rec["time_update_s"] = update_s;
-    rec["time_step_s"] = step_s;
-    rec["sample_tokens_per_s"] = sample_s > 0 ? sampled_tokens / sample_s : 0.0;
-    rec["update_tokens_per_s"] = update_s > 0 ? update_tokens / update_s : 0.0;
+    // 4 log.
+    json rec = step_metrics(traj, rewards_all, upd, ctx, step, lr, sm);
+    rec["time_step_s"] = now_seconds() - t_step;
     result.steps.push_back(sm);
     const bool last = step == cfg.steps;
     if (metrics && cfg.log_every > 0 && (step % cfg.log_every == 0 || last)) metrics->write(rec);
     char suffix[128];
-    std::snprintf(suffix, sizeof suffix, "reward %.3f kl %.4f", total.mean, sm.kl);
+    std::snprintf(suffix, sizeof suffix, "reward %.3f kl %.4f", sm.reward_mean, sm.kl);
     if (bar) bar->update(step, suffix);
 
     // 9: checkpoint (rank 0); the chains of this step reach the disk first.

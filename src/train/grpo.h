@@ -1,8 +1,8 @@
 // GRPO with verifiers, the sandbox and a KL anchor: `retort grpo CONFIG`.
 //
 // One step, top-down (run_grpo in grpo.cpp):
-//   1 sample    B prompts x G completions with the batched sampler; every finished completion
-//               is handed to the verifiers at once, so verification overlaps decoding
+//   1 sample    B prompts x G completions with the rollout engine (rollout/score.h, the one scored-rollout
+//               path); every finished completion is handed to the verifiers at once
 //   2 score     the N x K reward table (rewards/combine.h), combined with the configured weights
 //   3 dynamic   (optional, DAPO) groups whose rewards are all equal are dropped and more
 //     sampling  prompts are drawn until B groups are kept (bounded retries, logged)
@@ -26,8 +26,8 @@
 // Data parallel (src/dist, RANK/WORLD_SIZE set): every rank draws the same prompts and takes
 // a contiguous slice of each round's groups (a group stays on one rank, so its advantages are
 // unchanged); the losses are scaled by the combined batch's counts and the gradients summed,
-// so N ranks take the step one process takes on the whole batch (with sampling.seed_per_row,
-// which data parallel turns on). Dynamic sampling refills to B groups over all ranks.
+// so N ranks take the step one process takes on the whole batch (each completion has its own
+// random stream, keyed by its place in the round). Dynamic sampling refills to B groups over all ranks.
 // minibatch_size must be 0 there (one optimizer step per pass over the whole batch).
 // Only rank 0 writes metrics.jsonl, chains.jsonl and checkpoints.
 // What it deliberately is not: tuned for GPUs.
@@ -66,10 +66,11 @@ struct GrpoSamplingConfig {
   double top_p = 1.0;
   int64_t top_k = 0;             // 0 = all tokens
   int64_t max_new_tokens = 512;  // completion length cap; longer ones are "truncated"
-  // One random stream per completion, from (seed, step, round, prompt's place in the round,
-  // sample): a completion then does not depend on the other prompts of its batch. Always on
-  // under data parallel, where it makes N ranks sample what one process samples.
+  // Kept for existing configs: the rollout engine always gives each completion a random
+  // stream of its own, from (seed, step, round, prompt's place in the round, sample), so a
+  // completion does not depend on the rest of its batch, on the KV budget or on the rank.
   bool seed_per_row = false;
+  double kv_cache_mb = 0;        // the rollout engine's KV cache budget (MiB); 0 = CPU 2048, CUDA half the free memory
   void bind(ConfigBinder& b);
 };
 

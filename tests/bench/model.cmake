@@ -4,3 +4,8 @@ target_link_libraries(bench_model PRIVATE retort_core)
 target_compile_definitions(bench_model PRIVATE RETORT_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 target_precompile_headers(bench_model REUSE_FROM retort_core)
 set_target_properties(bench_model PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bench)
+# Rollout benchmark: the engine vs the previous static sampler on the same forced-length work.
+add_executable(bench_rollout ${CMAKE_CURRENT_LIST_DIR}/bench_rollout.cpp ${CMAKE_SOURCE_DIR}/src/common/openblas_env.cpp)
+target_link_libraries(bench_rollout PRIVATE retort_core)
+target_precompile_headers(bench_rollout REUSE_FROM retort_core)
+set_target_properties(bench_rollout PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bench)

@@ -87,6 +87,7 @@ TEST_CASE("the same seed gives the same rollout; another seed another one", "[mo
   o.group_size = 3;
   o.max_new_tokens = 10;
   o.top_k = 20;
+  o.temperature = 2.5;  // the fixture model mostly repeats the last token: flatten it so that rows differ
   o.seed = 5;
   auto a = retort::sample(*model, prompts_for_test(), o);
   auto b = retort::sample(*model, prompts_for_test(), o);
