@@ -1,6 +1,5 @@
 #include "common/platform.h"
 
-#include <sys/resource.h>  // defines: getrusage
 #include <unistd.h>  // defines: execv, readlink, sysconf
 
 #include <chrono>   // defines: std::chrono::steady_clock
@@ -55,17 +54,6 @@ int cpu_count() {
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-long long peak_rss_bytes() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6) * 1024;  // "VmHWM:   123456 kB"
-  }
-  struct rusage ru {};
-  if (getrusage(RUSAGE_SELF, &ru) == 0) return static_cast<long long>(ru.ru_maxrss) * 1024;  // kB on Linux
-  return 0;
 }
 
 }  // namespace retort

@@ -22,8 +22,4 @@ int cpu_count();
 // Seconds since an arbitrary fixed point (steady clock).
 double now_seconds();
 
-// The process's peak resident set size in bytes since it started: VmHWM of /proc/self/status
-// (Linux), else getrusage's ru_maxrss. 0 when neither is available.
-long long peak_rss_bytes();
-
 }  // namespace retort

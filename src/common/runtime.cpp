@@ -6,8 +6,11 @@
 
 #include <ATen/autocast_mode.h>  // defines: at::autocast::set_enabled
 
+#include <sys/resource.h>  // defines: getrusage
+
 #include <cstdio>   // defines: std::snprintf
-#include <cstdlib>  // defines: std::getenv
+#include <cstdlib>  // defines: std::getenv, std::atoll
+#include <fstream>  // defines: std::ifstream
 
 #if defined(RETORT_HAVE_C10_CUDA)  // a CUDA LibTorch (set by src/CMakeLists.txt when c10_cuda is linked)
 #include <c10/cuda/CUDACachingAllocator.h>  // defines: c10::cuda::CUDACachingAllocator::getDeviceStats
@@ -59,6 +62,17 @@ std::string apply_precision(const RuntimeConfig& cfg, const std::string& device)
     return "bf16 autocast";
   }
   return "float32";
+}
+
+long long peak_rss_bytes() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6) * 1024;  // "VmHWM:   123456 kB"
+  }
+  struct rusage ru {};
+  if (getrusage(RUSAGE_SELF, &ru) == 0) return static_cast<long long>(ru.ru_maxrss) * 1024;  // kB on Linux
+  return 0;
 }
 
 MemoryPeak memory_peak() {

@@ -29,6 +29,10 @@ std::string resolve_device(const std::string& device);
 // CUDA (checked at run time); returns what was chosen ("float32" or "bf16 autocast").
 std::string apply_precision(const RuntimeConfig& cfg, const std::string& device);
 
+// The process's peak resident set size in bytes since it started: VmHWM of /proc/self/status
+// (Linux), else getrusage's ru_maxrss. 0 when neither is available.
+long long peak_rss_bytes();
+
 // Peak memory so far: the process's resident set (CPU) and the CUDA caching allocator's
 // peak allocated bytes (-1 when there is no CUDA or this LibTorch was built without it).
 struct MemoryPeak {

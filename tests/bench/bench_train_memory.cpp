@@ -33,7 +33,8 @@
 
 #include <nlohmann/json.hpp>  // defines: nlohmann::json
 
-#include "common/platform.h"      // defines: now_seconds, peak_rss_bytes
+#include "common/platform.h"      // defines: now_seconds, cpu_count
+#include "common/runtime.h"       // defines: peak_rss_bytes
 #include "common/torch_pch.h"     // defines: torch
 #include "model/checkpoint.h"     // defines: save_model
 #include "model/transformer.h"    // defines: Qwen2ForCausalLM
