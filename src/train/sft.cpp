@@ -481,10 +481,10 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
       if (!std::isnan(vl)) rec["valid_loss"] = vl;
       result.final_valid_loss = vl;
     }
-    if (metrics && cfg.log_every > 0 && (step % cfg.log_every == 0 || last)) metrics->write(rec);
     const MemoryPeak mem = memory_peak();
     rec["peak_rss_mb"] = mem.rss_bytes / 1048576.0;
     if (mem.cuda_bytes >= 0) rec["peak_cuda_mb"] = mem.cuda_bytes / 1048576.0;
+    if (metrics && cfg.log_every > 0 && (step % cfg.log_every == 0 || last)) metrics->write(rec);
     char suffix[96];
     std::snprintf(suffix, sizeof suffix, "loss %.4f lr %.2e", loss_sum, lr);
     if (bar) bar->update(step, suffix + memory_suffix(mem));

@@ -560,7 +560,7 @@ TEST_CASE("grpo: one update's loss and gradient do not depend on micro-batches, 
       INFO(aggregation << ": " << splits[i].name << " vs whole");
       CHECK(first[i]["reward_mean"] == first[0]["reward_mean"]);  // the same samples
       for (const char* key : {"loss", "grad_norm", "kl_update"})
-        CHECK(first[i][key].get<double>() == Approx(first[0][key].get<double>()).epsilon(1e-5));
+        CHECK(first[i][key].get<double>() == Approx(first[0][key].get<double>()).epsilon(1e-5).margin(1e-7));  // loss ~ 0 at ratio 1
     }
     CHECK(first[0].contains("peak_rss_mb"));
   }

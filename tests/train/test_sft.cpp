@@ -371,7 +371,7 @@ TEST_CASE("sft + distill: one step's loss and gradient do not depend on how the 
   {
     std::ofstream f(traces);
     for (int i = 0; i < 8; ++i) {
-      std::string pad(static_cast<size_t>(3 * i), 'x');
+      std::string pad(static_cast<size_t>(i), ' ');
       json line = {{"prompt", "What is " + std::to_string(i) + "+" + std::to_string(i + 1) + "? " + pad},
                    {"completion", "<think>\n" + pad + std::to_string(i) + "+" + std::to_string(i + 1) + "=" +
                                       std::to_string(2 * i + 1) + "\n</think>\nThe answer is \\boxed{" +
@@ -431,6 +431,7 @@ TEST_CASE("sft + distill: one step's loss and gradient do not depend on how the 
     }
     for (size_t i = 1; i < splits.size(); ++i) {
       INFO((distill ? "distill, " : "sft, ") << splits[i].name << " vs " << splits[0].name);
+      REQUIRE(lines[i]["tokens"] == lines[0]["tokens"]);  // the same eight sequences
       for (const char* key : {"loss", "grad_norm", "loss_ce", "loss_logit", "loss_feature", "loss_attention"}) {
         if (!lines[0].contains(key)) continue;
         INFO(key);
