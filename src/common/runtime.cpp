@@ -4,7 +4,17 @@
 #include "common/error.h"
 #include "common/platform.h"
 
-#include <cstdlib>  // defines: std::getenv
+#include <ATen/autocast_mode.h>  // defines: at::autocast::set_enabled
+
+#include <sys/resource.h>  // defines: getrusage
+
+#include <cstdio>   // defines: std::snprintf
+#include <cstdlib>  // defines: std::getenv, std::atoll
+#include <fstream>  // defines: std::ifstream
+
+#if defined(RETORT_HAVE_C10_CUDA)  // a CUDA LibTorch (set by src/CMakeLists.txt when c10_cuda is linked)
+#include <c10/cuda/CUDACachingAllocator.h>  // defines: c10::cuda::CUDACachingAllocator::getDeviceStats
+#endif
 
 namespace retort {
 
@@ -12,6 +22,7 @@ void RuntimeConfig::bind(ConfigBinder& b) {
   b.field("threads", threads, Range::between(0, 4096));
   b.field("seed", seed);
   b.choice("device", device, {"auto", "cpu", "cuda"});
+  b.choice("precision", precision, {"auto", "float32", "bf16"});
 }
 
 std::string resolve_device(const std::string& device) {
@@ -36,6 +47,56 @@ std::string apply_runtime(const RuntimeConfig& cfg) {
   return "torch " + std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + ", " + std::to_string(at::get_num_threads()) +
          " intra-op threads, OPENBLAS_CORETYPE=" + (coretype ? coretype : "(unset)") + ", OMP_WAIT_POLICY=" + (wait ? wait : "(unset)") + ", device " +
          resolve_device(cfg.device);
+}
+
+std::string apply_precision(const RuntimeConfig& cfg, const std::string& device) {
+  const bool cuda = device.rfind("cuda", 0) == 0 && torch::cuda::is_available();
+  if (cfg.precision == "bf16" && !cuda) {
+    throw Error(ErrorInfo{"bf16 mixed precision needs a CUDA device", "runtime.precision", "float32 or auto on CPU", "bf16",
+                          "use runtime.precision=auto (float32 on CPU)"});
+  }
+  if (cuda && cfg.precision != "float32") {
+    // Parameters stay float32 (the master weights, and AdamW's state with them); matmuls run
+    // in bfloat16. The chunked LM head turns autocast off for its logits (float32 log-probs).
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+    return "bf16 autocast";
+  }
+  return "float32";
+}
+
+long long peak_rss_bytes() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6) * 1024;  // "VmHWM:   123456 kB"
+  }
+  struct rusage ru {};
+  if (getrusage(RUSAGE_SELF, &ru) == 0) return static_cast<long long>(ru.ru_maxrss) * 1024;  // kB on Linux
+  return 0;
+}
+
+MemoryPeak memory_peak() {
+  MemoryPeak m;
+  m.rss_bytes = peak_rss_bytes();
+#if defined(RETORT_HAVE_C10_CUDA)
+  if (torch::cuda::is_available()) {
+    long long peak = 0;
+    for (int d = 0; d < static_cast<int>(torch::cuda::device_count()); ++d) {
+      auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d);
+      peak = std::max<long long>(peak, static_cast<long long>(stats.allocated_bytes[0].peak));  // [0] = aggregate pools
+    }
+    m.cuda_bytes = peak;
+  }
+#endif
+  return m;
+}
+
+std::string memory_suffix(const MemoryPeak& m) {
+  char buf[64];
+  if (m.cuda_bytes >= 0) std::snprintf(buf, sizeof buf, " mem %.2fG cuda %.2fG", m.rss_bytes / 1073741824.0, m.cuda_bytes / 1073741824.0);
+  else std::snprintf(buf, sizeof buf, " mem %.2fG", m.rss_bytes / 1073741824.0);
+  return buf;
 }
 
 }  // namespace retort

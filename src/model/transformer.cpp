@@ -1,6 +1,7 @@
 // The Qwen2-family decoder (see transformer.h for the ladder and the dimension legend).
 #include "model/transformer.h"
 
+#include <algorithm>  // defines: std::find
 #include <cmath>   // defines: std::sqrt, M_PI
 #include <limits>  // defines: std::numeric_limits
 #include <set>    // defines: std::set
@@ -161,6 +162,64 @@ Qwen2ModelImpl::Qwen2ModelImpl(const ModelConfig& cfg) {
   norm = register_module("norm", RMSNorm(cfg.hidden_size, cfg.rms_norm_eps));
 }
 
+// ---- activation checkpointing ------------------------------------------------------------
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// What a checkpointed layer needs to run again in backward: the layer and the per-forward
+// tensors (RoPE tables, mask), held in the context as a capsule.
+struct CheckpointSpec : torch::CustomClassHolder {
+  Qwen2DecoderLayer layer{nullptr};
+  AttentionContext ctx;
+  int64_t index = 0;
+};
+
+// A decoder layer that keeps only its input: forward runs without autograd (no activations
+// saved), backward runs the layer again with autograd and differentiates it (what
+// torch.utils.checkpoint does, which LibTorch C++ lacks). The layer's parameters are inputs
+// so that their gradients reach the optimizer. x [B, T, C] -> [B, T, C].
+class CheckpointedLayerFunction : public torch::autograd::Function<CheckpointedLayerFunction> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, at::TensorList params,
+                               c10::intrusive_ptr<CheckpointSpec> spec) {
+    (void)params;  // read again from the layer in backward
+    ctx->save_for_backward({x});
+    auto y = spec->layer->forward(x, spec->ctx, spec->index, nullptr);
+    ctx->saved_data["spec"] = c10::IValue::make_capsule(std::move(spec));
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto x = ctx->get_saved_variables()[0].detach().requires_grad_(true);  // [B, T, C]
+    auto holder = ctx->saved_data["spec"].toCapsule();
+    auto& spec = *static_cast<CheckpointSpec*>(holder.get());
+    auto params = spec.layer->parameters();
+    variable_list inputs{x};
+    std::vector<size_t> slot;  // params that take a gradient, by position
+    for (size_t i = 0; i < params.size(); ++i)
+      if (params[i].requires_grad()) {
+        inputs.push_back(params[i]);
+        slot.push_back(i);
+      }
+    variable_list g;
+    {
+      torch::AutoGradMode on(true);
+      auto y = spec.layer->forward(x, spec.ctx, spec.index, nullptr);  // the recomputation
+      g = torch::autograd::grad({y}, inputs, {grads[0]}, /*retain_graph=*/false, /*create_graph=*/false,
+                                /*allow_unused=*/true);
+    }
+    variable_list out(params.size() + 2);  // x, each parameter, the spec
+    out[0] = g[0];
+    for (size_t j = 0; j < slot.size(); ++j) out[1 + slot[j]] = g[1 + j];
+    return out;
+  }
+};
+
+}  // namespace
+
 // ---- the causal LM -----------------------------------------------------------------------
 
 namespace {
@@ -203,6 +262,7 @@ Qwen2ForCausalLMImpl::Qwen2ForCausalLMImpl(ModelConfig cfg) : cfg_(std::move(cfg
 
 torch::Dtype Qwen2ForCausalLMImpl::dtype() const { return model->embed_tokens->weight.scalar_type(); }
 torch::Device Qwen2ForCausalLMImpl::device() const { return model->embed_tokens->weight.device(); }
+torch::Tensor Qwen2ForCausalLMImpl::head_weight() const { return lm_head ? lm_head->weight : model->embed_tokens->weight; }
 
 void Qwen2ForCausalLMImpl::init_weights() {
   torch::NoGradGuard no_grad;
@@ -250,7 +310,24 @@ ForwardOutput Qwen2ForCausalLMImpl::forward(const torch::Tensor& input_ids, cons
     cache->key_mask.narrow(1, past, T).copy_(mask);
     key_valid = cache->key_mask.narrow(1, 0, S);
   }
+  torch::Tensor seg;  // [B, T] int64 sequence ids of a packed batch
+  if (opts.sequence_ids.defined()) {
+    if (cache != nullptr || opts.sequence_ids.sizes() != input_ids.sizes()) {
+      throw Error(ErrorInfo{"sequence_ids (packing) need the shape of input_ids and no KV cache", "Qwen2ForCausalLM::forward",
+                            "[" + std::to_string(B) + ", " + std::to_string(T) + "] without a cache",
+                            c10::str(opts.sequence_ids.sizes()) + (cache ? " with a cache" : ""), "pack only for training and scoring"});
+    }
+    seg = opts.sequence_ids.to(dev, torch::kLong);
+  }
   torch::Tensor pos = opts.position_ids;  // [B, T]
+  if (!pos.defined() && seg.defined()) {
+    // Positions restart at 0 where the sequence id changes: t - (start of t's sequence).
+    auto t_idx = torch::arange(T, torch::TensorOptions().dtype(torch::kLong).device(dev)).unsqueeze(0).expand({B, T});
+    auto starts = torch::ones({B, T}, torch::TensorOptions().dtype(torch::kBool).device(dev));
+    if (T > 1) starts.narrow(1, 1, T - 1).copy_(seg.narrow(1, 1, T - 1) != seg.narrow(1, 0, T - 1));
+    auto start_of = std::get<0>(torch::where(starts, t_idx, torch::zeros_like(t_idx)).cummax(1));  // [B, T]
+    pos = t_idx - start_of;
+  }
   if (!pos.defined()) {
     pos = mask.to(torch::kLong).cumsum(1) - 1;  // padding skipped: the first real token is position 0
     if (cache != nullptr) pos = pos + cache->next_position.unsqueeze(1);
@@ -263,6 +340,7 @@ ForwardOutput Qwen2ForCausalLMImpl::forward(const torch::Tensor& input_ids, cons
   // A query attends to earlier real tokens and to itself (so that a padding query has one
   // key and its softmax stays finite; its output is never used).
   auto allowed = (k_idx <= q_idx).unsqueeze(0).logical_and(key_valid.unsqueeze(1).logical_or((k_idx == q_idx).unsqueeze(0)));
+  if (seg.defined()) allowed = allowed.logical_and(seg.unsqueeze(2) == seg.unsqueeze(1));  // block-diagonal [B, T, T]
   AttentionContext ctx;
   ctx.allowed = allowed.unsqueeze(1);  // [B, 1, T, S]
   ctx.past = past;
@@ -287,15 +365,32 @@ ForwardOutput Qwen2ForCausalLMImpl::forward(const torch::Tensor& input_ids, cons
   ForwardOutput out;
   auto x = model->embed_tokens(input_ids.to(dev, torch::kLong));  // [B, T, C]
   const int64_t L = cfg_.num_hidden_layers;
+  const bool checkpoint = opts.checkpoint_layers && cache == nullptr && torch::GradMode::is_enabled();
   for (int64_t l = 0; l < L; ++l) {
     if (opts.output_hidden_states) out.hidden_states.push_back(x);
+    // Attention maps only where asked: the other layers keep the fused kernel and may be recomputed.
+    const bool probs_here = opts.output_attentions &&
+                            (opts.attention_layers.empty() ||
+                             std::find(opts.attention_layers.begin(), opts.attention_layers.end(), l) != opts.attention_layers.end());
+    ctx.want_probs = probs_here;
     torch::Tensor probs;
-    x = model->layers[l]->forward(x, ctx, l, opts.output_attentions ? &probs : nullptr);
+    if (checkpoint && !probs_here) {
+      auto spec = c10::make_intrusive<CheckpointSpec>();
+      spec->layer = model->layers[l];
+      spec->ctx = ctx;
+      spec->index = l;
+      auto params = model->layers[l]->parameters();
+      x = CheckpointedLayerFunction::apply(x, at::TensorList(params), std::move(spec));
+    } else {
+      x = model->layers[l]->forward(x, ctx, l, probs_here ? &probs : nullptr);
+    }
     if (opts.output_attentions) out.attentions.push_back(probs);
   }
   x = model->norm(x);  // [B, T, C]
+  out.hidden = x;
   if (opts.output_hidden_states) out.hidden_states.push_back(x);
   if (cache != nullptr) cache->length = S;
+  if (opts.skip_lm_head) return out;
   if (opts.last_logits_only) x = x.narrow(1, T - 1, 1);  // [B, 1, C]
   out.logits = lm_head ? lm_head(x) : torch::nn::functional::linear(x, model->embed_tokens->weight);  // [B, T, V]
   return out;

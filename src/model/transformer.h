@@ -64,13 +64,23 @@ struct ForwardOptions {
   torch::Tensor position_ids;         // [B, T] int64; undefined = derived from the mask (padding skipped)
   bool last_logits_only = false;      // logits for the last position only ([B, 1, V]): prefill and decode
   PagedKV* paged = nullptr;           // block KV cache of the rollout engine (position_ids required; no `cache`)
+  // Training at long lengths (see lm_head.h and docs/long_traces.md):
+  bool skip_lm_head = false;           // no logits: the caller takes ForwardOutput::hidden to a chunked head
+  std::vector<int64_t> attention_layers;  // with output_attentions: only these layers' maps (empty = every layer);
+                                          // the others keep the fused kernel and may be checkpointed
+  bool checkpoint_layers = false;      // recompute each decoder layer in backward instead of keeping its
+                                       // activations (only when grad mode is on and there is no cache)
+  torch::Tensor sequence_ids;          // [B, T] int64: packing; a token attends only to earlier tokens of its
+                                       // own sequence id, and positions restart at 0 with each sequence
 };
 
 struct ForwardOutput {
   torch::Tensor logits;                     // [B, T, V] (or [B, 1, V] with last_logits_only), model dtype
   std::vector<torch::Tensor> hidden_states; // L + 1 x [B, T, C]: embeddings, each layer's output; the last
                                             // one after the final norm (as in transformers)
-  std::vector<torch::Tensor> attentions;    // L x [B, H, T, S] attention probabilities
+  std::vector<torch::Tensor> attentions;    // L x [B, H, T, S] attention probabilities (undefined at layers
+                                            // outside ForwardOptions::attention_layers)
+  torch::Tensor hidden;                     // [B, T, C] after the final norm: the lm_head's input
 };
 
 class RMSNormImpl : public torch::nn::Module {
@@ -157,6 +167,8 @@ class Qwen2ForCausalLMImpl : public torch::nn::Module {
   const ModelConfig& config() const { return cfg_; }
   torch::Dtype dtype() const;
   torch::Device device() const;
+  // The LM head's weight [V, C]: lm_head's, or the embedding when tied.
+  torch::Tensor head_weight() const;
 
   Qwen2Model model{nullptr};
   torch::nn::Linear lm_head{nullptr};  // C -> V; null when tie_word_embeddings

@@ -24,20 +24,39 @@ torch::Tensor token_logprobs(Qwen2ForCausalLMImpl& model, const torch::Tensor& i
   }
   const auto dev = model.device();
   const int64_t N = ids.size(0), T = ids.size(1);
+  if (opts.first < 0 || opts.first > T - 2) {
+    throw Error(ErrorInfo{"token_logprobs: the first scored position lies outside the sequence", "token_logprobs",
+                          "0 <= first <= " + std::to_string(T - 2), std::to_string(opts.first), ""});
+  }
+  const int64_t Tn = T - 1 - opts.first;  // scored positions per row
   auto x = ids.to(dev, torch::kLong);
   auto m = attention_mask.defined() ? attention_mask.to(dev, torch::kLong) : torch::ones_like(x);  // [N, T]
   const int64_t mb = opts.micro_batch > 0 ? opts.micro_batch : N;
-  std::vector<torch::Tensor> parts;
+  const torch::Tensor w = model.head_weight();  // [V, C]
+  ForwardOptions fo;
+  fo.skip_lm_head = true;
+  fo.checkpoint_layers = opts.checkpoint_layers;
+  std::vector<torch::Tensor> parts, entropies;
   for (int64_t s = 0; s < N; s += mb) {
     const int64_t n = std::min(mb, N - s);
     auto xi = x.narrow(0, s, n), mi = m.narrow(0, s, n);
-    auto logits = model.forward(xi, mi).logits.narrow(1, 0, T - 1).to(torch::kFloat);  // [n, T-1, V]
-    if (opts.temperature != 1.0) logits = logits / opts.temperature;
-    auto target = xi.narrow(1, 1, T - 1).unsqueeze(-1);                                // [n, T-1, 1]
-    auto lp = logits.gather(-1, target).squeeze(-1) - logits.logsumexp({-1});            // [n, T-1]
-    auto valid = (mi.narrow(1, 1, T - 1) * mi.narrow(1, 0, T - 1)).to(torch::kFloat);   // [n, T-1]
-    parts.push_back(lp * valid);
+    auto valid = mi.narrow(1, opts.first + 1, Tn) * mi.narrow(1, opts.first, Tn);                         // [n, Tn]
+    if (opts.sequence_ids.defined()) {
+      auto si = opts.sequence_ids.to(dev, torch::kLong).narrow(0, s, n);
+      fo.sequence_ids = si;
+      valid = valid * (si.narrow(1, opts.first + 1, Tn) == si.narrow(1, opts.first, Tn)).to(torch::kLong);
+    }
+    valid = valid.reshape({-1});                                                                           // [n Tn]
+    auto h = model.forward(xi, mi, fo).hidden.narrow(1, opts.first, Tn);                                  // [n, Tn, C]
+    auto idx = valid.nonzero().squeeze(-1);                                                                // [k] real positions
+    auto hs = h.reshape({n * Tn, h.size(-1)}).index_select(0, idx);                                       // [k, C]
+    auto tg = xi.narrow(1, opts.first + 1, Tn).reshape({-1}).index_select(0, idx);                        // [k]
+    auto q = head_token_logprobs(hs, w, tg, opts.temperature, opts.entropy != nullptr, opts.head);        // [k, 1|2]
+    auto zero = torch::zeros({n * Tn}, q.options());
+    parts.push_back(zero.index_copy(0, idx, q.select(1, 0)).view({n, Tn}));                               // [n, Tn]
+    if (opts.entropy) entropies.push_back(zero.index_copy(0, idx, q.select(1, 1).detach()).view({n, Tn}));
   }
+  if (opts.entropy) *opts.entropy = entropies.size() == 1 ? entropies[0] : torch::cat(entropies, 0);
   return parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
 }
 

@@ -1,11 +1,13 @@
 #include "train/distill.h"
 
+#include <algorithm>  // defines: std::max, std::min
 #include <cmath>  // defines: std::sqrt
 
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "model/checkpoint.h"
+#include "model/lm_head.h"  // defines: chunked_head, head_token_logprobs
 #include "tokenizer/tokenizer.h"
 
 #include <filesystem>  // defines: std::filesystem
@@ -77,7 +79,7 @@ double weight_of(const std::map<std::string, double>& w, const char* k) {
 
 Distiller::Distiller(const DistillConfig& cfg, Qwen2ForCausalLMImpl& student, const Tokenizer& student_tok, torch::Device device,
                      const std::string& where)
-    : cfg_(cfg), schedule_(cfg.schedule) {
+    : cfg_(cfg), schedule_(cfg.schedule), student_(&student) {
   if (schedule_.phases.empty()) {
     DistillPhase p;
     p.steps = 1;
@@ -156,51 +158,124 @@ void Distiller::load_parameters(const std::map<std::string, torch::Tensor>& tens
 
 ForwardOptions Distiller::student_options(const std::map<std::string, double>& w) const {
   ForwardOptions o;
+  o.skip_lm_head = true;
   o.output_hidden_states = weight_of(w, "feature") > 0 && !feature_pairs_.empty();
   o.output_attentions = weight_of(w, "attention") > 0 && !attention_pairs_.empty();
+  if (o.output_attentions)
+    for (const auto& pr : attention_pairs_) o.attention_layers.push_back(pr.first);
   return o;
 }
 
-Distiller::Losses Distiller::losses(const ForwardOutput& so, const torch::Tensor& ids, const torch::Tensor& attention,
-                                    const torch::Tensor& loss_mask, const torch::Tensor& ce_mean,
-                                    const std::map<std::string, double>& w, const OfflineTopk& offline) {
-  Losses out;
-  out.total = weight_of(w, "ce") * ce_mean;
-  out.values["ce"] = ce_mean.item<double>();
-  const double wl = weight_of(w, "logit"), wf = weight_of(w, "feature"), wa = weight_of(w, "attention");
-  if (wl == 0 && wf == 0 && wa == 0) return out;
+namespace {
 
+// The rows of [B, T-1, ...] positions picked by idx [k] (flattened positions): [k, ...].
+torch::Tensor pick_positions(const torch::Tensor& t, int64_t positions, const torch::Tensor& idx) {
+  auto sizes = t.sizes().vec();
+  std::vector<int64_t> flat{t.size(0) * positions};
+  flat.insert(flat.end(), sizes.begin() + 2, sizes.end());
+  return t.narrow(1, 0, positions).reshape(flat).index_select(0, idx);
+}
+
+}  // namespace
+
+torch::Tensor summed_token_ce(const Qwen2ForCausalLMImpl& model, const ForwardOutput& out, const torch::Tensor& targets,
+                              const torch::Tensor& loss_mask) {
+  const int64_t P = targets.size(1);  // T - 1 predicting positions
+  auto lm = loss_mask.reshape({-1});                                      // [B P]
+  auto idx = lm.nonzero().squeeze(-1);                                    // [k] trained positions
+  auto lp = head_token_logprobs(pick_positions(out.hidden, P, idx), model.head_weight(),
+                                targets.reshape({-1}).index_select(0, idx));  // [k, 1]
+  return -(lp.squeeze(-1) * lm.index_select(0, idx).to(torch::kFloat)).sum();
+}
+
+Distiller::Losses Distiller::losses(const ForwardOutput& so, const torch::Tensor& ids, const torch::Tensor& attention,
+                                    const torch::Tensor& sequence_ids, const torch::Tensor& loss_mask,
+                                    const std::map<std::string, double>& w, const StepTokens& n, const OfflineTopk& offline) {
+  Losses out;
+  const double wc = weight_of(w, "ce"), wl = weight_of(w, "logit"), wf = weight_of(w, "feature"), wa = weight_of(w, "attention");
   const auto& c = cfg_.logit;
-  const int64_t T = ids.size(1);
+  const int64_t T = ids.size(1), P = T - 1;
+  const auto targets = ids.narrow(1, 1, P);  // [B, P]
+  auto share = [](double denom) { return 1.0 / std::max(denom, 1.0); };
+
   ForwardOutput to;  // the teacher's outputs, computed only when a term needs them
   const bool need_teacher = (wl > 0 && c.kind != "offline") || (wf > 0 && !feature_pairs_.empty()) ||
                             (wa > 0 && !attention_pairs_.empty());
   if (need_teacher) {
     torch::NoGradGuard ng;
-    to = teacher_->forward(ids, attention, student_options(w));
+    ForwardOptions topt;
+    topt.skip_lm_head = true;
+    topt.sequence_ids = sequence_ids;
+    topt.output_hidden_states = wf > 0 && !feature_pairs_.empty();
+    topt.output_attentions = wa > 0 && !attention_pairs_.empty();
+    if (topt.output_attentions)
+      for (const auto& pr : attention_pairs_) topt.attention_layers.push_back(pr.second);
+    to = teacher_->forward(ids, attention, topt);
   }
+
+  // ---- ce and logit level: one chunked pass over the student's LM head
+  torch::Tensor ce_sum, logit_sum;
   if (wl > 0) {
-    // Positions that predict trained tokens: [B, T-1] (the same mask as the CE).
-    auto s = so.logits.narrow(1, 0, T - 1);
-    torch::Tensor t = need_teacher ? to.logits.narrow(1, 0, T - 1) : torch::Tensor();
-    torch::Tensor l;
-    if (c.kind == "offline") {
-      if (!offline.ids.defined()) {
-        throw Error(ErrorInfo{"logit.kind = offline needs the batch's teacher_topk", "distill.logit.kind", "teacher_topk in the traces",
-                              "none", "write teacher_topk into the trace file or pick an online kind"});
-      }
-      l = topk_kl_loss(s, offline.ids, offline.logprobs, offline.mask * loss_mask, c.temperature);
-    } else if (c.kind == "forward_kl") l = forward_kl_loss(s, t, loss_mask, c.temperature);
-    else if (c.kind == "reverse_kl") l = reverse_kl_loss(s, t, loss_mask, c.temperature);
-    else if (c.kind == "jsd") l = jsd_loss(s, t, loss_mask, c.beta, c.temperature);
-    else {
-      auto top = torch::log_softmax(t.to(torch::kFloat), -1).topk(std::min<int64_t>(c.top_k, t.size(-1)), -1);
-      l = topk_kl_loss(s, std::get<1>(top), std::get<0>(top), loss_mask, c.temperature);
+    if (c.kind == "offline" && !offline.ids.defined()) {
+      throw Error(ErrorInfo{"logit.kind = offline needs the batch's teacher_topk", "distill.logit.kind", "teacher_topk in the traces",
+                            "none", "write teacher_topk into the trace file or pick an online kind"});
     }
-    out.total = out.total + wl * l;
-    out.values["logit"] = l.item<double>();
+    auto lm = loss_mask.reshape({-1});                              // [B P]
+    auto logit_mask = c.kind == "offline" ? (offline.mask * loss_mask).reshape({-1}) : lm;  // [B P]
+    auto idx = lm.nonzero().squeeze(-1);                            // [k] trained positions
+    auto tgt = targets.reshape({-1}).index_select(0, idx);          // [k]
+    auto hs = pick_positions(so.hidden, P, idx);                    // [k, Cs]
+    torch::Tensor ht, wt32, off_ids, off_lp;
+    if (c.kind == "offline") {
+      off_ids = pick_positions(offline.ids, P, idx);  // [k, K]
+      off_lp = pick_positions(offline.logprobs, P, idx);
+    } else {
+      ht = pick_positions(to.hidden, P, idx);                // [k, Ct]
+      wt32 = teacher_->head_weight().detach().to(torch::kFloat);  // [V, Ct]
+    }
+    const std::string kind = c.kind == "offline" ? "topk" : c.kind;
+    const double beta = c.beta, tau = c.temperature;
+    const int64_t top_k = c.top_k;
+    // Per position: (log p_s(target), the logit loss); the teacher's logits of the same chunk
+    // come from its hidden states, without autograd.
+    HeadChunkFn fn = [=](const torch::Tensor& logits, int64_t b, int64_t cn) {
+      torch::Tensor t, ids_k, lp_k;
+      {
+        torch::NoGradGuard ng;
+        if (off_ids.defined()) {
+          ids_k = off_ids.narrow(0, b, cn);
+          lp_k = off_lp.narrow(0, b, cn);
+        } else {
+          t = torch::nn::functional::linear(ht.narrow(0, b, cn).to(torch::kFloat), wt32);  // [cn, V]
+          if (kind == "topk") {
+            auto top = torch::log_softmax(t, -1).topk(std::min<int64_t>(top_k, t.size(-1)), -1);
+            lp_k = std::get<0>(top);
+            ids_k = std::get<1>(top);
+            t = torch::Tensor();
+          }
+        }
+      }
+      auto lp = logits.logsumexp({-1}, /*keepdim=*/true).neg().add(logits.gather(-1, tgt.narrow(0, b, cn).unsqueeze(-1)));  // [cn, 1]
+      auto l = logit_loss_rows(kind, logits, t, ids_k, lp_k, beta, tau).unsqueeze(-1);                                       // [cn, 1]
+      return torch::cat({lp, l}, -1);                                                                                        // [cn, 2]
+    };
+    auto q = chunked_head(hs, student_->head_weight(), 2, std::move(fn));  // [k, 2]
+    ce_sum = -(q.select(1, 0) * lm.index_select(0, idx)).sum();
+    logit_sum = (q.select(1, 1) * logit_mask.index_select(0, idx)).sum();
+  } else {
+    ce_sum = summed_token_ce(*student_, so, targets, loss_mask);
   }
+  out.total = wc * ce_sum * share(n.targets);
+  out.values["ce"] = ce_sum.item<double>() * share(n.targets);
+  if (wl > 0) {
+    const double d = share(c.kind == "offline" ? n.logit_targets : n.targets);
+    out.total = out.total + wl * logit_sum * d;
+    out.values["logit"] = logit_sum.item<double>() * d;
+  }
+
+  // ---- feature and structure levels: per-batch means turned back into sums over the real tokens
   auto token_mask = attention.to(torch::kFloat);  // [B, T]: every real token
+  const double local_tokens = token_mask.sum().item<double>();
   if (wf > 0 && !feature_pairs_.empty()) {
     torch::Tensor sum = torch::zeros({}, token_mask.options());
     for (const auto& [si, ti] : feature_pairs_) {
@@ -208,7 +283,7 @@ Distiller::Losses Distiller::losses(const ForwardOutput& so, const torch::Tensor
       sum = sum + feature_loss(so.hidden_states.at(si), to.hidden_states.at(ti), token_mask,
                                it == projections_.end() ? torch::Tensor() : it->second, cfg_.feature.kind);
     }
-    auto l = sum / static_cast<double>(feature_pairs_.size());
+    auto l = sum * (local_tokens / static_cast<double>(feature_pairs_.size()) * share(n.tokens));
     out.total = out.total + wf * l;
     out.values["feature"] = l.item<double>();
   }
@@ -216,7 +291,7 @@ Distiller::Losses Distiller::losses(const ForwardOutput& so, const torch::Tensor
     torch::Tensor sum = torch::zeros({}, token_mask.options());
     for (const auto& [si, ti] : attention_pairs_)
       sum = sum + attention_loss(so.attentions.at(si), to.attentions.at(ti), token_mask, cfg_.attention.heads);
-    auto l = sum / static_cast<double>(attention_pairs_.size());
+    auto l = sum * (local_tokens / static_cast<double>(attention_pairs_.size()) * share(n.tokens));
     out.total = out.total + wa * l;
     out.values["attention"] = l.item<double>();
   }

@@ -72,9 +72,18 @@ class Distiller {
   std::vector<std::pair<std::string, torch::Tensor>> parameters() const;
   void load_parameters(const std::map<std::string, torch::Tensor>& tensors, const std::string& where);
 
+  // The denominators of one optimizer step, counted over ALL its micro-batches and ranks
+  // before the first backward, so that the step's loss and gradients do not depend on how the
+  // batch is split (micro-batches, packing, ranks): each loss is a sum over its positions
+  // divided by its step-wide count.
+  struct StepTokens {
+    double targets = 0;        // trained targets (sum of loss_mask): ce, online logit losses
+    double logit_targets = 0;  // targets with the traces' teacher_topk (logit.kind = offline)
+    double tokens = 0;         // real tokens (feature and attention losses)
+  };
   struct Losses {
-    torch::Tensor total;                    // scalar: the weighted sum, ce included
-    std::map<std::string, double> values;   // each loss's value
+    torch::Tensor total;                    // scalar: this micro-batch's share of the step's weighted loss, ce included
+    std::map<std::string, double> values;   // this micro-batch's share of each loss's step value
   };
   // The offline teacher distribution of a batch (logit.kind = offline), aligned with the
   // targets: ids/logprobs [B, T-1, K], mask [B, T-1] (1 where the trace gave the teacher's top-k).
@@ -82,13 +91,16 @@ class Distiller {
     torch::Tensor ids, logprobs, mask;
   };
 
-  // Which student outputs (hidden states, attentions) the active weights require.
+  // Which student outputs the active weights require: hidden states, the attention maps of the
+  // mapped layers only, no logits (the losses run the LM head in chunks).
   ForwardOptions student_options(const std::map<std::string, double>& weights) const;
-  // ids/attention [B, T]; loss_mask [B, T-1]; ce_mean = the caller's token cross-entropy of
-  // `student_out` (a scalar); `offline` is used only by logit.kind = offline.
+  // The student's forward output `student_out` (ForwardOutput::hidden set) of ids/attention
+  // [B, T] (sequence_ids [B, T] when packed, else undefined); loss_mask [B, T-1]. The ce and
+  // the logit loss share one chunked pass over the LM head. `offline` is used only by
+  // logit.kind = offline.
   Losses losses(const ForwardOutput& student_out, const torch::Tensor& ids, const torch::Tensor& attention,
-                const torch::Tensor& loss_mask, const torch::Tensor& ce_mean, const std::map<std::string, double>& weights,
-                const OfflineTopk& offline = {});
+                const torch::Tensor& sequence_ids, const torch::Tensor& loss_mask,
+                const std::map<std::string, double>& weights, const StepTokens& n, const OfflineTopk& offline = {});
   bool offline() const { return cfg_.logit.kind == "offline"; }
 
   const DistillSchedule& schedule() const { return schedule_; }
@@ -96,9 +108,17 @@ class Distiller {
  private:
   DistillConfig cfg_;
   DistillSchedule schedule_;
+  Qwen2ForCausalLMImpl* student_ = nullptr;
   Qwen2ForCausalLM teacher_{nullptr};
   std::vector<std::pair<int64_t, int64_t>> feature_pairs_, attention_pairs_;
   std::map<int64_t, torch::Tensor> projections_;  // student index -> [Cs, Ct]
 };
+
+// Summed token cross-entropy of a forward output: sum over positions of
+//   loss_mask[b, t] * -log p(targets[b, t] | ids[b, <=t])
+// through the chunked LM head (hidden states of positions 0..T-2; the positions where loss_mask
+// is 0 are not computed). out.hidden [B, T, C], targets [B, T-1] int64, loss_mask [B, T-1] -> scalar.
+torch::Tensor summed_token_ce(const Qwen2ForCausalLMImpl& model, const ForwardOutput& out, const torch::Tensor& targets,
+                              const torch::Tensor& loss_mask);
 
 }  // namespace retort

@@ -36,18 +36,42 @@ torch::Tensor kl_rows(const torch::Tensor& log_p, const torch::Tensor& log_q) {
 
 }  // namespace
 
+torch::Tensor logit_loss_rows(const std::string& kind, const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& ids,
+                              const torch::Tensor& lp, double beta, double tau) {
+  auto ls = torch::log_softmax(s.to(torch::kFloat) / tau, -1);  // [..., V]
+  torch::Tensor per_pos;                                        // [...]
+  if (kind == "topk") {
+    auto ls_k = ls.gather(-1, ids.to(torch::kLong));                        // [..., K]
+    auto lq = torch::log_softmax(lp.detach().to(torch::kFloat) / tau, -1);  // [..., K] renormalised on the support
+    per_pos = kl_rows(lq, ls_k);
+  } else {
+    auto lt = torch::log_softmax(t.detach().to(torch::kFloat) / tau, -1);  // [..., V]
+    if (kind == "forward_kl" || (kind == "jsd" && beta == 0)) {
+      per_pos = kl_rows(lt, ls);
+    } else if (kind == "reverse_kl" || (kind == "jsd" && beta == 1)) {
+      per_pos = kl_rows(ls, lt);
+    } else if (kind == "jsd") {
+      if (beta < 0 || beta > 1) {
+        throw Error(ErrorInfo{"jsd beta must lie in [0, 1]", "distill.logit.beta", "0 <= beta <= 1", std::to_string(beta), ""});
+      }
+      // log M = logsumexp(log beta + log p_t, log(1 - beta) + log p_s), stable in log space.
+      auto lm = torch::logsumexp(torch::stack({lt + std::log(beta), ls + std::log(1.0 - beta)}), 0);
+      per_pos = beta * kl_rows(lt, lm) + (1.0 - beta) * kl_rows(ls, lm);
+    } else {
+      throw Error(ErrorInfo{"unknown logit loss", "distill.logit.kind", "forward_kl, reverse_kl, jsd or topk", kind, ""});
+    }
+  }
+  return tau * tau * per_pos;
+}
+
 torch::Tensor forward_kl_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& mask, double tau) {
   check_logits(s, t, mask, "forward_kl_loss");
-  auto ls = torch::log_softmax(s.to(torch::kFloat) / tau, -1);           // [N, T, V]
-  auto lt = torch::log_softmax(t.detach().to(torch::kFloat) / tau, -1);  // [N, T, V]
-  return tau * tau * masked_mean(kl_rows(lt, ls), mask);
+  return masked_mean(logit_loss_rows("forward_kl", s, t, {}, {}, 0.0, tau), mask);
 }
 
 torch::Tensor reverse_kl_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& mask, double tau) {
   check_logits(s, t, mask, "reverse_kl_loss");
-  auto ls = torch::log_softmax(s.to(torch::kFloat) / tau, -1);
-  auto lt = torch::log_softmax(t.detach().to(torch::kFloat) / tau, -1);
-  return tau * tau * masked_mean(kl_rows(ls, lt), mask);
+  return masked_mean(logit_loss_rows("reverse_kl", s, t, {}, {}, 0.0, tau), mask);
 }
 
 torch::Tensor jsd_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& mask, double beta, double tau) {
@@ -55,14 +79,7 @@ torch::Tensor jsd_loss(const torch::Tensor& s, const torch::Tensor& t, const tor
   if (beta < 0 || beta > 1) {
     throw Error(ErrorInfo{"jsd beta must lie in [0, 1]", "distill.logit.beta", "0 <= beta <= 1", std::to_string(beta), ""});
   }
-  if (beta == 0) return forward_kl_loss(s, t, mask, tau);
-  if (beta == 1) return reverse_kl_loss(s, t, mask, tau);
-  auto ls = torch::log_softmax(s.to(torch::kFloat) / tau, -1);
-  auto lt = torch::log_softmax(t.detach().to(torch::kFloat) / tau, -1);
-  // log M = logsumexp(log beta + log p_t, log(1 - beta) + log p_s), stable in log space.
-  auto lm = torch::logsumexp(torch::stack({lt + std::log(beta), ls + std::log(1.0 - beta)}), 0);
-  auto per_pos = beta * kl_rows(lt, lm) + (1.0 - beta) * kl_rows(ls, lm);
-  return tau * tau * masked_mean(per_pos, mask);
+  return masked_mean(logit_loss_rows("jsd", s, t, {}, {}, beta, tau), mask);
 }
 
 torch::Tensor topk_kl_loss(const torch::Tensor& s, const torch::Tensor& ids, const torch::Tensor& lp, const torch::Tensor& mask,
@@ -72,10 +89,7 @@ torch::Tensor topk_kl_loss(const torch::Tensor& s, const torch::Tensor& ids, con
                           "[" + std::to_string(s.size(0)) + ", " + std::to_string(s.size(1)) + ", K]",
                           c10::str(ids.sizes()) + " and " + c10::str(lp.sizes()), ""});
   }
-  auto ls = torch::log_softmax(s.to(torch::kFloat) / tau, -1);           // [N, T, V]
-  auto ls_k = ls.gather(-1, ids.to(torch::kLong));                       // [N, T, K]
-  auto lq = torch::log_softmax(lp.detach().to(torch::kFloat) / tau, -1);  // [N, T, K] renormalised on the support
-  return tau * tau * masked_mean(kl_rows(lq, ls_k), mask);
+  return masked_mean(logit_loss_rows("topk", s, {}, ids, lp, 0.0, tau), mask);
 }
 
 torch::Tensor feature_loss(const torch::Tensor& hs, const torch::Tensor& ht, const torch::Tensor& mask,

@@ -21,6 +21,14 @@ namespace retort {
 
 class ConfigBinder;
 
+// The logit losses per position, on logits of any leading shape [..., V] float32 (the chunked
+// LM head passes [n, V] chunks): kind forward_kl | reverse_kl | jsd | topk, as defined below,
+// already scaled by tau^2 -> [...]. `teacher` is [..., V] for forward_kl, reverse_kl and jsd;
+// topk takes topk_ids [..., K] int64 and topk_logprobs [..., K] instead (`teacher` undefined).
+torch::Tensor logit_loss_rows(const std::string& kind, const torch::Tensor& student, const torch::Tensor& teacher,
+                              const torch::Tensor& topk_ids, const torch::Tensor& topk_logprobs, double beta,
+                              double temperature);
+
 // KL(teacher || student) at temperature tau, scaled by tau^2 so that gradients keep their
 // size as tau changes (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network"):
 //   tau^2 * sum_v p_t(v) (log p_t(v) - log p_s(v)),  p = softmax(logits / tau)

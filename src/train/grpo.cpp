@@ -76,6 +76,7 @@ void GrpoConfig::bind(ConfigBinder& b) {
   b.field("mu", mu, Range::at_least(1));
   b.field("minibatch_size", minibatch_size, Range::at_least(0));
   b.field("grad_accum", grad_accum, Range::at_least(1));
+  b.field("train", train);
   b.field("logprob_micro_batch", logprob_micro_batch, Range::at_least(0));
   b.field("loss", loss);
   b.choice("overlong", overlong, {"none", "mask", "penalty"});
@@ -210,15 +211,37 @@ GrpoBatch gather_batch(const std::vector<Chain>& chains, const PromptSet& ps, in
 // tokens, so the ratio starts at 1 and the anchor's KL is taken on the same footing (TRL and verl
 // do the same). T = 1 when sampling is greedy.
 torch::Tensor completion_logprobs(Qwen2ForCausalLMImpl& model, const GrpoBatch& b, const torch::Tensor& rows, int64_t micro_batch,
-                                  double temperature, torch::Device device) {
-  auto ids = (rows.defined() ? b.ids.index_select(0, rows) : b.ids).to(device);
-  auto att = (rows.defined() ? b.attention_mask.index_select(0, rows) : b.attention_mask).to(device);
-  auto cm = (rows.defined() ? b.completion_mask.index_select(0, rows) : b.completion_mask).to(device);
+                                  double temperature, torch::Device device, bool packed = false, bool checkpoint = false) {
+  auto ids = rows.defined() ? b.ids.index_select(0, rows) : b.ids;               // [n, P+L]
+  auto att = rows.defined() ? b.attention_mask.index_select(0, rows) : b.attention_mask;
+  auto cm = (rows.defined() ? b.completion_mask.index_select(0, rows) : b.completion_mask).to(device);  // [n, L]
   LogprobOptions lo;
   lo.micro_batch = micro_batch;
   lo.temperature = temperature;
-  auto lp = token_logprobs(model, ids, att, lo).narrow(1, b.P - 1, b.L);  // [n, L]
-  return lp * cm;
+  lo.checkpoint_layers = checkpoint;
+  if (!packed) {
+    lo.first = b.P - 1;  // only the positions that predict completion tokens: [n, L]
+    return token_logprobs(model, ids.to(device), att.to(device), lo) * cm;
+  }
+  // Packed: the rows' real tokens one after another in one row (no padding), then each
+  // completion token's log-prob read back into the [n, L] layout. Completion token j of row i
+  // sits at packed index offset_i + (real prompt tokens of i) + j.
+  const int64_t n = ids.size(0), P = b.P, L = b.L;
+  auto att_cpu = att.to(torch::kCPU);
+  auto keep = att_cpu.reshape({-1}).nonzero().squeeze(-1);                          // [S] real tokens, row-major
+  auto packed_ids = ids.to(torch::kCPU).reshape({-1}).index_select(0, keep).unsqueeze(0);  // [1, S]
+  auto row_of = torch::arange(n, torch::kLong).unsqueeze(1).expand({n, P + L}).reshape({-1}).index_select(0, keep).unsqueeze(0);
+  auto lens = att_cpu.sum(1);                                                        // [n]
+  auto prompt_real = att_cpu.narrow(1, 0, P).sum(1);                                 // [n]
+  auto offsets = lens.cumsum(0) - lens;                                              // [n]
+  // Predicting position of completion token j of row i: offset_i + prompt_real_i + j - 1.
+  auto pos = (offsets + prompt_real - 1).unsqueeze(1) + torch::arange(L, torch::kLong).unsqueeze(0);  // [n, L]
+  const int64_t S = packed_ids.size(1);
+  auto cm_cpu = cm.to(torch::kCPU);
+  pos = torch::where(cm_cpu > 0, pos, torch::zeros_like(pos)).clamp(0, S - 2);
+  auto lp = token_logprobs(model, packed_ids.to(device), torch::ones_like(packed_ids).to(device),
+                           [&] { lo.sequence_ids = row_of.to(device); return lo; }());  // [1, S-1]
+  return lp.reshape({-1}).index_select(0, pos.reshape({-1}).to(device)).view({n, L}) * cm;
 }
 
 // ---- small helpers ---------------------------------------------------------------------------
@@ -310,6 +333,11 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
   const int64_t M = cfg.minibatch_size > 0 ? std::min(cfg.minibatch_size, N) : N;
   // Data parallel: minibatch_size is 0, so one minibatch (this rank's whole slice) per pass.
   const int64_t n_minibatches = dist.enabled() ? 1 : (N + M - 1) / M;
+  std::vector<int64_t> row_tokens(static_cast<size_t>(N));  // real tokens of each row (packing's lengths)
+  {
+    auto counts = batch.attention_mask.sum(1);
+    for (int64_t i = 0; i < N; ++i) row_tokens[static_cast<size_t>(i)] = counts[i].item<int64_t>();
+  }
   for (int pass = 0; pass < cfg.mu; ++pass) {
     std::vector<int64_t> perm(static_cast<size_t>(N));
     for (int64_t i = 0; i < N; ++i) perm[static_cast<size_t>(i)] = i;
@@ -324,13 +352,30 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
       // data parallel): each rank's loss is its share, and the gradient sum is the total.
       const double seq_denom = dist.enabled() ? static_cast<double>(n_global) : static_cast<double>(n_mb);
       const double tok_denom = dist.enabled() ? dist.sum(mb_tokens) : mb_tokens;  // sync point
-      const int64_t micro = (n_mb + cfg.grad_accum - 1) / cfg.grad_accum;
+      // The minibatch's micro-batches: grad_accum equal row counts, or by the token budget.
+      std::vector<std::vector<int64_t>> parts;
+      if (cfg.train.micro_batch_tokens > 0) {
+        std::vector<int64_t> mb_rows(perm.begin() + mb, perm.begin() + mb + n_mb), lengths;
+        for (int64_t r : mb_rows) lengths.push_back(cfg.train.packing ? row_tokens[static_cast<size_t>(r)] : batch.P + batch.L);
+        for (const auto& part : split_by_token_budget(lengths, cfg.train.micro_batch_tokens, cfg.train.packing)) {
+          parts.emplace_back();
+          for (int64_t i : part) parts.back().push_back(mb_rows[static_cast<size_t>(i)]);
+        }
+      } else {
+        const int64_t micro = (n_mb + cfg.grad_accum - 1) / cfg.grad_accum;
+        for (int64_t m0 = mb; m0 < mb + n_mb; m0 += micro)
+          parts.emplace_back(perm.begin() + m0, perm.begin() + std::min(m0 + micro, mb + n_mb));
+      }
       double mb_loss = 0;
       std::map<std::string, double> mb_parts;  // policy and kl terms of this minibatch, for the non-finite check
-      for (int64_t m0 = mb; m0 < mb + n_mb; m0 += micro) {
-        const int64_t n = std::min(micro, mb + n_mb - m0);
-        auto rows = torch::tensor(std::vector<int64_t>(perm.begin() + m0, perm.begin() + m0 + n));
-        auto logp = completion_logprobs(*policy, batch, rows, 0, lp_temperature, device);  // [n, L], with autograd
+      for (const auto& part : parts) {
+        const int64_t n = static_cast<int64_t>(part.size());
+        auto rows = torch::tensor(part);
+        const bool packed = cfg.train.micro_batch_tokens > 0 && cfg.train.packing;
+        int64_t micro_tokens = 0;
+        for (int64_t r : part) micro_tokens += packed ? row_tokens[static_cast<size_t>(r)] : batch.P + batch.L;
+        auto logp = completion_logprobs(*policy, batch, rows, 0, lp_temperature, device, packed,
+                                        cfg.train.checkpoint(micro_tokens));  // [n, L], with autograd
         auto mask = on_device(batch.loss_mask, rows);
         GrpoLossStats st;
         auto loss = grpo_loss(logp, on_device(batch.old_logprobs, rows),
@@ -634,8 +679,10 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     throw Error(ErrorInfo{"a KL penalty needs an anchor", where + ": loss.beta", "loss.beta = 0 with anchor = none",
                           std::to_string(cfg.loss.beta), "set anchor=teacher or reference, or loss.beta=0"});
   }
+  cfg.train.validate(where);
   log_info(apply_runtime(cfg.runtime));
   torch::Device device(resolve_device(cfg.runtime.device));
+  log_info("precision: " + apply_precision(cfg.runtime, device.str()));
   const DistContext& dist = dist_context(device);
   if (dist.enabled() && cfg.minibatch_size > 0) {
     throw Error(ErrorInfo{"data parallel GRPO takes one optimizer step per pass over the whole batch", where + ": minibatch_size",
@@ -783,12 +830,15 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     // 4 log.
     json rec = step_metrics(traj, rewards_all, upd, ctx, step, lr, sm);
     rec["time_step_s"] = now_seconds() - t_step;
+    const MemoryPeak mem = memory_peak();
+    rec["peak_rss_mb"] = mem.rss_bytes / 1048576.0;
+    if (mem.cuda_bytes >= 0) rec["peak_cuda_mb"] = mem.cuda_bytes / 1048576.0;
     result.steps.push_back(sm);
     const bool last = step == cfg.steps;
     if (metrics && cfg.log_every > 0 && (step % cfg.log_every == 0 || last)) metrics->write(rec);
     char suffix[128];
     std::snprintf(suffix, sizeof suffix, "reward %.3f kl %.4f", sm.reward_mean, sm.kl);
-    if (bar) bar->update(step, suffix);
+    if (bar) bar->update(step, suffix + memory_suffix(mem));
 
     // 9: checkpoint (rank 0); the chains of this step reach the disk first.
     if (dist.is_main() && ((cfg.save_every > 0 && step % cfg.save_every == 0) || last)) {

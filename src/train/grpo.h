@@ -47,7 +47,8 @@
 #include "data/prompts.h"      // defines: PromptFormatOptions
 #include "rewards/combine.h"   // defines: rewards::RewardsConfig
 #include "rewards/verifier.h"  // defines: rewards::Registry
-#include "train/grpo_loss.h"   // defines: GrpoLossOptions
+#include "train/grpo_loss.h"    // defines: GrpoLossOptions
+#include "train/micro_batch.h"  // defines: MicroBatchConfig
 #include "train/optim.h"       // defines: OptimConfig
 
 namespace retort {
@@ -105,7 +106,8 @@ struct GrpoConfig {
   DynamicSamplingConfig dynamic_sampling;
   int mu = 1;                    // passes over each batch (PPO epochs); > 1 recomputes the old log-probs
   int64_t minibatch_size = 0;    // sequences per optimizer step; 0 = the whole batch (N)
-  int grad_accum = 1;            // micro-batches per minibatch (bounds activation memory)
+  int grad_accum = 1;            // micro-batches per minibatch (bounds activation memory; unused with train.micro_batch_tokens)
+  MicroBatchConfig train;        // the update's micro-batches by a token budget, packing, activation checkpointing
   int64_t logprob_micro_batch = 0;  // rows per no-grad forward (anchor / old log-probs); 0 = all
   GrpoLossOptions loss;
   std::string overlong = "none";  // none | mask | penalty (see the top of this file)

@@ -16,6 +16,7 @@
 #include "rollout/sampler.h"
 #include "tokenizer/chat_template.h"
 #include "train/distill.h"
+#include "train/micro_batch.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -47,6 +48,7 @@ void SftConfig::bind(ConfigBinder& b) {
   b.field("keep_last", keep_last, Range::at_least(1));
   b.field("resume", resume);
   b.field("distill", distill);
+  b.field("train", train);
 }
 
 namespace {
@@ -76,70 +78,90 @@ std::vector<std::vector<int64_t>> epoch_batches(const std::vector<TokenizedSampl
 }
 
 struct Batch {
-  torch::Tensor ids;        // [B, T] int64, right-padded with 0
+  torch::Tensor ids;        // [B, T] int64, right-padded with 0 (packed: B = 1, the sequences one after another)
   torch::Tensor attention;  // [B, T] int64: 1 for real tokens
+  torch::Tensor sequence_ids;  // [1, T] int64 when packed (which sequence each token belongs to); undefined otherwise
   torch::Tensor targets;    // [B, T-1] int64: ids shifted left
   torch::Tensor loss_mask;  // [B, T-1] float: 1 where the target is trained on
   int64_t target_tokens = 0;
   Distiller::OfflineTopk topk;  // [B, T-1, K] teacher_topk aligned with the targets (offline distillation only)
 };
 
-// Places each row's teacher_topk at the positions that predict its completion tokens:
-// completion token j sits at ids[prompt_length + j] and is predicted by logits[prompt_length + j - 1].
-Distiller::OfflineTopk make_offline_topk(const std::vector<TokenizedSample>& data, const std::vector<int64_t>& rows, int64_t T) {
+// Places each sequence's teacher_topk at the positions that predict its completion tokens:
+// completion token j sits at ids[start + prompt_length + j] and is predicted by
+// logits[start + prompt_length + j - 1]. Padded: one row per sequence, start 0; packed: one
+// row, start = the sequence's offset. -> ids/logprobs [R, T-1, K], mask [R, T-1].
+Distiller::OfflineTopk make_offline_topk(const std::vector<TokenizedSample>& data, const std::vector<int64_t>& rows, int64_t T,
+                                         bool packed) {
   int64_t K = 1;
   for (int64_t r : rows) K = std::max(K, data[r].topk_k);
-  const int64_t B = static_cast<int64_t>(rows.size());
-  auto ids = torch::zeros({B, T - 1, K}, torch::kLong);
-  auto lp = torch::full({B, T - 1, K}, -1e9, torch::kFloat);
-  auto mask = torch::zeros({B, T - 1}, torch::kFloat);
+  const int64_t R = packed ? 1 : static_cast<int64_t>(rows.size());
+  auto ids = torch::zeros({R, T - 1, K}, torch::kLong);
+  auto lp = torch::full({R, T - 1, K}, -1e9, torch::kFloat);
+  auto mask = torch::zeros({R, T - 1}, torch::kFloat);
   auto ia = ids.accessor<int64_t, 3>();
   auto la = lp.accessor<float, 3>();
   auto ma = mask.accessor<float, 2>();
-  for (int64_t b = 0; b < B; ++b) {
-    const TokenizedSample& s = data[rows[b]];
+  int64_t start = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const TokenizedSample& s = data[rows[i]];
+    const int64_t b = packed ? 0 : static_cast<int64_t>(i);
+    const int64_t len = static_cast<int64_t>(s.ids.size());
     for (int64_t j = 0; j < s.topk_rows; ++j) {
-      int64_t pos = s.prompt_length + j - 1;
-      if (pos < 0 || pos >= T - 1 || s.prompt_length + j >= static_cast<int64_t>(s.ids.size())) continue;  // cut by truncation
+      const int64_t at = s.prompt_length + j;  // the token's index inside its sequence
+      if (at - 1 < 0 || at >= len) continue;  // cut by truncation
+      const int64_t pos = start + at - 1;
       for (int64_t c = 0; c < s.topk_k; ++c) {
         ia[b][pos][c] = s.topk_ids[j * s.topk_k + c];
         la[b][pos][c] = s.topk_logprobs[j * s.topk_k + c];
       }
       ma[b][pos] = 1;
     }
+    if (packed) start += len;
   }
   return {ids, lp, mask};
 }
 
+// A micro-batch of the sequences `rows`: padded (one row each, right-padded to the longest)
+// or packed (one row, the sequences one after another, no padding; a sequence's first token
+// is not a target of the one before it).
 Batch make_batch(const std::vector<TokenizedSample>& data, const std::vector<int64_t>& rows, torch::Device device,
-                 bool offline_topk = false) {
+                 bool offline_topk = false, bool packed = false) {
   int64_t T = 0;
-  for (int64_t r : rows) T = std::max<int64_t>(T, static_cast<int64_t>(data[r].ids.size()));
-  const int64_t B = static_cast<int64_t>(rows.size());
+  for (int64_t r : rows) T = packed ? T + static_cast<int64_t>(data[r].ids.size()) : std::max<int64_t>(T, static_cast<int64_t>(data[r].ids.size()));
+  const int64_t B = packed ? 1 : static_cast<int64_t>(rows.size());
   auto ids = torch::zeros({B, T}, torch::kLong);
   auto att = torch::zeros({B, T}, torch::kLong);
-  auto lm = torch::zeros({B, T}, torch::kFloat);
+  auto seq = torch::zeros({B, T}, torch::kLong);
+  auto lm = torch::zeros({B, T}, torch::kFloat);  // loss mask of each token as a target
   auto ia = ids.accessor<int64_t, 2>();
   auto aa = att.accessor<int64_t, 2>();
+  auto sa = seq.accessor<int64_t, 2>();
   auto la = lm.accessor<float, 2>();
-  for (int64_t b = 0; b < B; ++b) {
-    const auto& s = data[rows[b]];
+  int64_t start = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto& s = data[rows[i]];
+    const int64_t b = packed ? 0 : static_cast<int64_t>(i);
     for (size_t t = 0; t < s.ids.size(); ++t) {
-      ia[b][t] = s.ids[t];
-      aa[b][t] = 1;
-      la[b][t] = s.loss_mask[t];
+      const int64_t at = start + static_cast<int64_t>(t);
+      ia[b][at] = s.ids[t];
+      aa[b][at] = 1;
+      sa[b][at] = static_cast<int64_t>(i);
+      la[b][at] = t == 0 ? 0.0f : s.loss_mask[t];  // a first token is never predicted (packed: not from the previous sequence)
     }
+    if (packed) start += static_cast<int64_t>(s.ids.size());
   }
   Batch out;
   out.ids = ids.to(device);
   out.attention = att.to(device);
+  if (packed) out.sequence_ids = seq.to(device);
   out.targets = ids.narrow(1, 1, T - 1).to(device);
   // A position's loss trains the prediction of the NEXT token: mask of the target.
   auto mask = lm.narrow(1, 1, T - 1);
   out.loss_mask = mask.to(device);
   out.target_tokens = static_cast<int64_t>(mask.sum().item<double>());
   if (offline_topk) {
-    auto t = make_offline_topk(data, rows, T);
+    auto t = make_offline_topk(data, rows, T, packed);
     out.topk = {t.ids.to(device), t.logprobs.to(device), t.mask.to(device)};
   }
   return out;
@@ -179,13 +201,6 @@ void check_sample_lengths(const std::vector<TokenizedSample>& train, const std::
                         "set data.max_length=" + std::to_string(max_positions) + " or less"});
 }
 
-// Summed token cross-entropy of a batch: sum over trained targets of -log p(target).
-torch::Tensor summed_ce(const ForwardOutput& out, const Batch& b) {
-  auto logits = out.logits.narrow(1, 0, b.ids.size(1) - 1).to(torch::kFloat);  // [B, T-1, V]
-  auto logp = torch::log_softmax(logits, -1).gather(-1, b.targets.unsqueeze(-1)).squeeze(-1);  // [B, T-1]
-  return -(logp * b.loss_mask).sum();
-}
-
 // Data parallel: rank r scores the batches r, r + W, ...; the sums are added over the ranks.
 double validation_loss(Qwen2ForCausalLMImpl& model, const std::vector<TokenizedSample>& valid, int batch_size,
                        torch::Device device, const DistContext& dist) {
@@ -200,7 +215,9 @@ double validation_loss(Qwen2ForCausalLMImpl& model, const std::vector<TokenizedS
     std::vector<int64_t> rows;
     for (size_t j = i; j < std::min(valid.size(), i + batch_size); ++j) rows.push_back(static_cast<int64_t>(j));
     Batch b = make_batch(valid, rows, device);
-    total += summed_ce(model.forward(b.ids, b.attention), b).item<double>();
+    ForwardOptions fo;
+    fo.skip_lm_head = true;
+    total += summed_token_ce(model, model.forward(b.ids, b.attention, fo), b.targets, b.loss_mask).item<double>();
     tokens += b.target_tokens;
   }
   model.train();
@@ -228,8 +245,10 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
     throw Error(ErrorInfo{"batch_size, grad_accum and steps must be positive", where, "> 0",
                           std::to_string(cfg.batch_size) + ", " + std::to_string(cfg.grad_accum) + ", " + std::to_string(cfg.steps), ""});
   }
+  cfg.train.validate(where);
   log_info(apply_runtime(cfg.runtime));
   torch::Device device(resolve_device(cfg.runtime.device));
+  log_info("precision: " + apply_precision(cfg.runtime, device.str()));
   // Data parallel (RANK/WORLD_SIZE set): every rank builds the same global batches from the
   // same seed and trains on its slice; only rank 0 writes the run directory.
   const DistContext& dist = dist_context(device);
@@ -371,11 +390,13 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
   while (step < cfg.steps) {
     double t0 = now_seconds();
     std::vector<Batch> micro;
-    int64_t target_tokens = 0, tokens = 0;
+    int64_t tokens = 0;
     // Whether this step is on-policy: a draw from (seed, step), so that a resumed run makes
     // the same choices and samples the same completions.
     std::mt19937_64 step_rng(static_cast<uint64_t>(cfg.runtime.seed) * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(step));
     const bool on_policy = lambda > 0 && std::uniform_real_distribution<double>(0.0, 1.0)(step_rng) < lambda;
+    const bool offline = distiller && distiller->offline();
+    std::vector<int64_t> step_rows;  // this rank's sequences of the step (trace batches only)
     for (int a = 0; a < cfg.grad_accum; ++a) {
       // Every rank draws the same global rows (and the same random numbers); a rank whose
       // slice is empty (a short last batch of an epoch) still joins the collectives.
@@ -386,40 +407,57 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
         // Each rank samples its own rows: the streams differ from a single process's.
         on_policy_opts.seed = policy_seed ^ (static_cast<uint64_t>(dist.rank()) * 0x9e3779b97f4a7c15ull);
         micro.push_back(on_policy_batch(*model, train, rows, on_policy_opts));
+      } else if (cfg.train.micro_batch_tokens > 0) {
+        step_rows.insert(step_rows.end(), rows.begin(), rows.end());
       } else {
-        micro.push_back(make_batch(train, rows, device, distiller && distiller->offline()));
+        micro.push_back(make_batch(train, rows, device, offline));
       }
-      target_tokens += micro.back().target_tokens;
-      tokens += micro.back().ids.numel();
     }
-    // The CE divides by the combined batch's trained tokens, so that the SUM of the ranks'
-    // gradients is the single-process gradient of the combined batch.
+    if (!step_rows.empty()) {
+      // Token budget: the step's sequences (longest first, so padded micro-batches waste little)
+      // in micro-batches of at most micro_batch_tokens tokens, packed or padded.
+      std::stable_sort(step_rows.begin(), step_rows.end(),
+                       [&](int64_t x, int64_t y) { return train[x].ids.size() > train[y].ids.size(); });
+      std::vector<int64_t> lengths;
+      for (int64_t r : step_rows) lengths.push_back(static_cast<int64_t>(train[r].ids.size()));
+      for (const auto& part : split_by_token_budget(lengths, cfg.train.micro_batch_tokens, cfg.train.packing)) {
+        std::vector<int64_t> rows;
+        for (int64_t i : part) rows.push_back(step_rows[static_cast<size_t>(i)]);
+        micro.push_back(make_batch(train, rows, device, offline, cfg.train.packing));
+      }
+    }
+    // 1: the step's denominators, over every micro-batch and rank, before any backward: each
+    //    loss is a sum over its positions divided by these, so the split does not matter.
+    Distiller::StepTokens n;
+    for (const Batch& b : micro) {
+      n.targets += static_cast<double>(b.target_tokens);
+      n.tokens += b.attention.sum().item<double>();
+      if (offline && b.topk.mask.defined()) n.logit_targets += (b.topk.mask * b.loss_mask).sum().item<double>();
+      tokens += b.attention.sum().item<int64_t>();
+    }
     if (dist.enabled()) {
-      auto s = dist.sum({static_cast<double>(target_tokens), static_cast<double>(tokens)});  // sync point
-      target_tokens = static_cast<int64_t>(s[0]);
-      tokens = static_cast<int64_t>(s[1]);
+      auto s = dist.sum({n.targets, n.tokens, n.logit_targets});  // sync point
+      n.targets = s[0], n.tokens = s[1], n.logit_targets = s[2];
     }
-    // Micro-batch slices over all ranks: the distillation losses (per-batch means) are
-    // averaged over them, as if each slice were a micro-batch of one process.
-    const double shards = static_cast<double>(cfg.grad_accum) * dist.world_size();
-    // The step's CE is the mean over all its trained tokens, whatever the accumulation; the
-    // distillation losses are per-batch means, averaged over the micro-batches.
     std::map<std::string, double> weights = distiller ? distiller->schedule().weights_at(step) : std::map<std::string, double>{{"ce", 1.0}};
     if (on_policy) weights["ce"] = 0.0;  // no reference completion: the teacher is the only target
+    // 2: forward and backward, micro-batch by micro-batch; the losses add up to the step's.
     std::map<std::string, double> parts;
     double loss_sum = 0;
     for (const Batch& b : micro) {
-      ForwardOutput out = model->forward(b.ids, b.attention, distiller ? distiller->student_options(weights) : ForwardOptions{});
-      auto ce = summed_ce(out, b) / static_cast<double>(std::max<int64_t>(1, target_tokens));
+      ForwardOptions fo = distiller ? distiller->student_options(weights) : ForwardOptions{};
+      fo.skip_lm_head = true;
+      fo.sequence_ids = b.sequence_ids;
+      fo.checkpoint_layers = cfg.train.checkpoint(b.ids.numel());
+      ForwardOutput out = model->forward(b.ids, b.attention, fo);
       torch::Tensor loss;
       if (distiller) {
-        // ce_mean of this micro-batch alone, for the weighted sum: ce scaled back by the share.
-        auto l = distiller->losses(out, b.ids, b.attention, b.loss_mask, ce * shards, weights, b.topk);
-        loss = l.total / shards;
-        for (const auto& kv : l.values) parts[kv.first] += kv.second / shards;
+        auto l = distiller->losses(out, b.ids, b.attention, b.sequence_ids, b.loss_mask, weights, n, b.topk);
+        loss = l.total;
+        for (const auto& kv : l.values) parts[kv.first] += kv.second;
       } else {
-        loss = ce;
-        parts["ce"] += ce.item<double>();
+        loss = summed_token_ce(*model, out, b.targets, b.loss_mask) / std::max(n.targets, 1.0);
+        parts["ce"] += loss.item<double>();
       }
       loss.backward();
       loss_sum += loss.item<double>();  // sync point
@@ -428,16 +466,17 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
       // Each rank's loss is its share of the combined batch's loss: the sums are the totals.
       dist.all_reduce_gradients(params);  // sync point
       static const std::vector<std::string> kParts = {"ce", "logit", "feature", "attention"};
-      std::vector<double> v{loss_sum};
+      std::vector<double> v{loss_sum, static_cast<double>(tokens)};
       for (const auto& k : kParts) {
         v.push_back(parts.count(k) ? parts[k] : 0.0);
         v.push_back(parts.count(k) ? 1.0 : 0.0);
       }
       v = dist.sum(v);
       loss_sum = v[0];
+      tokens = static_cast<int64_t>(v[1]);
       parts.clear();
       for (size_t i = 0; i < kParts.size(); ++i)
-        if (v[2 + 2 * i] > 0) parts[kParts[i]] = v[1 + 2 * i];
+        if (v[3 + 2 * i] > 0) parts[kParts[i]] = v[2 + 2 * i];
     }
     double grad_norm = clip_grad_norm(params, cfg.optim.grad_clip);
     double lr = learning_rate(cfg.optim, step, cfg.steps);
@@ -460,10 +499,13 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
       if (!std::isnan(vl)) rec["valid_loss"] = vl;
       result.final_valid_loss = vl;
     }
+    const MemoryPeak mem = memory_peak();
+    rec["peak_rss_mb"] = mem.rss_bytes / 1048576.0;
+    if (mem.cuda_bytes >= 0) rec["peak_cuda_mb"] = mem.cuda_bytes / 1048576.0;
     if (metrics && cfg.log_every > 0 && (step % cfg.log_every == 0 || last)) metrics->write(rec);
     char suffix[96];
     std::snprintf(suffix, sizeof suffix, "loss %.4f lr %.2e", loss_sum, lr);
-    if (bar) bar->update(step, suffix);
+    if (bar) bar->update(step, suffix + memory_suffix(mem));
     if (dist.is_main() && ((cfg.save_every > 0 && step % cfg.save_every == 0) || last)) {
       std::map<std::string, torch::Tensor> extra;
       if (distiller)

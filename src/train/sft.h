@@ -6,12 +6,15 @@
 // metrics.jsonl and a progress bar; checkpoints every N steps written atomically, the
 // last K kept; a killed run resumes from its newest checkpoint and reproduces the losses of
 // an uninterrupted run (CPU, fixed seed).
+// Long traces (train.*): micro-batches by a token budget, packed without padding, activation
+// checkpointing; the LM head and every vocabulary-sized loss run in chunks (model/lm_head.h).
+// One step's loss is independent of its split: every loss (ce, logit, feature, attention) is
+// a sum over its positions divided by the count of those positions over the whole step,
+// counted before the first backward over every micro-batch and rank.
 // Data parallel (src/dist, RANK/WORLD_SIZE set): every rank builds the same global batches
-// and trains on a contiguous slice of each; the CE divides by the combined batch's token
-// count and the gradients are summed, so N ranks take one process's step on the combined
-// batch. The distillation losses (per-batch means) are averaged over the ranks' slices as
-// if each slice were a micro-batch (equal to one process only up to that regrouping), and
-// on-policy samples differ from a single process's. Only rank 0 writes; a resume needs the checkpoint's world size.
+// and trains on a contiguous slice of each; the gradients are summed, so N ranks take one
+// process's step on the combined batch (on-policy samples differ from a single process's).
+// Only rank 0 writes; a resume needs the checkpoint's world size.
 // Failure modes: a bad trace line names file:line; no usable sample is an error; a config
 // typo names the key and the allowed ones; a resume with a different model is refused.
 #pragma once
@@ -24,6 +27,7 @@
 #include "common/runtime.h"
 #include "data/traces.h"
 #include "train/distill.h"
+#include "train/micro_batch.h"
 #include "train/optim.h"
 
 namespace retort {
@@ -48,8 +52,9 @@ struct SftConfig {
   SftDataConfig data;
   OptimConfig optim;
   int64_t steps = 100;          // optimizer steps
-  int batch_size = 8;           // sequences per micro-batch
-  int grad_accum = 1;           // micro-batches per optimizer step
+  int batch_size = 8;           // sequences per batch (one micro-batch unless train.micro_batch_tokens is set)
+  int grad_accum = 1;           // batches per optimizer step (a step trains batch_size * grad_accum sequences)
+  MicroBatchConfig train;       // token-budget micro-batches, packing, activation checkpointing
   int64_t log_every = 1;
   int64_t eval_every = 50;      // 0 = only at the end
   int64_t save_every = 50;      // 0 = only at the end

@@ -184,3 +184,42 @@ TEST_CASE("dist: two GRPO ranks over loopback match one process on the combined 
   // in a near-zero gradient entry moves its parameter by up to ~lr x that noise's share.
   CHECK(diff < 1e-4);
 }
+
+TEST_CASE("dist: two ranks with packed token-budget micro-batches and every distillation loss match one process", "[train]") {
+  std::string traces = write_traces("dist_distill_traces.jsonl", 24);
+  std::string teacher_run = kBin + "/test_runs/dist_distill_teacher";
+  fs::remove_all(teacher_run);
+  json tcfg = sft_config(teacher_run, traces);
+  tcfg["model_config"]["hidden_size"] = 48;
+  tcfg["steps"] = 2;
+  tcfg["eval_every"] = 0;
+  std::string teacher = retort::run_sft(tcfg, "teacher").output_dir;
+  auto cfg = [&](const std::string& run, bool packed) {
+    json c = sft_config(run, traces);
+    c["steps"] = 2;
+    c["eval_every"] = 0;
+    c["optim"]["grad_clip"] = 0.0;
+    if (packed) c["train"] = {{"micro_batch_tokens", 100}, {"packing", true}};
+    c["distill"] = {{"teacher", teacher},
+                    {"logit", {{"kind", "reverse_kl"}, {"temperature", 1.5}}},
+                    {"feature", {{"layer_map", {{"2", 2}}}, {"kind", "cosine"}}},
+                    {"attention", {{"layer_map", {{"0", 1}}}, {"heads", "mean"}}},
+                    {"schedule", {{"phases", json::array({{{"steps", 1},
+                                                           {"weights", {{"ce", 1.0}, {"logit", 1.0}, {"feature", 1.0}, {"attention", 1.0}}}}})}}}};
+    return c;
+  };
+  std::string one = kBin + "/test_runs/dist_distill_one", two = kBin + "/test_runs/dist_distill_two";
+  fs::remove_all(one);
+  fs::remove_all(two);
+  retort::run_sft(cfg(one, false), "test");  // padded, one micro-batch per batch, one process
+  REQUIRE(launch(2, "sft", cfg(two, true), two + ".json") == 0);
+  auto m1 = read_jsonl(one + "/metrics.jsonl"), m2 = read_jsonl(two + "/metrics.jsonl");
+  REQUIRE(m1.size() == 2);
+  REQUIRE(m2.size() == 2);
+  for (size_t i = 0; i < m1.size(); ++i) {
+    INFO("step " << i + 1);
+    for (const char* key : {"loss", "grad_norm", "loss_ce", "loss_logit", "loss_feature", "loss_attention"})
+      CHECK(std::abs(m2[i][key].get<double>() - m1[i][key].get<double>()) < 1e-5 * std::max(1.0, std::abs(m1[i][key].get<double>())));
+  }
+  CHECK(max_param_diff(one + "/final", two + "/final") < 1e-5);
+}

@@ -341,3 +341,81 @@ TEST_CASE("distill: on-policy (GKD lambda) steps train on the student's own samp
   c1["distill"]["on_policy"] = 1.5;
   CHECK_THROWS_WITH(retort::run_sft(c1, "s.json"), Catch::Contains("distill.on_policy") && Catch::Contains("1.5"));
 }
+
+TEST_CASE("sft + distill: one step's loss and gradient do not depend on how the batch is split", "[train]") {
+  // Eight traces of different lengths, no validation split: every configuration trains the
+  // same eight sequences in its one step, split differently.
+  std::string traces = kBin + "/split_traces.jsonl";
+  {
+    std::ofstream f(traces);
+    for (int i = 0; i < 8; ++i) {
+      std::string pad(static_cast<size_t>(i), ' ');
+      json line = {{"prompt", "What is " + std::to_string(i) + "+" + std::to_string(i + 1) + "? " + pad},
+                   {"completion", "<think>\n" + pad + std::to_string(i) + "+" + std::to_string(i + 1) + "=" +
+                                      std::to_string(2 * i + 1) + "\n</think>\nThe answer is \\boxed{" +
+                                      std::to_string(2 * i + 1) + "}."}};
+      f << line.dump() << "\n";
+    }
+  }
+  std::string teacher_run = kBin + "/test_runs/split_teacher";
+  fs::remove_all(teacher_run);
+  json tcfg = tiny_config(teacher_run, traces);
+  tcfg["model_config"]["hidden_size"] = 48;
+  tcfg["model_config"]["num_hidden_layers"] = 3;
+  tcfg["steps"] = 3;
+  tcfg["eval_every"] = 0;
+  tcfg["data"]["valid_fraction"] = 0.0;
+  std::string teacher = retort::run_sft(tcfg, "teacher").output_dir;
+
+  struct Split {
+    std::string name;
+    int batch_size, grad_accum;
+    json train;
+  };
+  const std::vector<Split> splits = {
+      {"whole", 8, 1, json::object()},
+      {"accum4", 2, 4, json::object()},
+      {"accum8", 1, 8, json::object()},
+      {"packed", 8, 1, {{"micro_batch_tokens", 120}, {"packing", true}}},
+      {"padded", 8, 1, {{"micro_batch_tokens", 120}, {"packing", false}}},
+      {"ckpt", 4, 2, {{"activation_checkpointing", "on"}}},
+  };
+  for (bool distill : {false, true}) {
+    std::vector<json> lines;
+    for (const auto& s : splits) {
+      std::string run = kBin + "/test_runs/split_" + s.name + (distill ? "_d" : "");
+      fs::remove_all(run);
+      json c = tiny_config(run, traces);
+      c["steps"] = 1;
+      c["eval_every"] = 0;
+      c["data"]["valid_fraction"] = 0.0;
+      c["batch_size"] = s.batch_size;
+      c["grad_accum"] = s.grad_accum;
+      c["optim"]["grad_clip"] = 0.0;
+      if (!s.train.empty()) c["train"] = s.train;
+      if (distill) {
+        c["distill"] = {{"teacher", teacher},
+                        {"logit", {{"kind", "jsd"}, {"temperature", 2.0}}},
+                        {"feature", {{"layer_map", {{"1", 1}, {"2", 3}}}, {"kind", "mse"}}},
+                        {"attention", {{"layer_map", {{"1", 2}}}, {"heads", "mapped"}}},
+                        {"schedule", {{"phases", json::array({{{"steps", 1},
+                                                               {"weights", {{"ce", 1.0}, {"logit", 0.5}, {"feature", 2.0}, {"attention", 3.0}}}}})}}}};
+      }
+      retort::run_sft(c, "split");
+      std::ifstream m(run + "/metrics.jsonl");
+      std::string line;
+      std::getline(m, line);
+      lines.push_back(json::parse(line));
+    }
+    for (size_t i = 1; i < splits.size(); ++i) {
+      INFO((distill ? "distill, " : "sft, ") << splits[i].name << " vs " << splits[0].name);
+      REQUIRE(lines[i]["tokens"] == lines[0]["tokens"]);  // the same eight sequences
+      for (const char* key : {"loss", "grad_norm", "loss_ce", "loss_logit", "loss_feature", "loss_attention"}) {
+        if (!lines[0].contains(key)) continue;
+        INFO(key);
+        CHECK(lines[i][key].get<double>() == Approx(lines[0][key].get<double>()).epsilon(1e-5));
+      }
+    }
+    CHECK(lines[0].contains("peak_rss_mb"));
+  }
+}

@@ -1,0 +1,276 @@
+// Training at real shapes: the chunked LM head, activation checkpointing and packing each
+// against the plain computation written directly from the math with full tensors
+// (log_softmax of the whole [N, V] logits, a model run per sequence, no recomputation).
+// Values and gradients must agree within 1e-5 relative.
+#include <algorithm>
+#include <cmath>
+
+#include "model/config.h"        // defines: ModelConfig
+#include "model/lm_head.h"       // defines: chunked_head, head_token_logprobs
+#include "model/transformer.h"   // defines: Qwen2ForCausalLM
+#include "rollout/logprobs.h"    // defines: token_logprobs
+#include "train/distill_losses.h"  // defines: logit_loss_rows
+#include "train/micro_batch.h"   // defines: split_by_token_budget
+
+// Last: Torch's logging headers define CHECK too; Catch's must win.
+#include <catch2/catch.hpp>
+
+using Catch::Detail::Approx;
+
+namespace {
+
+// max |a - b| <= 1e-5 max |b|: relative to the tensor's scale (float32 rounding makes entries
+// near 0 differ by ~1e-7 |b|max whatever the order of the sums, so an elementwise relative
+// bound would test the rounding, not the computation). `floor` bounds the scale from below.
+bool close(const torch::Tensor& a, const torch::Tensor& b, double floor = 1e-6) {
+  if (a.sizes() != b.sizes()) return false;
+  auto x = a.to(torch::kDouble), y = b.to(torch::kDouble);
+  const double scale = std::max(y.abs().max().item<double>(), floor);
+  const double err = (x - y).abs().max().item<double>();
+  if (err <= 1e-5 * scale) return true;
+  UNSCOPED_INFO("max |a - b| = " << err << ", max |b| = " << scale);
+  return false;
+}
+
+retort::ModelConfig tiny(int64_t vocab = 97, bool tied = false) {
+  nlohmann::json j = {{"architectures", {"Qwen2ForCausalLM"}}, {"model_type", "qwen2"}, {"vocab_size", vocab},
+                      {"hidden_size", 32}, {"intermediate_size", 48}, {"num_hidden_layers", 3},
+                      {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"max_position_embeddings", 128},
+                      {"rope_theta", 10000.0}, {"rms_norm_eps", 1e-6}, {"tie_word_embeddings", tied}};
+  return retort::ModelConfig::from_json(j, "test");
+}
+
+retort::Qwen2ForCausalLM make_model(uint64_t seed, bool tied = false) {
+  torch::manual_seed(seed);
+  retort::Qwen2ForCausalLM m(tiny(97, tied));
+  // Larger weights than the 0.02 init so that the distributions are far from uniform.
+  torch::NoGradGuard ng;
+  for (auto& p : m->parameters())
+    if (p.dim() == 2) p.normal_(0.0, 0.2);
+  return m;
+}
+
+std::vector<torch::Tensor> grads_of(torch::nn::Module& m) {
+  std::vector<torch::Tensor> g;
+  for (auto& p : m.parameters()) g.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+  return g;
+}
+
+void zero_grads(torch::nn::Module& m) {
+  for (auto& p : m.parameters())
+    if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+}
+
+}  // namespace
+
+// ---- the chunked LM head -----------------------------------------------------------------
+
+TEST_CASE("chunked head: token log-probs and entropy equal the full log_softmax, values and gradients", "[unit]") {
+  torch::manual_seed(3);
+  const int64_t N = 37, C = 16, V = 50;
+  for (double tau : {1.0, 0.7}) {
+    auto h = (torch::randn({N, C}) * 2).requires_grad_(true);
+    auto w = torch::randn({V, C}).requires_grad_(true);
+    auto tgt = torch::randint(0, V, {N}, torch::kLong);
+    auto weights = torch::randn({N, 2});  // a random linear functional of the outputs, for the gradients
+
+    // Chunks of 5 tokens (250 elements / V): 8 chunks, the last one short.
+    retort::HeadChunkOptions o;
+    o.chunk_elements = 5 * V;
+    auto got = retort::head_token_logprobs(h, w, tgt, tau, /*entropy=*/true, o);  // [N, 2]
+    (got * weights).sum().backward();
+    auto gh = h.grad().clone(), gw = w.grad().clone();
+    h.mutable_grad() = torch::Tensor();
+    w.mutable_grad() = torch::Tensor();
+
+    // Reference from the definitions: z = h W^T / tau over the whole vocabulary at once.
+    auto z = torch::matmul(h, w.t()) / tau;                        // [N, V]
+    auto logp = torch::log_softmax(z, -1);                         // [N, V]
+    auto lp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1);      // [N]
+    auto ent = -(logp.exp() * logp).sum(-1);                       // [N]
+    auto ref = torch::stack({lp, ent}, -1);
+    (ref * weights).sum().backward();
+    INFO("tau " << tau);
+    CHECK(close(got.detach(), ref.detach()));
+    CHECK(close(gh, h.grad()));
+    CHECK(close(gw, w.grad()));
+  }
+}
+
+TEST_CASE("chunked head: logit distillation losses with teacher logits from teacher hidden states per chunk", "[unit]") {
+  torch::manual_seed(5);
+  const int64_t N = 23, Cs = 12, Ct = 20, V = 40, K = 6;
+  auto hs = torch::randn({N, Cs}).requires_grad_(true);
+  auto ws = torch::randn({V, Cs}).requires_grad_(true);
+  auto ht = torch::randn({N, Ct});
+  auto wt = torch::randn({V, Ct});
+  auto mask = (torch::rand({N}) > 0.3).to(torch::kFloat);  // positions that count
+  const double tau = 2.0;
+  struct Case { std::string kind; double beta; };
+  for (const Case& c : {Case{"forward_kl", 0.5}, Case{"reverse_kl", 0.5}, Case{"jsd", 0.5}, Case{"jsd", 0.1}, Case{"topk", 0.5}}) {
+    INFO(c.kind << " beta " << c.beta);
+    retort::HeadChunkOptions o;
+    o.chunk_elements = 4 * V;  // 4 tokens a chunk
+    auto fn = [&](const torch::Tensor& logits, int64_t b, int64_t n) {
+      torch::Tensor t, ids, lp;
+      {
+        torch::NoGradGuard ng;
+        t = torch::matmul(ht.narrow(0, b, n), wt.t());
+        if (c.kind == "topk") {
+          auto top = torch::log_softmax(t, -1).topk(K, -1);
+          lp = std::get<0>(top);
+          ids = std::get<1>(top);
+          t = torch::Tensor();
+        }
+      }
+      return retort::logit_loss_rows(c.kind, logits, t, ids, lp, c.beta, tau).unsqueeze(-1);
+    };
+    auto got = (retort::chunked_head(hs, ws, 1, fn, o).squeeze(-1) * mask).sum() / mask.sum();
+    got.backward();
+    auto gh = hs.grad().clone(), gw = ws.grad().clone();
+    hs.mutable_grad() = torch::Tensor();
+    ws.mutable_grad() = torch::Tensor();
+
+    // Reference from the papers' formulas on the full [N, V] logits.
+    auto ls = torch::log_softmax(torch::matmul(hs, ws.t()) / tau, -1);   // student log p_s
+    auto tl = torch::matmul(ht, wt.t());
+    auto lt = torch::log_softmax(tl / tau, -1);                          // teacher log p_t
+    auto ps = ls.exp(), pt = lt.exp();
+    torch::Tensor per;
+    if (c.kind == "forward_kl") {
+      per = (pt * (lt - ls)).sum(-1);
+    } else if (c.kind == "reverse_kl") {
+      per = (ps * (ls - lt)).sum(-1);
+    } else if (c.kind == "jsd") {
+      auto m = c.beta * pt + (1 - c.beta) * ps;
+      per = c.beta * (pt * (lt - m.log())).sum(-1) + (1 - c.beta) * (ps * (ls - m.log())).sum(-1);
+    } else {
+      auto top = torch::log_softmax(tl, -1).topk(K, -1);
+      auto q = torch::softmax(std::get<0>(top) / tau, -1);  // teacher renormalised on its top-k
+      per = (q * (q.log() - ls.gather(-1, std::get<1>(top)))).sum(-1);
+    }
+    auto ref = tau * tau * (per * mask).sum() / mask.sum();
+    ref.backward();
+    CHECK(close(got.detach(), ref.detach()));
+    CHECK(close(gh, hs.grad()));
+    CHECK(close(gw, ws.grad()));
+    hs.mutable_grad() = torch::Tensor();
+    ws.mutable_grad() = torch::Tensor();
+  }
+}
+
+TEST_CASE("token_logprobs: the chunked path equals log_softmax of the model's full logits (tied and untied heads)", "[model]") {
+  for (bool tied : {false, true}) {
+    INFO("tied " << tied);
+    auto model = make_model(11, tied);
+    // Two rows: a left-padded prompt with a right-padded completion, and a full row.
+    auto ids = torch::randint(1, 97, {2, 9}, torch::kLong);
+    auto mask = torch::ones({2, 9}, torch::kLong);
+    mask[0][0] = 0, mask[0][1] = 0, mask[0][8] = 0;
+    retort::LogprobOptions lo;
+    lo.temperature = 0.8;
+    lo.head.chunk_elements = 3 * 97;  // 3 tokens a chunk
+    auto got = retort::token_logprobs(*model, ids, mask, lo);  // [2, 8]
+    auto weights = torch::randn({2, 8});
+    (got * weights).sum().backward();
+    auto g = grads_of(*model);
+    zero_grads(*model);
+
+    auto logits = model->forward(ids, mask).logits.narrow(1, 0, 8) / 0.8;  // [2, 8, V]
+    auto lp = torch::log_softmax(logits, -1).gather(-1, ids.narrow(1, 1, 8).unsqueeze(-1)).squeeze(-1);
+    auto valid = (mask.narrow(1, 1, 8) * mask.narrow(1, 0, 8)).to(torch::kFloat);
+    auto ref = lp * valid;
+    (ref * weights).sum().backward();
+    auto gr = grads_of(*model);
+    CHECK(close(got.detach(), ref.detach()));
+    for (size_t i = 0; i < g.size(); ++i) CHECK(close(g[i], gr[i]));
+
+    // first = 4: the last four positions only.
+    torch::NoGradGuard ng;
+    lo.first = 4;
+    CHECK(close(retort::token_logprobs(*model, ids, mask, lo), ref.detach().narrow(1, 4, 4)));
+  }
+}
+
+// ---- activation checkpointing ----------------------------------------------------------------
+
+TEST_CASE("activation checkpointing: the same loss and gradients as keeping the activations", "[model]") {
+  auto model = make_model(21);
+  auto ids = torch::randint(1, 97, {2, 11}, torch::kLong);
+  auto mask = torch::ones({2, 11}, torch::kLong);
+  mask[1][10] = 0;
+  auto probe = torch::randn({2, 11, 32});
+  // A loss through the logits, every hidden state and the attention map of layer 1 (what
+  // feature and attention distillation read): layer 1 runs eagerly, layers 0 and 2 recompute.
+  auto run = [&](bool checkpoint) {
+    retort::ForwardOptions o;
+    o.checkpoint_layers = checkpoint;
+    o.output_hidden_states = true;
+    o.output_attentions = true;
+    o.attention_layers = {1};
+    auto out = model->forward(ids, mask, o);
+    REQUIRE(out.attentions.size() == 3);
+    CHECK(!out.attentions[0].defined());
+    CHECK(out.attentions[1].defined());
+    auto loss = torch::log_softmax(out.logits, -1).select(-1, 5).sum() + (out.hidden_states[1] * probe).sum() + (out.hidden_states[3] * probe).sum() +
+                out.attentions[1].pow(2).sum();
+    loss.backward();
+    auto g = grads_of(*model);
+    zero_grads(*model);
+    return std::make_pair(loss.item<double>(), g);
+  };
+  auto plain = run(false), ck = run(true);
+  CHECK(ck.first == Approx(plain.first).epsilon(1e-6));
+  for (size_t i = 0; i < plain.second.size(); ++i) {
+    INFO("parameter " << i);
+    CHECK(close(ck.second[i], plain.second[i]));
+  }
+}
+
+// ---- packing ---------------------------------------------------------------------------------
+
+TEST_CASE("packing: logits, hidden states and attention maps of a packed row equal each sequence's own", "[model]") {
+  auto model = make_model(31);
+  torch::NoGradGuard ng;
+  const std::vector<int64_t> lens = {5, 8, 3};
+  std::vector<torch::Tensor> seqs;
+  for (int64_t l : lens) seqs.push_back(torch::randint(1, 97, {1, l}, torch::kLong));
+  auto packed = torch::cat(seqs, 1);  // [1, 16]
+  std::vector<torch::Tensor> sid;
+  for (size_t i = 0; i < lens.size(); ++i) sid.push_back(torch::full({1, lens[i]}, static_cast<int64_t>(i), torch::kLong));
+  retort::ForwardOptions o;
+  o.output_hidden_states = true;
+  o.output_attentions = true;
+  auto po = o;
+  po.sequence_ids = torch::cat(sid, 1);
+  auto p = model->forward(packed, {}, po);
+  int64_t start = 0;
+  for (size_t i = 0; i < lens.size(); ++i) {
+    INFO("sequence " << i);
+    const int64_t l = lens[i];
+    auto s = model->forward(seqs[i], {}, o);
+    CHECK(close(p.logits.narrow(1, start, l), s.logits));
+    for (size_t k = 0; k < s.hidden_states.size(); ++k) CHECK(close(p.hidden_states[k].narrow(1, start, l), s.hidden_states[k]));
+    for (size_t k = 0; k < s.attentions.size(); ++k) {
+      auto block = p.attentions[k].narrow(2, start, l);  // [1, H, l, 16]
+      CHECK(close(block.narrow(3, start, l), s.attentions[k]));
+      CHECK(block.sum().item<double>() == Approx(static_cast<double>(4 * l)).epsilon(1e-5));  // no mass outside the block
+    }
+    start += l;
+  }
+  // Packed log-probs: a position whose next token starts another sequence scores 0, the others
+  // equal the per-sequence ones.
+  retort::LogprobOptions lo;
+  lo.sequence_ids = po.sequence_ids;
+  auto lp = retort::token_logprobs(*model, packed, {}, lo);  // [1, 15]
+  CHECK(lp[0][4].item<double>() == 0.0);
+  CHECK(close(lp.narrow(1, 5, 7), retort::token_logprobs(*model, seqs[1], {}, {})));
+}
+
+TEST_CASE("split_by_token_budget: packed sums and padded rectangles stay within the budget", "[unit]") {
+  using V = std::vector<std::vector<int64_t>>;
+  CHECK(retort::split_by_token_budget({5, 4, 3, 9, 1}, 10, /*packed=*/true) == V{{0, 1}, {2}, {3, 4}});
+  CHECK(retort::split_by_token_budget({5, 4, 3, 9, 1}, 10, /*packed=*/false) == V{{0, 1}, {2}, {3}, {4}});
+  CHECK(retort::split_by_token_budget({12, 2}, 10, /*packed=*/true) == V{{0}, {1}});  // longer than the budget: alone
+  CHECK(retort::split_by_token_budget({}, 10, true).empty());
+}
