@@ -11,11 +11,11 @@
 #include <string>     // defines: std::to_string
 
 #include "common/error.h"            // defines: retort::Error
+#include "common/hash.h"             // defines: mix_seed
 #include "rollout/block_manager.h"   // defines: BlockManager
 #include "rollout/model_runner.h"    // defines: ModelRunner
 #include "rollout/sampler.h"         // defines: sample, Rollout, SamplerOptions, pick_tokens
 #include "rollout/scheduler.h"       // defines: Scheduler
-#include "rollout/score.h"           // defines: mix_seed
 #include "rollout/sequence.h"        // defines: Sequence
 
 namespace retort {

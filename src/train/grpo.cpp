@@ -375,7 +375,7 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
         int64_t micro_tokens = 0;
         for (int64_t r : part) micro_tokens += packed ? row_tokens[static_cast<size_t>(r)] : batch.P + batch.L;
         auto logp = completion_logprobs(*policy, batch, rows, 0, lp_temperature, device, packed,
-                                        cfg.train.checkpoint(micro_tokens));  // [n, L], with autograd
+                                        cfg.train.checkpoint(micro_tokens, policy->config().hidden_size, policy->config().num_hidden_layers));  // [n, L], with autograd
         auto mask = on_device(batch.loss_mask, rows);
         GrpoLossStats st;
         auto loss = grpo_loss(logp, on_device(batch.old_logprobs, rows),

@@ -448,7 +448,7 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
       ForwardOptions fo = distiller ? distiller->student_options(weights) : ForwardOptions{};
       fo.skip_lm_head = true;
       fo.sequence_ids = b.sequence_ids;
-      fo.checkpoint_layers = cfg.train.checkpoint(b.ids.numel());
+      fo.checkpoint_layers = cfg.train.checkpoint(b.ids.numel(), model->config().hidden_size, model->config().num_hidden_layers);
       ForwardOutput out = model->forward(b.ids, b.attention, fo);
       torch::Tensor loss;
       if (distiller) {

@@ -18,7 +18,7 @@
 #include "rollout/block_manager.h"  // defines: BlockManager
 #include "rollout/logprobs.h"       // defines: token_logprobs
 #include "rollout/sampler.h"        // defines: sample, sample_static, EngineStats
-#include "rollout/score.h"          // defines: mix_seed
+#include "common/hash.h"             // defines: mix_seed
 
 namespace {
 

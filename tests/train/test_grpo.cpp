@@ -499,7 +499,7 @@ TEST_CASE("grpo: verification overlaps generation (measured)", "[train]") {
 
 TEST_CASE("grpo: one update's loss and gradient do not depend on micro-batches, token budget or packing", "[train]") {
   // Same seed: the same samples, rewards and advantages; only the update's split differs.
-  std::string prompts = write_prompts("grpo_split_prompts.jsonl", number_prompts(8));
+  std::string prompts = write_jsonl("grpo_split_prompts.jsonl", number_prompts(8));
   struct Split {
     std::string name;
     int grad_accum;
