@@ -169,16 +169,18 @@ void strip_plain_units(std::string& s, std::string* units) {
   }
 }
 
-// "1,234,567" (the whole answer, optionally signed and with decimals) → "1234567".
-void strip_thousands(std::string& s) {
+// "1,234,567" or "1 234 567" (the whole answer, optionally signed and with decimals, digits
+// grouped by threes with `sep`) -> "1234567". A leading 0 group is never thousands ("0,111" is
+// a decimal comma).
+void strip_digit_groups(std::string& s, char sep) {
   size_t i = 0;
   if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
   size_t group = 0;
   size_t first_digit = i;
   while (i < s.size() && is_digit(s[i])) ++i, ++group;
-  if (group == 0 || group > 3 || i >= s.size() || s[i] != ',') return;
-  if (s[first_digit] == '0') return;  // "0,111" is a decimal comma, never thousands
-  while (i < s.size() && s[i] == ',') {
+  if (group == 0 || group > 3 || i >= s.size() || s[i] != sep) return;
+  if (s[first_digit] == '0') return;
+  while (i < s.size() && s[i] == sep) {
     ++i;
     size_t g = 0;
     while (i < s.size() && is_digit(s[i])) ++i, ++g;
@@ -191,7 +193,7 @@ void strip_thousands(std::string& s) {
   if (i != s.size()) return;
   std::string out;
   for (char c : s)
-    if (c != ',') out.push_back(c);
+    if (c != sep) out.push_back(c);
   s.swap(out);
 }
 
@@ -241,30 +243,6 @@ void collapse_commas(std::string& s) {
     }
     out.push_back(c);
   }
-  s.swap(out);
-}
-
-// "1 000 000" (the whole answer, digits grouped by single spaces) → "1000000".
-void strip_space_thousands(std::string& s) {
-  size_t i = 0;
-  if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
-  size_t group = 0;
-  while (i < s.size() && is_digit(s[i])) ++i, ++group;
-  if (group == 0 || group > 3 || i >= s.size() || s[i] != ' ') return;
-  while (i < s.size() && s[i] == ' ') {
-    ++i;
-    size_t g = 0;
-    while (i < s.size() && is_digit(s[i])) ++i, ++g;
-    if (g != 3) return;
-  }
-  if (i < s.size() && s[i] == '.') {
-    ++i;
-    while (i < s.size() && is_digit(s[i])) ++i;
-  }
-  if (i != s.size()) return;
-  std::string out;
-  for (char c : s)
-    if (c != ' ') out.push_back(c);
   s.swap(out);
 }
 
@@ -455,8 +433,8 @@ std::string normalize_answer(std::string_view answer, std::string* units) {
     break;
   }
   strip_plain_units(s, units);
-  strip_thousands(s);
-  strip_space_thousands(s);
+  strip_digit_groups(s, ',');
+  strip_digit_groups(s, ' ');
   // Collapse whitespace runs to one space (a space still separates "\pi r").
   std::string out;
   out.reserve(s.size());

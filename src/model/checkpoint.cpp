@@ -200,4 +200,15 @@ void save_model(Qwen2ForCausalLMImpl& model, const std::string& dir, const SaveO
   }
 }
 
+void save_final_model(Qwen2ForCausalLMImpl& model, const std::string& dir, const SaveOptions& opts,
+                      const std::string& tokenizer_file) {
+  const std::string tmp = dir + ".tmp";
+  fs::remove_all(tmp);
+  save_model(model, tmp, opts);
+  if (!tokenizer_file.empty() && !fs::exists(fs::path(tmp) / "tokenizer.json"))
+    fs::copy_file(tokenizer_file, fs::path(tmp) / "tokenizer.json");
+  fs::remove_all(dir);
+  fs::rename(tmp, dir);
+}
+
 }  // namespace retort

@@ -50,4 +50,10 @@ struct SaveOptions {
 // Writes the model folder `dir` (created when missing; files replaced atomically).
 void save_model(Qwen2ForCausalLMImpl& model, const std::string& dir, const SaveOptions& opts = {});
 
+// A training run's final model: written to DIR.tmp, completed with `tokenizer_file` as
+// tokenizer.json when the folder has none (a tokenizer read from another file name must still
+// load), then put in place of `dir` with one rename, so that `dir` is always a whole model.
+void save_final_model(Qwen2ForCausalLMImpl& model, const std::string& dir, const SaveOptions& opts,
+                      const std::string& tokenizer_file = "");
+
 }  // namespace retort

@@ -852,13 +852,9 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
   // ---- save --------------------------------------------------------------------------------------
   result.output_dir = cfg.output.empty() ? run.file("final") : cfg.output;
   if (!dist.is_main()) return result;  // rank 0 writes the model
-  std::string tmp = result.output_dir + ".tmp";
-  fs::remove_all(tmp);
   SaveOptions so;
   so.tokenizer_dir = tokenizer_dir;
-  save_model(*policy, tmp, so);
-  fs::remove_all(result.output_dir);
-  fs::rename(tmp, result.output_dir);
+  save_final_model(*policy, result.output_dir, so);
   log_info("grpo: wrote " + result.output_dir);
   return result;
 }

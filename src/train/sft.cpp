@@ -518,15 +518,9 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
   // ---- save ------------------------------------------------------------------------------
   result.output_dir = cfg.output.empty() ? run.file("final") : cfg.output;
   if (!dist.is_main()) return result;  // rank 0 writes the model
-  std::string tmp = result.output_dir + ".tmp";
-  fs::remove_all(tmp);
   SaveOptions so;
   so.tokenizer_dir = tokenizer_dir;
-  save_model(*model, tmp, so);
-  // The tokenizer may come from a file not named tokenizer.json: the folder must still load.
-  if (!fs::exists(fs::path(tmp) / "tokenizer.json")) fs::copy_file(tok_path, fs::path(tmp) / "tokenizer.json");
-  fs::remove_all(result.output_dir);
-  fs::rename(tmp, result.output_dir);
+  save_final_model(*model, result.output_dir, so, tok_path);
   log_info("sft: wrote " + result.output_dir);
   return result;
 }

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../run_capture.h"  // defines: run_capture
 #include "common/platform.h"
 #include "tokenizer/tokenizer.h"
 
@@ -49,16 +50,6 @@ std::vector<std::string> load_documents() {
   return docs;
 }
 
-std::string run_capture(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  pclose(p);
-  return out;
-}
 
 }  // namespace
 

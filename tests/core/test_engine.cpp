@@ -19,6 +19,7 @@
 #include "rollout/logprobs.h"       // defines: token_logprobs
 #include "rollout/sampler.h"        // defines: sample, sample_static, EngineStats
 #include "common/hash.h"             // defines: mix_seed
+#include "run_capture.h"             // defines: run_capture
 
 namespace {
 
@@ -189,20 +190,6 @@ TEST_CASE("the block manager shares blocks by reference count and copies a share
   CHECK(bm.peak_used() == 3);
 }
 
-namespace {
-
-std::string run_command(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  pclose(p);
-  return out;
-}
-
-}  // namespace
 
 TEST_CASE("retort generate --prompts: the same lines for any --kv-cache-mb, log-probs equal retort score", "[e2e]") {
   namespace fs = std::filesystem;
@@ -222,10 +209,10 @@ TEST_CASE("retort generate --prompts: the same lines for any --kv-cache-mb, log-
   }
   const std::string base = bin + " generate --model " + dir.string() + " --prompts " + prompts.string() +
                            " --n 3 --max-new-tokens 12 --temperature 1 --top-p 1 --seed 5 --threads 1";
-  const std::string roomy = run_command(base + " 2>/dev/null");
+  const std::string roomy = run_capture(base + " 2>/dev/null");
   // 3 blocks of 16 positions at 256 bytes a position: less than the 9 sequences hold, so the
   // engine preempts; more than one sequence needs (14 + 12 - 1 = 25 positions, 2 blocks).
-  const std::string tight = run_command(base + " --kv-cache-mb 0.012 2>/dev/null");
+  const std::string tight = run_capture(base + " --kv-cache-mb 0.012 2>/dev/null");
   REQUIRE(!roomy.empty());
   CHECK(roomy == tight);
   std::istringstream lines(roomy);
@@ -249,7 +236,7 @@ TEST_CASE("retort generate --prompts: the same lines for any --kv-cache-mb, log-
   }
   // retort score on prompt_ids + ids: the completion's log-probs are the last len(ids) entries.
   std::ofstream(dir / "score_in.jsonl") << score_in;
-  std::istringstream scored(run_command(bin + " score --model " + dir.string() + " --threads 1 < " + (dir / "score_in.jsonl").string() +
+  std::istringstream scored(run_capture(bin + " score --model " + dir.string() + " --threads 1 < " + (dir / "score_in.jsonl").string() +
                                         " 2>/dev/null"));
   for (const auto& r : rows) {
     REQUIRE(std::getline(scored, line));
