@@ -34,22 +34,30 @@ void check_fits_in_memory(double bytes, const std::string& what, const std::stri
   throw Error(ErrorInfo{what + " would need " + need + " of memory, more than this machine has", where, have, need, hint});
 }
 
-std::string preferred_openblas_coretype() {
+namespace {
+bool has_avx2_fma() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return "SkylakeX";
-  if (__builtin_cpu_supports("avx2")) return "Haswell";
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
 #endif
-  return "";
 }
 
+// Sets name=value unless the user set it; true when it set it.
+bool set_default(const char* name, const std::string& value) {
+  if (value.empty() || std::getenv(name) != nullptr) return false;
+  return setenv(name, value.c_str(), 1) == 0;
+}
+}  // namespace
+
+std::string preferred_openblas_coretype() { return has_avx2_fma() ? "Haswell" : ""; }
+std::string preferred_aten_capability() { return has_avx2_fma() ? "avx2" : ""; }
+
 void ensure_process_env() {
-  bool set = false;
-  if (std::getenv("OPENBLAS_CORETYPE") == nullptr) {  // the user's choice wins
-    std::string type = preferred_openblas_coretype();
-    if (!type.empty()) set = setenv("OPENBLAS_CORETYPE", type.c_str(), 1) == 0 || set;
-  }
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr) set = setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0 || set;
+  bool set = set_default("OPENBLAS_CORETYPE", preferred_openblas_coretype());
+  set = set_default("ATEN_CPU_CAPABILITY", preferred_aten_capability()) || set;
+  set = set_default("OMP_WAIT_POLICY", "PASSIVE") || set;
   if (!set) return;
   // Guard against a re-exec loop should setenv somehow not reach the new image.
   if (std::getenv("RETORT_REEXECED") != nullptr) return;

@@ -44,8 +44,10 @@ std::string apply_runtime(const RuntimeConfig& cfg) {
   torch::manual_seed(static_cast<uint64_t>(cfg.seed));
   const char* coretype = std::getenv("OPENBLAS_CORETYPE");
   const char* wait = std::getenv("OMP_WAIT_POLICY");
+  const char* aten = std::getenv("ATEN_CPU_CAPABILITY");
   return "torch " + std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + ", " + std::to_string(at::get_num_threads()) +
-         " intra-op threads, OPENBLAS_CORETYPE=" + (coretype ? coretype : "(unset)") + ", OMP_WAIT_POLICY=" + (wait ? wait : "(unset)") + ", device " +
+         " intra-op threads, OPENBLAS_CORETYPE=" + (coretype ? coretype : "(unset)") +
+         ", ATEN_CPU_CAPABILITY=" + (aten ? aten : "(unset)") + ", OMP_WAIT_POLICY=" + (wait ? wait : "(unset)") + ", device " +
          resolve_device(cfg.device);
 }
 

@@ -42,11 +42,17 @@ TEST_CASE("durations format compactly", "[unit]") {
   CHECK(retort::ProgressBar::format_duration(-1) == "?");
 }
 
-TEST_CASE("this process runs with an OpenBLAS core type chosen for the CPU", "[unit]") {
-  std::string want = retort::preferred_openblas_coretype();
-  const char* got = std::getenv("OPENBLAS_CORETYPE");
-  if (want.empty()) SUCCEED("CPU has neither AVX-512F nor AVX2; OpenBLAS picks its own kernel");
-  else REQUIRE(got != nullptr);
+TEST_CASE("this process runs with the OpenBLAS core type and ATen capability pinned for the CPU", "[unit]") {
+  const std::string blas = retort::preferred_openblas_coretype(), aten = retort::preferred_aten_capability();
+  const char* got_blas = std::getenv("OPENBLAS_CORETYPE");
+  const char* got_aten = std::getenv("ATEN_CPU_CAPABILITY");
+  if (blas.empty()) {
+    SUCCEED("CPU lacks AVX2 + FMA; OpenBLAS and ATen pick their own kernels");
+  } else {
+    REQUIRE(got_blas != nullptr);
+    REQUIRE(got_aten != nullptr);
+    CHECK(aten == "avx2");
+  }
   CHECK(retort::cpu_count() >= 1);
 }
 
