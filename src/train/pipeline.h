@@ -10,7 +10,7 @@
 //   eval       each of those models on the held-out prompts (math and code), as
 //              soon as it is trained                                            -> RUN_DIR/eval/<stage>/
 //   report     RUN_DIR/report.html (the GRPO run's chains and metrics), opening with the
-//              results table (grpo/results.json) and the evaluation per stage (grpo/eval.json)
+//              results table (grpo/results.json); the evaluation per stage is grpo/eval.json
 // The results table (held-out accuracy per stage, wall times) grows while the stages run:
 // each stage's row goes to PipelineHooks::on_table as soon as its evaluation finishes (the
 // header once, with the first row), so `retort run` shows it before the next stage starts;
