@@ -238,6 +238,39 @@ std::string eval_table(const json& ev) {
   return o.str();
 }
 
+// RUN_DIR/results.json, the table the page opens with: {"title": text, "columns": [text],
+// "rows": [[a cell per column]], "notes": [text]} (the pipeline writes the held-out accuracy
+// per stage this way). The first cell of a row heads it; cells are text or numbers.
+std::string results_section(const json& t, const std::string& path) {
+  auto bad = [&](const std::string& what, const std::string& got) {
+    return Error(ErrorInfo{"results.json is not a results table", path, what, got,
+                           "write {\"title\", \"columns\": [...], \"rows\": [[...], ...], \"notes\": [...]}, or remove the file"});
+  };
+  if (!t.is_object()) throw bad("a JSON object", t.type_name());
+  const json& cols = t.contains("columns") ? t["columns"] : json();
+  if (!cols.is_array() || cols.empty()) throw bad("\"columns\": a non-empty array of names", cols.dump());
+  const json& rows = t.contains("rows") ? t["rows"] : json::array();
+  if (!rows.is_array()) throw bad("\"rows\": an array of rows", rows.type_name());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (!rows[i].is_array() || rows[i].size() != cols.size())
+      throw bad("row " + std::to_string(i) + " with " + std::to_string(cols.size()) + " cells, one per column", rows[i].dump());
+  }
+  std::ostringstream o;
+  o << "<section id=\"results\"><h2>" << html_escape(t.value("title", std::string("Results"))) << "</h2><table class=\"data\"><tr>";
+  for (const auto& c : cols) o << "<th>" << cell(c) << "</th>";
+  o << "</tr>";
+  for (const auto& r : rows) {
+    o << "<tr><th>" << cell(r[0]) << "</th>";
+    for (size_t j = 1; j < r.size(); ++j) o << "<td class=\"num\">" << cell(r[j]) << "</td>";
+    o << "</tr>";
+  }
+  o << "</table>";
+  if (t.contains("notes") && t["notes"].is_array())
+    for (const auto& n : t["notes"]) o << "<p class=\"note\">" << cell(n) << "</p>";
+  o << "</section>\n";
+  return o.str();
+}
+
 // Metric names in the order a reader looks for them: reward, pass rate, KL, length, clipping.
 int metric_rank(const std::string& k) {
   const char* const kOrder[] = {"reward", "pass", "acc", "kl", "len", "clip", "loss", "entropy", "lr"};
@@ -326,6 +359,7 @@ ReportResult write_report(const ReportOptions& opt) {
   res.path = opt.out.empty() ? opt.run_dir + "/report.html" : opt.out;
   const std::string chains_path = opt.run_dir + "/chains.jsonl", metrics_path = opt.run_dir + "/metrics.jsonl";
   const std::string config_path = opt.run_dir + "/config.resolved.json", eval_path = opt.run_dir + "/eval.json";
+  const std::string results_path = opt.run_dir + "/results.json";
   bool have_chains = fs::exists(chains_path), have_metrics = fs::exists(metrics_path);
   if (!have_chains && !have_metrics)
     throw Error(ErrorInfo{"nothing to report", opt.run_dir, "chains.jsonl or metrics.jsonl in the run directory",
@@ -420,6 +454,11 @@ ReportResult write_report(const ReportOptions& opt) {
     eval = load_json_file(eval_path);
     res.eval = true;
   }
+  std::string results;  // the opening table's section; "" = none
+  if (fs::exists(results_path)) {
+    results = results_section(load_json_file(results_path), results_path);
+    res.results = true;
+  }
 
   // 3. The page.
   std::string run_name = fs::path(opt.run_dir).filename().string();
@@ -430,9 +469,13 @@ ReportResult write_report(const ReportOptions& opt) {
        "script-src 'unsafe-inline'; img-src data:\">"
     << "<title>retort report: " << html_escape(run_name) << "</title><style>" << kCss << "</style></head><body>\n";
   h << "<header><h1>retort report: " << html_escape(run_name) << "</h1><div>" << html_escape(opt.run_dir) << "</div><nav>"
+    << (res.results ? "<a href=\"#results\">results</a> " : "")
     << "<a href=\"#summary\">summary</a> <a href=\"#eval\">evaluation</a> <a href=\"#metrics\">metrics</a> "
        "<a href=\"#pass-rate\">pass rate</a> <a href=\"#lengths\">lengths</a> <a href=\"#failures\">failures</a> "
        "<a href=\"#flags\">flags</a> <a href=\"#chains\">chains</a></nav></header><main>\n";
+
+  // The results table first: what the run achieved, before how it got there.
+  h << results;
 
   // Run summary.
   h << "<section id=\"summary\"><h2>Run summary</h2><table class=\"data\">";

@@ -1,6 +1,7 @@
 // report.html: one self-contained page (inline CSS, JS and SVG; nothing fetched) that shows a
-// run: its config, metric curves, pass rates, lengths, failure reasons, reward-hacking flags,
-// evaluation results and a chain browser.
+// run: a results table first when the run has one (RUN_DIR/results.json: the pipeline's
+// held-out accuracy per stage), then its config, evaluation results, metric curves, pass
+// rates, lengths, failure reasons, reward-hacking flags and a chain browser.
 //
 // Model text is untrusted: everything rendered as HTML is escaped here, the chains are
 // embedded as JSON with '<', '>' and '&' written as \u escapes (so "</script>" in a chain
@@ -37,10 +38,13 @@ struct ReportResult {
   int64_t embedded = 0;            // chains in the page
   int64_t metric_rows = 0;         // lines of metrics.jsonl
   bool eval = false;               // eval.json was found and shown
+  bool results = false;            // results.json was found and opens the page
 };
 
-// Reads RUN_DIR/{config.resolved.json, metrics.jsonl, chains.jsonl, eval.json} (each optional,
-// but one of metrics.jsonl and chains.jsonl must exist) and writes the page atomically.
+// Reads RUN_DIR/{config.resolved.json, metrics.jsonl, chains.jsonl, eval.json, results.json}
+// (each optional, but one of metrics.jsonl and chains.jsonl must exist) and writes the page
+// atomically. results.json is {"title", "columns": [names], "rows": [[a cell per column]],
+// "notes": [lines]}; one of another shape is an error naming the file.
 ReportResult write_report(const ReportOptions& opt);
 
 // HTML-escapes text for element content and attribute values (& < > " ').

@@ -1,7 +1,7 @@
 // `retort run|sft|distill|grpo|eval|audit|report`.
 #include "cli/commands.h"
 
-#include <cstdio>  // defines: std::fputs
+#include <cstdio>  // defines: std::fputs, std::fflush
 
 #include "common/config.h"
 #include "common/error.h"
@@ -30,7 +30,14 @@ void register_pipeline_commands(CLI::App& app) {
   auto run_args = std::make_shared<StageArgs>();
   add_stage(app, "run", "the whole pipeline: data, tokenizer, teacher, student (distillation), GRPO, evaluation, report", run_args)
       ->callback([run_args] {
-        PipelineResult r = run_pipeline(load_json_file(run_args->config), run_args->config, run_args->overrides);
+        // Each stage's row as soon as it is evaluated (flushed: the log on stderr goes on
+        // between rows), then the whole table.
+        PipelineHooks hooks;
+        hooks.on_table = [](const std::string& lines) {
+          std::fputs(lines.c_str(), stdout);
+          std::fflush(stdout);
+        };
+        PipelineResult r = run_pipeline(load_json_file(run_args->config), run_args->config, run_args->overrides, hooks);
         std::fputs(format_summary(r).c_str(), stdout);
       });
 

@@ -294,12 +294,11 @@ void print_summary(const std::vector<EvalDatasetResult>& results, const std::str
   std::fputs(out.c_str(), stderr);
 }
 
-}  // namespace
+// ---- 1 setup ---------------------------------------------------------------------------------
 
-// ---------------------------------------------------------------------------------------------
-
-EvalResult run_eval(const json& doc_in, const std::string& where, const std::vector<std::string>& overrides, const EvalHooks& hooks) {
-  // ---- 1 setup: config -------------------------------------------------------------------------
+// The config with the overrides and the top-level format applied, and the checks the binder
+// cannot make: a model, at least one dataset, each with a path and a name of its own.
+EvalConfig parse_eval_config(const json& doc_in, const std::string& where, const std::vector<std::string>& overrides) {
   json doc = doc_in;
   for (const auto& o : overrides) apply_override(doc, o);
   apply_format_defaults(doc);
@@ -327,6 +326,253 @@ EvalResult run_eval(const json& doc_in, const std::string& where, const std::vec
                             "give one of them a \"name\""});
     }
   }
+  return cfg;
+}
+
+// The sampler's options shared by every dataset (k completions per prompt); the stop ids and
+// the per-row seeds are set per dataset and per batch.
+SamplerOptions base_sampler(const EvalConfig& cfg, int64_t k) {
+  SamplerOptions base;
+  base.group_size = k;
+  base.max_new_tokens = cfg.sampling.max_new_tokens;
+  base.greedy = cfg.sampling.greedy || cfg.sampling.temperature <= 0;
+  base.temperature = cfg.sampling.temperature;
+  base.top_p = cfg.sampling.top_p;
+  base.top_k = cfg.sampling.top_k;
+  base.pad_token_id = 0;
+  base.kv_cache_mb = cfg.sampling.kv_cache_mb;
+  return base;
+}
+
+// What every dataset's evaluation reads.
+struct EvalContext {
+  const EvalConfig& cfg;
+  const Tokenizer& tok;
+  Qwen2ForCausalLMImpl& model;         // in eval mode
+  const rewards::Registry& registry;   // where verifier names resolve
+  const SamplerOptions& base;          // base_sampler
+  int64_t k;                           // samples per prompt (1 when greedy)
+  const std::string& where;
+};
+
+// ---- 2 prompts -------------------------------------------------------------------------------
+
+// A dataset's usable prompts: the first `limit` of the file, without the ones that tokenize
+// to nothing or to more than max_prompt_tokens (counted in `skipped`).
+struct DatasetPrompts {
+  std::vector<PromptRecord> records;
+  std::vector<std::vector<int32_t>> ids;  // [prompts][prompt tokens]
+  int64_t skipped = 0;
+};
+
+DatasetPrompts load_dataset_prompts(const EvalContext& c, const EvalDatasetConfig& dc, const std::string& name) {
+  DatasetPrompts out;
+  std::vector<PromptRecord> all = load_prompts(dc.path, dc.format);
+  if (dc.limit > 0 && static_cast<int64_t>(all.size()) > dc.limit) all.resize(static_cast<size_t>(dc.limit));
+  for (auto& r : all) {
+    std::vector<int32_t> t = c.tok.encode(r.text);
+    if (t.empty() || (c.cfg.max_prompt_tokens > 0 && static_cast<int64_t>(t.size()) > c.cfg.max_prompt_tokens)) {
+      ++out.skipped;
+      continue;
+    }
+    out.records.push_back(std::move(r));
+    out.ids.push_back(std::move(t));
+  }
+  if (out.records.empty()) {
+    throw Error(ErrorInfo{"no usable prompt in dataset '" + name + "'", dc.path, "prompts of at most max_prompt_tokens tokens",
+                          std::to_string(out.skipped) + " prompts, all too long", "raise max_prompt_tokens (0 = no limit)"});
+  }
+  return out;
+}
+
+// ---- 3 sample and score ----------------------------------------------------------------------
+
+// One row of a scored batch as its outcome per column (K verifiers): a verifier applies when
+// its reward is not NaN; "all" passes when every applicable verifier passed.
+SampleOutcome grade_sample(const PromptRecord& rec, const ScoredRollout& s, int64_t row, size_t K) {
+  const int r = static_cast<int>(row);
+  SampleOutcome o;
+  o.applicable.assign(1 + K, 0);
+  o.passed.assign(1 + K, 0);
+  bool all_pass = true, any = false;
+  for (size_t j = 0; j < K; ++j) {
+    const double rw = s.table.reward(r, static_cast<int>(j));
+    const bool ok = s.table.passed[static_cast<size_t>(row) * K + j] != 0;
+    if (!std::isnan(rw)) {
+      o.applicable[1 + j] = 1;
+      o.passed[1 + j] = ok;
+      any = true;
+      all_pass = all_pass && ok;
+    }
+  }
+  o.applicable[0] = any;
+  o.passed[0] = any && all_pass;
+  o.vote = vote_key(s.texts[static_cast<size_t>(row)], rec, s.table, r);
+  o.length = static_cast<int64_t>(s.rollout.completions[static_cast<size_t>(row)].size());
+  o.truncated = s.rollout.truncated[static_cast<size_t>(row)];
+  o.reward = s.table.total[static_cast<size_t>(row)];
+  return o;
+}
+
+// Every prompt's k samples, graded: outcomes [prompts][k].
+struct SampledDataset {
+  std::vector<std::vector<SampleOutcome>> outcomes;
+  double sample_s = 0, wait_s = 0;  // sampler wall time; wait for the verifiers after it returned
+  int64_t tokens = 0;               // completion tokens sampled
+};
+
+// `batch_size` prompts x k completions per sampler call, each completion verified as soon as it
+// finishes; one line per sample in the samples log (the chains.jsonl schema of audit/chain_log.h
+// plus dataset, passed and vote). Dataset `index`'s streams: one per (prompt, sample), so a
+// sample does not depend on batch_size.
+SampledDataset sample_dataset(const EvalContext& c, size_t index, const std::string& name, const DatasetPrompts& dp,
+                              SamplerOptions so, const rewards::RewardSet& reward_set, ChainLog& samples_log) {
+  const int64_t k = c.k, prompts = static_cast<int64_t>(dp.records.size());
+  const size_t K = reward_set.names().size();
+  SampledDataset out;
+  out.outcomes.resize(dp.records.size());
+  ProgressBar bar("eval " + name, prompts, "prompt");
+  const int64_t data_seed = static_cast<int64_t>(mix_seed(c.cfg.runtime.seed, static_cast<int64_t>(index), 0));
+  for (int64_t b0 = 0; b0 < prompts; b0 += c.cfg.batch_size) {
+    const int64_t nb = std::min(c.cfg.batch_size, prompts - b0);
+    std::vector<std::vector<int32_t>> batch_ids(dp.ids.begin() + b0, dp.ids.begin() + b0 + nb);
+    std::vector<const PromptRecord*> batch_recs;
+    for (int64_t i = b0; i < b0 + nb; ++i) batch_recs.push_back(&dp.records[static_cast<size_t>(i)]);
+    so.row_seeds.clear();
+    for (int64_t i = b0; i < b0 + nb; ++i)
+      for (int64_t j = 0; j < k; ++j)
+        so.row_seeds.push_back(mix_seed(data_seed, i, j));
+    ScoredRollout s = sample_and_score(c.model, batch_ids, batch_recs, so, reward_set, c.tok);
+    out.sample_s += s.sample_s;
+    out.wait_s += s.score_wait_s;
+    for (int64_t row = 0; row < nb * k; ++row) {
+      const size_t p = static_cast<size_t>(b0 + row / k);
+      const PromptRecord& rec = dp.records[p];
+      SampleOutcome o = grade_sample(rec, s, row, K);
+      out.tokens += o.length;
+      ChainEntry e = chain_entry(rec, s, row);
+      e.group = static_cast<int64_t>(p);
+      json line = chain_line(e);
+      line["dataset"] = name;
+      line["passed"] = o.passed[0] != 0;
+      line["vote"] = o.vote;
+      samples_log.write(std::move(line));
+      out.outcomes[p].push_back(std::move(o));
+    }
+    char suffix[64];
+    std::snprintf(suffix, sizeof suffix, "%.0f tok/s", out.sample_s > 0 ? out.tokens / out.sample_s : 0.0);
+    bar.update(b0 + nb, suffix);
+  }
+  bar.finish();
+  return out;
+}
+
+// ---- 4 measure -------------------------------------------------------------------------------
+
+// The dataset's metrics ("all" first, then one per verifier), its mean length, truncated
+// share and mean reward (set in `dr`). -> the per-prompt results of eval.json.
+json measure(EvalDatasetResult& dr, const DatasetPrompts& dp, const SampledDataset& sd) {
+  const size_t K = dr.verifiers.size();
+  const std::vector<int64_t> ks = k_values(dr.k);
+  dr.metrics.push_back(column_metrics("all", 0, sd.outcomes, ks));
+  for (size_t j = 0; j < K; ++j) dr.metrics.push_back(column_metrics(dr.verifiers[j], 1 + j, sd.outcomes, ks));
+  int64_t n_samples = 0, n_trunc = 0;
+  double len_sum = 0, reward_sum = 0;
+  json per_prompt = json::array();
+  for (size_t p = 0; p < dp.records.size(); ++p) {
+    const std::vector<SampleOutcome>& samples = sd.outcomes[p];
+    std::vector<std::string> votes;
+    std::vector<bool> ok;
+    int64_t plen = 0, ptrunc = 0;
+    json per_verifier = json::object();
+    std::vector<int64_t> vn(K, 0), vc(K, 0);
+    for (const auto& o : samples) {
+      ++n_samples;
+      len_sum += static_cast<double>(o.length);
+      reward_sum += o.reward;
+      n_trunc += o.truncated;
+      plen += o.length;
+      ptrunc += o.truncated;
+      if (o.applicable[0]) {
+        votes.push_back(o.vote);
+        ok.push_back(o.passed[0] != 0);
+      }
+      for (size_t j = 0; j < K; ++j) {
+        vn[j] += o.applicable[1 + j];
+        vc[j] += o.passed[1 + j];
+      }
+    }
+    for (size_t j = 0; j < K; ++j) per_verifier[dr.verifiers[j]] = {{"n", vn[j]}, {"passed", vc[j]}};
+    const int64_t c = std::count(ok.begin(), ok.end(), true);
+    MajorityVote mv = majority_vote(votes, ok);
+    per_prompt.push_back({{"id", dp.records[p].id},
+                          {"kind", dp.records[p].kind},
+                          {"n", static_cast<int64_t>(ok.size())},
+                          {"passed", c},
+                          {"pass@1", ok.empty() ? json(nullptr) : json(static_cast<double>(c) / static_cast<double>(ok.size()))},
+                          {"majority", {{"answer", mv.answer}, {"votes", mv.votes}, {"passed", mv.passed}}},
+                          {"verifiers", per_verifier},
+                          {"mean_length", samples.empty() ? 0.0 : static_cast<double>(plen) / samples.size()},
+                          {"truncated", ptrunc}});
+  }
+  dr.mean_length = n_samples ? len_sum / n_samples : 0.0;
+  dr.truncated_share = n_samples ? static_cast<double>(n_trunc) / n_samples : 0.0;
+  dr.mean_reward = n_samples ? reward_sum / n_samples : 0.0;
+  return per_prompt;
+}
+
+// One dataset end to end: its prompts, its verifiers' reward set, k samples per prompt scored
+// as they finish, the metrics. -> its result; its entry of eval.json's "datasets" in `entry`.
+EvalDatasetResult evaluate_dataset(const EvalContext& c, size_t index, ChainLog& samples_log, json& entry) {
+  const EvalDatasetConfig& dc = c.cfg.datasets[index];
+  const double t_ds = now_seconds();
+  EvalDatasetResult dr;
+  dr.name = dataset_name(dc);
+  dr.k = c.k;
+  const DatasetPrompts dp = load_dataset_prompts(c, dc, dr.name);
+  dr.skipped = dp.skipped;
+  dr.prompts = static_cast<int64_t>(dp.records.size());
+  rewards::RewardsConfig rc = c.cfg.rewards;
+  rc.verifiers = resolve_verifiers(dc, index, dp.records, c.cfg.rewards, c.registry, c.where);
+  rewards::RewardSet reward_set(rc, c.registry);  // the sandbox pool, if a verifier needs one, starts on first use
+  dr.verifiers = reward_set.names();
+  SamplerOptions so = c.base;
+  so.stop_token_ids = sampler_stop_ids(c.model.config(), c.tok, ChatTemplate::by_name(dc.format.chat_template));
+  std::string verifier_list;
+  for (const auto& v : dr.verifiers) verifier_list += (verifier_list.empty() ? "" : ", ") + v;
+  log_info("eval " + dr.name + ": " + std::to_string(dr.prompts) + " prompts x " + std::to_string(c.k) + " samples, verifiers " +
+           verifier_list + (dr.skipped ? " (" + std::to_string(dr.skipped) + " prompts skipped as too long)" : ""));
+
+  const SampledDataset sd = sample_dataset(c, index, dr.name, dp, so, reward_set, samples_log);
+  json per_prompt = measure(dr, dp, sd);
+  dr.time_s = now_seconds() - t_ds;
+
+  json metrics = json::object();
+  for (const auto& m : dr.metrics) metrics[m.verifier] = metrics_json(m);
+  entry = {{"path", dc.path},
+           {"chat_template", dc.format.chat_template},
+           {"prompts", dr.prompts},
+           {"skipped", dr.skipped},
+           {"k", dr.k},
+           {"verifiers", dr.verifiers},
+           {"metrics", metrics},
+           {"mean_length", dr.mean_length},
+           {"truncated_share", dr.truncated_share},
+           {"mean_reward", dr.mean_reward},
+           {"time_s", dr.time_s},
+           {"time_score_wait_s", sd.wait_s},
+           {"sample_tokens_per_s", sd.sample_s > 0 ? sd.tokens / sd.sample_s : 0.0},
+           {"per_prompt", std::move(per_prompt)}};
+  return dr;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+EvalResult run_eval(const json& doc_in, const std::string& where, const std::vector<std::string>& overrides, const EvalHooks& hooks) {
+  // ---- 1 setup: config, tokenizer, model -------------------------------------------------------
+  EvalConfig cfg = parse_eval_config(doc_in, where, overrides);
   int64_t k = cfg.sampling.k;
   if (cfg.sampling.greedy && k > 1) {
     log_warn("sampling.greedy: the " + std::to_string(k) + " samples per prompt would be identical; using k = 1");
@@ -339,7 +585,6 @@ EvalResult run_eval(const json& doc_in, const std::string& where, const std::vec
   const std::string output = cfg.output.empty() ? run.file("eval.json") : cfg.output;
   const std::string samples_path = run.file("eval_samples.jsonl");
 
-  // ---- 1 setup: tokenizer, model ------------------------------------------------------------
   const std::string tok_path = !cfg.tokenizer.empty() ? cfg.tokenizer : (fs::path(cfg.model) / "tokenizer.json").string();
   Tokenizer tok = Tokenizer::from_file(tok_path);
   Qwen2ForCausalLM model = load_model(cfg.model, LoadOptions{device.str(), cfg.dtype});
@@ -349,16 +594,8 @@ EvalResult run_eval(const json& doc_in, const std::string& where, const std::vec
                           std::to_string(model->config().vocab_size), "use the model's own tokenizer"});
   }
   const rewards::Registry registry = hooks.registry ? *hooks.registry : rewards::builtin_registry();
-
-  SamplerOptions base;
-  base.group_size = k;
-  base.max_new_tokens = cfg.sampling.max_new_tokens;
-  base.greedy = cfg.sampling.greedy || cfg.sampling.temperature <= 0;
-  base.temperature = cfg.sampling.temperature;
-  base.top_p = cfg.sampling.top_p;
-  base.top_k = cfg.sampling.top_k;
-  base.pad_token_id = 0;
-  base.kv_cache_mb = cfg.sampling.kv_cache_mb;
+  const SamplerOptions base = base_sampler(cfg, k);
+  const EvalContext ctx{cfg, tok, *model, registry, base, k, where};
 
   fs::remove(samples_path);  // a fresh evaluation: the file holds this run's samples only
   EvalResult result;
@@ -373,169 +610,14 @@ EvalResult run_eval(const json& doc_in, const std::string& where, const std::vec
                  {"samples_file", samples_path},
                  {"datasets", json::object()}};
   const double t_start = now_seconds();
+
+  // ---- 2-4 per dataset: prompts and verifiers, sample and score, measure ------------------------
   {
     ChainLog samples_log(samples_path);
     for (size_t di = 0; di < cfg.datasets.size(); ++di) {
-      const EvalDatasetConfig& dc = cfg.datasets[di];
-      const double t_ds = now_seconds();
-      EvalDatasetResult dr;
-      dr.name = dataset_name(dc);
-      dr.k = k;
-
-      // ---- 2 prompts and verifiers ----------------------------------------------------------
-      std::vector<PromptRecord> all = load_prompts(dc.path, dc.format);
-      if (dc.limit > 0 && static_cast<int64_t>(all.size()) > dc.limit) all.resize(static_cast<size_t>(dc.limit));
-      std::vector<PromptRecord> recs;
-      std::vector<std::vector<int32_t>> ids;
-      for (auto& r : all) {
-        std::vector<int32_t> t = tok.encode(r.text);
-        if (t.empty() || (cfg.max_prompt_tokens > 0 && static_cast<int64_t>(t.size()) > cfg.max_prompt_tokens)) {
-          ++dr.skipped;
-          continue;
-        }
-        recs.push_back(std::move(r));
-        ids.push_back(std::move(t));
-      }
-      if (recs.empty()) {
-        throw Error(ErrorInfo{"no usable prompt in dataset '" + dr.name + "'", dc.path, "prompts of at most max_prompt_tokens tokens",
-                              std::to_string(dr.skipped) + " prompts, all too long", "raise max_prompt_tokens (0 = no limit)"});
-      }
-      dr.prompts = static_cast<int64_t>(recs.size());
-      rewards::RewardsConfig rc = cfg.rewards;
-      rc.verifiers = resolve_verifiers(dc, di, recs, cfg.rewards, registry, where);
-      rewards::RewardSet reward_set(rc, registry);  // the sandbox pool, if a verifier needs one, starts on first use
-      dr.verifiers = reward_set.names();
-      const size_t K = dr.verifiers.size();
-      SamplerOptions so = base;
-      so.stop_token_ids = sampler_stop_ids(model->config(), tok, ChatTemplate::by_name(dc.format.chat_template));
-      log_info("eval " + dr.name + ": " + std::to_string(dr.prompts) + " prompts x " + std::to_string(k) + " samples, verifiers " +
-               [&] { std::string s; for (const auto& v : dr.verifiers) s += (s.empty() ? "" : ", ") + v; return s; }() +
-               (dr.skipped ? " (" + std::to_string(dr.skipped) + " prompts skipped as too long)" : ""));
-
-      // ---- 3 sample and score, batch by batch ------------------------------------------------
-      std::vector<std::vector<SampleOutcome>> outcomes(recs.size());
-      double sample_s = 0, wait_s = 0;
-      int64_t tokens = 0;
-      ProgressBar bar("eval " + dr.name, dr.prompts, "prompt");
-      const int64_t data_seed = static_cast<int64_t>(mix_seed(cfg.runtime.seed, static_cast<int64_t>(di), 0));
-      for (int64_t b0 = 0; b0 < dr.prompts; b0 += cfg.batch_size) {
-        const int64_t nb = std::min(cfg.batch_size, dr.prompts - b0);
-        std::vector<std::vector<int32_t>> batch_ids(ids.begin() + b0, ids.begin() + b0 + nb);
-        std::vector<const PromptRecord*> batch_recs;
-        for (int64_t i = b0; i < b0 + nb; ++i) batch_recs.push_back(&recs[static_cast<size_t>(i)]);
-        // One stream per (dataset, prompt, sample): a sample does not depend on batch_size.
-        so.row_seeds.clear();
-        for (int64_t i = b0; i < b0 + nb; ++i)
-          for (int64_t j = 0; j < k; ++j)
-            so.row_seeds.push_back(mix_seed(data_seed, i, j));
-        ScoredRollout s = sample_and_score(*model, batch_ids, batch_recs, so, reward_set, tok);
-        sample_s += s.sample_s;
-        wait_s += s.score_wait_s;
-        for (int64_t row = 0; row < nb * k; ++row) {
-          const size_t p = static_cast<size_t>(b0 + row / k);
-          const PromptRecord& rec = recs[p];
-          const int r = static_cast<int>(row);
-          SampleOutcome o;
-          o.applicable.assign(1 + K, 0);
-          o.passed.assign(1 + K, 0);
-          bool all_pass = true, any = false;
-          ChainEntry e = chain_entry(rec, s, row);
-          e.group = static_cast<int64_t>(p);
-          for (size_t j = 0; j < K; ++j) {
-            const double rw = s.table.reward(r, static_cast<int>(j));
-            const bool ok = s.table.passed[static_cast<size_t>(row) * K + j] != 0;
-            if (!std::isnan(rw)) {
-              o.applicable[1 + j] = 1;
-              o.passed[1 + j] = ok;
-              any = true;
-              all_pass = all_pass && ok;
-            }
-          }
-          o.applicable[0] = any;
-          o.passed[0] = any && all_pass;
-          o.vote = vote_key(s.texts[static_cast<size_t>(row)], rec, s.table, r);
-          o.length = static_cast<int64_t>(s.rollout.completions[static_cast<size_t>(row)].size());
-          o.truncated = s.rollout.truncated[static_cast<size_t>(row)];
-          o.reward = s.table.total[static_cast<size_t>(row)];
-          tokens += o.length;
-
-          // 5 (samples): the chains.jsonl schema (audit/chain_log.h) plus dataset, passed and vote.
-          json line = chain_line(e);
-          line["dataset"] = dr.name;
-          line["passed"] = o.passed[0] != 0;
-          line["vote"] = o.vote;
-          samples_log.write(std::move(line));
-          outcomes[p].push_back(std::move(o));
-        }
-        char suffix[64];
-        std::snprintf(suffix, sizeof suffix, "%.0f tok/s", sample_s > 0 ? tokens / sample_s : 0.0);
-        bar.update(b0 + nb, suffix);
-      }
-      bar.finish();
-
-      // ---- 4 measure --------------------------------------------------------------------------
-      const std::vector<int64_t> ks = k_values(k);
-      dr.metrics.push_back(column_metrics("all", 0, outcomes, ks));
-      for (size_t j = 0; j < K; ++j) dr.metrics.push_back(column_metrics(dr.verifiers[j], 1 + j, outcomes, ks));
-      int64_t n_samples = 0, n_trunc = 0;
-      double len_sum = 0, reward_sum = 0;
-      json per_prompt = json::array();
-      for (size_t p = 0; p < recs.size(); ++p) {
-        std::vector<std::string> votes;
-        std::vector<bool> ok;
-        int64_t plen = 0, ptrunc = 0;
-        json per_verifier = json::object();
-        std::vector<int64_t> vn(K, 0), vc(K, 0);
-        for (const auto& o : outcomes[p]) {
-          ++n_samples;
-          len_sum += static_cast<double>(o.length);
-          reward_sum += o.reward;
-          n_trunc += o.truncated;
-          plen += o.length;
-          ptrunc += o.truncated;
-          if (o.applicable[0]) {
-            votes.push_back(o.vote);
-            ok.push_back(o.passed[0] != 0);
-          }
-          for (size_t j = 0; j < K; ++j) {
-            vn[j] += o.applicable[1 + j];
-            vc[j] += o.passed[1 + j];
-          }
-        }
-        for (size_t j = 0; j < K; ++j) per_verifier[dr.verifiers[j]] = {{"n", vn[j]}, {"passed", vc[j]}};
-        const int64_t c = std::count(ok.begin(), ok.end(), true);
-        MajorityVote mv = majority_vote(votes, ok);
-        per_prompt.push_back({{"id", recs[p].id},
-                              {"kind", recs[p].kind},
-                              {"n", static_cast<int64_t>(ok.size())},
-                              {"passed", c},
-                              {"pass@1", ok.empty() ? json(nullptr) : json(static_cast<double>(c) / static_cast<double>(ok.size()))},
-                              {"majority", {{"answer", mv.answer}, {"votes", mv.votes}, {"passed", mv.passed}}},
-                              {"verifiers", per_verifier},
-                              {"mean_length", outcomes[p].empty() ? 0.0 : static_cast<double>(plen) / outcomes[p].size()},
-                              {"truncated", ptrunc}});
-      }
-      dr.mean_length = n_samples ? len_sum / n_samples : 0.0;
-      dr.truncated_share = n_samples ? static_cast<double>(n_trunc) / n_samples : 0.0;
-      dr.mean_reward = n_samples ? reward_sum / n_samples : 0.0;
-      dr.time_s = now_seconds() - t_ds;
-
-      json metrics = json::object();
-      for (const auto& m : dr.metrics) metrics[m.verifier] = metrics_json(m);
-      report["datasets"][dr.name] = {{"path", dc.path},
-                                     {"chat_template", dc.format.chat_template},
-                                     {"prompts", dr.prompts},
-                                     {"skipped", dr.skipped},
-                                     {"k", dr.k},
-                                     {"verifiers", dr.verifiers},
-                                     {"metrics", metrics},
-                                     {"mean_length", dr.mean_length},
-                                     {"truncated_share", dr.truncated_share},
-                                     {"mean_reward", dr.mean_reward},
-                                     {"time_s", dr.time_s},
-                                     {"time_score_wait_s", wait_s},
-                                     {"sample_tokens_per_s", sample_s > 0 ? tokens / sample_s : 0.0},
-                                     {"per_prompt", per_prompt}};
+      json entry;
+      EvalDatasetResult dr = evaluate_dataset(ctx, di, samples_log, entry);
+      report["datasets"][dr.name] = std::move(entry);
       result.datasets.push_back(std::move(dr));
     }
     samples_log.flush();

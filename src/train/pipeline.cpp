@@ -258,10 +258,11 @@ std::string fmt_duration(double s) {
   return buf;
 }
 
-}  // namespace
 
-PipelineResult run_pipeline(const json& doc_in, const std::string& where, const std::vector<std::string>& overrides) {
-  const double t_start = now_seconds();
+// ---- the stages ------------------------------------------------------------------------------
+
+// The config with the overrides applied; every named stage must be one of kStages.
+PipelineConfig parse_pipeline_config(const json& doc_in, const std::string& where, const std::vector<std::string>& overrides) {
   json doc = doc_in;
   for (const auto& o : overrides) apply_override(doc, o);
   PipelineConfig cfg = parse_config<PipelineConfig>(doc, where);
@@ -272,187 +273,256 @@ PipelineResult run_pipeline(const json& doc_in, const std::string& where, const 
       throw Error(ErrorInfo{"unknown pipeline stage '" + s + "'", where + ": stages", "some of: " + allowed, s, "stages run in the fixed order above"});
     }
   }
-  const Paths p = make_paths(cfg.run_dir);
-  const StageDocs docs = stage_docs(cfg, p, where);
-  RunDir run(cfg.run_dir);
-  run.save_resolved_config(config_to_json(cfg));
-  PipelineResult result;
+  return cfg;
+}
 
-  // ---- data: the synthetic teacher's traces and prompts ------------------------------------
-  if (wants(cfg, "data")) {
-    double t0 = now_seconds();
-    json data_doc = config_to_json(cfg.data);
-    if (!finished_earlier(p.data, data_doc, canonical_as_written, "data.", {}, "data", where)) {
-      SyntheticData data = generate_synthetic(cfg.data);
-      SyntheticFiles files = write_synthetic(data, p.data, /*tokenizer_corpus=*/true);
-      // GRPO draws from one prompt file: math and code interleaved, so that every step sees both.
-      std::vector<std::string> math = read_lines(files.rl_math), code = read_lines(files.rl_code);
-      std::string mixed;
-      for (size_t i = 0, j = 0; i < math.size() || j < code.size();) {
-        // Keep the files' ratio: take from whichever list is further behind its share.
-        bool take_math = j >= code.size() || (i < math.size() && i * code.size() <= j * math.size());
-        mixed += (take_math ? math[i++] : code[j++]) + "\n";
-      }
-      write_file_atomic(p.data + "/rl.jsonl", mixed);
-      log_info("pipeline: data: " + std::to_string(data.train.size()) + " training traces, " + std::to_string(data.valid.size()) +
-               " validation traces, " + std::to_string(math.size() + code.size()) + " RL prompts, " +
-               std::to_string(data.eval_math.size()) + " + " + std::to_string(data.eval_code.size()) + " held-out math + code prompts");
-      mark_finished(p.data, data_doc, canonical_as_written, {});
+// data: the synthetic teacher's traces and prompts, plus RUN_DIR/data/rl.jsonl (GRPO draws
+// from one prompt file: the math and code RL prompts interleaved, so that every step sees
+// both). -> its wall time.
+double run_data_stage(const PipelineConfig& cfg, const Paths& p, const std::string& where) {
+  const double t0 = now_seconds();
+  json data_doc = config_to_json(cfg.data);
+  if (!finished_earlier(p.data, data_doc, canonical_as_written, "data.", {}, "data", where)) {
+    SyntheticData data = generate_synthetic(cfg.data);
+    SyntheticFiles files = write_synthetic(data, p.data, /*tokenizer_corpus=*/true);
+    std::vector<std::string> math = read_lines(files.rl_math), code = read_lines(files.rl_code);
+    std::string mixed;
+    for (size_t i = 0, j = 0; i < math.size() || j < code.size();) {
+      // Keep the files' ratio: take from whichever list is further behind its share.
+      bool take_math = j >= code.size() || (i < math.size() && i * code.size() <= j * math.size());
+      mixed += (take_math ? math[i++] : code[j++]) + "\n";
     }
-    result.data_s = now_seconds() - t0;
+    write_file_atomic(p.data + "/rl.jsonl", mixed);
+    log_info("pipeline: data: " + std::to_string(data.train.size()) + " training traces, " + std::to_string(data.valid.size()) +
+             " validation traces, " + std::to_string(math.size() + code.size()) + " RL prompts, " +
+             std::to_string(data.eval_math.size()) + " + " + std::to_string(data.eval_code.size()) + " held-out math + code prompts");
+    mark_finished(p.data, data_doc, canonical_as_written, {});
   }
+  return now_seconds() - t0;
+}
 
-  // ---- tokenizer: byte-level BPE on the corpus of traces and RL prompts ---------------------
-  if (wants(cfg, "tokenizer")) {
-    double t0 = now_seconds();
-    const std::string dir = fs::path(p.tokenizer).parent_path().string();
-    json tok_doc = config_to_json(cfg.tokenizer);
-    const std::vector<std::string> tok_inputs = {p.data + "/tokenizer.jsonl"};
-    if (!finished_earlier(dir, tok_doc, canonical_as_written, "tokenizer.", tok_inputs, "tokenizer", where)) {
-      BpeTrainerStats stats;
-      json tok = train_bpe(read_training_texts(p.data + "/tokenizer.jsonl"), cfg.tokenizer, &stats);
-      make_dirs(dir);
-      write_json_file_atomic(p.tokenizer, tok, 2);
-      log_info("pipeline: tokenizer: " + std::to_string(stats.merges) + " merges on " + std::to_string(stats.texts) + " texts");
-      mark_finished(dir, tok_doc, canonical_as_written, tok_inputs);
-    }
-    result.tokenizer_s = now_seconds() - t0;
+// tokenizer: byte-level BPE trained on the corpus of traces and RL prompts. -> its wall time.
+double run_tokenizer_stage(const PipelineConfig& cfg, const Paths& p, const std::string& where) {
+  const double t0 = now_seconds();
+  const std::string dir = fs::path(p.tokenizer).parent_path().string();
+  json tok_doc = config_to_json(cfg.tokenizer);
+  const std::vector<std::string> tok_inputs = {p.data + "/tokenizer.jsonl"};
+  if (!finished_earlier(dir, tok_doc, canonical_as_written, "tokenizer.", tok_inputs, "tokenizer", where)) {
+    BpeTrainerStats stats;
+    json tok = train_bpe(read_training_texts(p.data + "/tokenizer.jsonl"), cfg.tokenizer, &stats);
+    make_dirs(dir);
+    write_json_file_atomic(p.tokenizer, tok, 2);
+    log_info("pipeline: tokenizer: " + std::to_string(stats.merges) + " merges on " + std::to_string(stats.texts) + " texts");
+    mark_finished(dir, tok_doc, canonical_as_written, tok_inputs);
   }
+  return now_seconds() - t0;
+}
 
-  // ---- teacher, student, grpo: the training stages -----------------------------------------
-  struct Trained {
-    std::string stage, dir, model;
-    const json* doc;
-    std::vector<std::string> inputs;  // files of earlier stages it reads
-    Canonical canonical;
-  };
+// A training stage: where it runs, what it reads from earlier stages, how its config compares.
+struct TrainedStage {
+  std::string stage, dir, model;
+  const json* doc;
+  std::vector<std::string> inputs;  // files of earlier stages it reads
+  Canonical canonical;
+};
+
+std::vector<TrainedStage> trained_stages(const Paths& p, const StageDocs& docs) {
   const std::string traces_train = p.data + "/traces.train.jsonl", traces_valid = p.data + "/traces.valid.jsonl";
   std::vector<std::string> grpo_inputs = {p.data + "/rl.jsonl", p.tokenizer, p.student_model()};
   if (docs.grpo.contains("teacher")) grpo_inputs.push_back(p.teacher_model());
-  const std::vector<Trained> trained = {
-      {"teacher", p.teacher_dir, p.teacher_model(), &docs.teacher, {traces_train, traces_valid, p.tokenizer}, canonical_config<SftConfig>},
-      {"student", p.student_dir, p.student_model(), &docs.student, {traces_train, traces_valid, p.tokenizer, p.teacher_model()}, canonical_config<SftConfig>},
-      {"grpo", p.grpo_dir, p.grpo_model(), &docs.grpo, grpo_inputs, canonical_config<GrpoConfig>}};
-  for (const auto& t : trained) {
-    StageSummary s;
-    s.stage = t.stage;
-    s.model = t.model;
-    if (wants(cfg, t.stage) && !finished_earlier(t.dir, *t.doc, t.canonical, t.stage + ".", t.inputs, t.stage, where)) {
-      double t0 = now_seconds();
-      log_info("pipeline: " + t.stage + " -> " + t.model);
-      if (t.stage == "grpo") run_grpo(*t.doc, where + " (grpo)");
-      else run_sft(*t.doc, where + " (" + t.stage + ")");
-      s.train_s = now_seconds() - t0;
-      mark_finished(t.dir, *t.doc, t.canonical, t.inputs);
-    }
-    if (fs::exists(t.model)) s.parameters = count_parameters(t.model);
-    result.stages.push_back(s);
-  }
+  return {{"teacher", p.teacher_dir, p.teacher_model(), &docs.teacher, {traces_train, traces_valid, p.tokenizer}, canonical_config<SftConfig>},
+          {"student", p.student_dir, p.student_model(), &docs.student, {traces_train, traces_valid, p.tokenizer, p.teacher_model()},
+           canonical_config<SftConfig>},
+          {"grpo", p.grpo_dir, p.grpo_model(), &docs.grpo, grpo_inputs, canonical_config<GrpoConfig>}};
+}
 
-  // ---- eval: every trained stage on the held-out prompts -----------------------------------
-  if (wants(cfg, "eval")) {
-    for (auto& s : result.stages) {
-      if (!fs::exists(s.model)) {
-        log_info("pipeline: eval: no " + s.stage + " model at " + s.model + "; skipped");
-        continue;
-      }
-      json ed = docs.eval;
-      ed["model"] = s.model;
-      ed["run_dir"] = p.eval_dir + "/" + s.stage;
-      const std::string eval_json = p.eval_dir + "/" + s.stage + "/eval.json";
-      double t0 = now_seconds();
-      const std::vector<std::string> eval_inputs = {p.data + "/eval.math.jsonl", p.data + "/eval.code.jsonl", p.tokenizer, s.model};
-      if (!finished_earlier(p.eval_dir + "/" + s.stage, ed, canonical_config<EvalConfig>, "eval.", eval_inputs, "eval of " + s.stage, where) || !fs::exists(eval_json)) {
-        run_eval(ed, where + " (eval of " + s.stage + ")");
-        mark_finished(p.eval_dir + "/" + s.stage, ed, canonical_config<EvalConfig>, eval_inputs);
-      }
-      s.eval_s = now_seconds() - t0;
-      json ev = load_json_file(eval_json);
-      double passed = 0, total = 0;
-      for (const char* name : {"math", "code"}) {
-        const json& d = ev["datasets"][name];
-        double p1 = d["metrics"]["all"]["pass@1"].get<double>();
-        double n = d["prompts"].get<double>();
-        (std::string(name) == "math" ? s.math_pass1 : s.code_pass1) = p1;
-        passed += p1 * n;
-        total += n;
-      }
-      s.all_pass1 = total > 0 ? passed / total : -1;
-    }
+// teacher, student, grpo: trains the stage unless it is not among the stages or finished
+// earlier (reused). -> its row of the table, without the evaluation.
+StageSummary train_stage(const PipelineConfig& cfg, const TrainedStage& t, const std::string& where) {
+  StageSummary s;
+  s.stage = t.stage;
+  s.model = t.model;
+  if (wants(cfg, t.stage) && !finished_earlier(t.dir, *t.doc, t.canonical, t.stage + ".", t.inputs, t.stage, where)) {
+    const double t0 = now_seconds();
+    log_info("pipeline: " + t.stage + " -> " + t.model);
+    if (t.stage == "grpo") run_grpo(*t.doc, where + " (grpo)");
+    else run_sft(*t.doc, where + " (" + t.stage + ")");
+    s.train_s = now_seconds() - t0;
+    mark_finished(t.dir, *t.doc, t.canonical, t.inputs);
   }
+  if (fs::exists(t.model)) s.parameters = count_parameters(t.model);
+  return s;
+}
 
-  // ---- summary.json and the report ----------------------------------------------------------
-  json summary = {{"run_dir", cfg.run_dir}, {"stages", json::object()}};
+// eval: the stage's model on the held-out math and code prompts (reused when evaluated
+// earlier with this config and these inputs); fills the row's pass@1 columns, "all" being the
+// prompt-weighted mean of math and code.
+void evaluate_stage(StageSummary& s, const StageDocs& docs, const Paths& p, const std::string& where) {
+  if (!fs::exists(s.model)) {
+    log_info("pipeline: eval: no " + s.stage + " model at " + s.model + "; skipped");
+    return;
+  }
+  const std::string dir = p.eval_dir + "/" + s.stage;
+  json ed = docs.eval;
+  ed["model"] = s.model;
+  ed["run_dir"] = dir;
+  const std::string eval_json = dir + "/eval.json";
+  const double t0 = now_seconds();
+  const std::vector<std::string> eval_inputs = {p.data + "/eval.math.jsonl", p.data + "/eval.code.jsonl", p.tokenizer, s.model};
+  if (!finished_earlier(dir, ed, canonical_config<EvalConfig>, "eval.", eval_inputs, "eval of " + s.stage, where) || !fs::exists(eval_json)) {
+    run_eval(ed, where + " (eval of " + s.stage + ")");
+    mark_finished(dir, ed, canonical_config<EvalConfig>, eval_inputs);
+  }
+  s.eval_s = now_seconds() - t0;
+  json ev = load_json_file(eval_json);
+  double passed = 0, total = 0;
+  for (const char* name : {"math", "code"}) {
+    const json& d = ev["datasets"][name];
+    double p1 = d["metrics"]["all"]["pass@1"].get<double>();
+    double n = d["prompts"].get<double>();
+    (std::string(name) == "math" ? s.math_pass1 : s.code_pass1) = p1;
+    passed += p1 * n;
+    total += n;
+  }
+  s.all_pass1 = total > 0 ? passed / total : -1;
+}
+
+// report: RUN_DIR/report.html on the GRPO run, opening with the results table (the page reads
+// grpo/results.json) and showing the held-out evaluation of every stage (grpo/eval.json).
+// -> the page's path.
+std::string write_pipeline_report(const PipelineResult& r, const Paths& p) {
+  if (!fs::exists(p.grpo_dir + "/chains.jsonl")) {
+    throw Error(ErrorInfo{"the report needs the GRPO run's chains", p.grpo_dir + "/chains.jsonl", "a file written by the grpo stage",
+                          "no such file", "run the grpo stage (add \"grpo\" to stages)"});
+  }
   json eval_by_stage = json::object();
-  for (const auto& s : result.stages) {
-    summary["stages"][s.stage] = {{"model", s.model},         {"parameters", s.parameters}, {"math_pass1", s.math_pass1},
-                                  {"code_pass1", s.code_pass1}, {"all_pass1", s.all_pass1},   {"train_s", s.train_s},
-                                  {"eval_s", s.eval_s}};
+  json rows = json::array();
+  for (const auto& s : r.stages) {
+    rows.push_back(summary_cells(s));
     if (s.all_pass1 >= 0) {
       eval_by_stage[s.stage] = {{"math", {{"pass@1", s.math_pass1}}}, {"code", {{"pass@1", s.code_pass1}}},
                                 {"all", {{"pass@1", s.all_pass1}}}, {"parameters", {{"count", s.parameters}}}};
     }
   }
+  write_json_file_atomic(p.grpo_dir + "/eval.json", eval_by_stage, 2);
+  write_json_file_atomic(p.grpo_dir + "/results.json",
+                         json{{"title", "Results: held-out accuracy per stage"},
+                              {"columns", summary_columns()},
+                              {"rows", rows},
+                              {"notes", summary_notes(r.stages)}},
+                         2);
+  audit::ReportOptions ro;
+  ro.run_dir = p.grpo_dir;
+  ro.out = p.root + "/report.html";
+  return audit::write_report(ro).path;
+}
+
+// RUN_DIR/summary.json: the table's numbers and the stages' wall times.
+void write_summary(const PipelineResult& r, const std::string& run_dir) {
+  json summary = {{"run_dir", run_dir}, {"stages", json::object()}};
+  for (const auto& s : r.stages) {
+    summary["stages"][s.stage] = {{"model", s.model},         {"parameters", s.parameters}, {"math_pass1", s.math_pass1},
+                                  {"code_pass1", s.code_pass1}, {"all_pass1", s.all_pass1},   {"train_s", s.train_s},
+                                  {"eval_s", s.eval_s}};
+  }
+  summary["data_s"] = r.data_s;
+  summary["tokenizer_s"] = r.tokenizer_s;
+  summary["report_s"] = r.report_s;
+  summary["total_s"] = r.total_s;
+  summary["report"] = r.report;
+  write_json_file_atomic(r.summary, summary, 2);
+}
+
+// One line of the table: the columns at fixed widths.
+std::string table_line(const std::vector<std::string>& cells) {
+  char line[256];
+  std::snprintf(line, sizeof line, "%-9s %12s %12s %12s %12s %10s %8s\n", cells.at(0).c_str(), cells.at(1).c_str(), cells.at(2).c_str(),
+                cells.at(3).c_str(), cells.at(4).c_str(), cells.at(5).c_str(), cells.at(6).c_str());
+  return line;
+}
+
+}  // namespace
+
+PipelineResult run_pipeline(const json& doc_in, const std::string& where, const std::vector<std::string>& overrides,
+                            const PipelineHooks& hooks) {
+  const double t_start = now_seconds();
+  const PipelineConfig cfg = parse_pipeline_config(doc_in, where, overrides);
+  const Paths p = make_paths(cfg.run_dir);
+  const StageDocs docs = stage_docs(cfg, p, where);
+  RunDir run(cfg.run_dir);
+  run.save_resolved_config(config_to_json(cfg));
+  PipelineResult result;
+  if (wants(cfg, "data")) result.data_s = run_data_stage(cfg, p, where);
+  if (wants(cfg, "tokenizer")) result.tokenizer_s = run_tokenizer_stage(cfg, p, where);
+  // Each model is evaluated as soon as it is trained, and its row shown before the next
+  // stage starts: the table grows while the pipeline runs.
+  for (const TrainedStage& t : trained_stages(p, docs)) {
+    StageSummary s = train_stage(cfg, t, where);
+    if (wants(cfg, "eval")) evaluate_stage(s, docs, p, where);
+    result.stages.push_back(s);
+    if (hooks.on_table) hooks.on_table((result.stages.size() == 1 ? summary_header() : std::string()) + summary_row(s));
+  }
   if (wants(cfg, "report")) {
-    double t0 = now_seconds();
-    if (!fs::exists(p.grpo_dir + "/chains.jsonl")) {
-      throw Error(ErrorInfo{"the report needs the GRPO run's chains", p.grpo_dir + "/chains.jsonl", "a file written by the grpo stage",
-                            "no such file", "run the grpo stage (add \"grpo\" to stages)"});
-    }
-    // The page shows RUN_DIR/eval.json: here, the held-out evaluation of every stage.
-    write_json_file_atomic(p.grpo_dir + "/eval.json", eval_by_stage, 2);
-    audit::ReportOptions ro;
-    ro.run_dir = p.grpo_dir;
-    ro.out = cfg.run_dir + "/report.html";
-    result.report = audit::write_report(ro).path;
+    const double t0 = now_seconds();
+    result.report = write_pipeline_report(result, p);
     result.report_s = now_seconds() - t0;
   }
   result.total_s = now_seconds() - t_start;
-  summary["data_s"] = result.data_s;
-  summary["tokenizer_s"] = result.tokenizer_s;
-  summary["report_s"] = result.report_s;
-  summary["total_s"] = result.total_s;
-  summary["report"] = result.report;
   result.summary = cfg.run_dir + "/summary.json";
-  write_json_file_atomic(result.summary, summary, 2);
+  write_summary(result, cfg.run_dir);
   return result;
+}
+
+std::vector<std::string> summary_columns() {
+  return {"stage", "parameters", "math pass@1", "code pass@1", "all pass@1", "train", "eval"};
+}
+
+std::vector<std::string> summary_cells(const StageSummary& s) {
+  char params[32];
+  std::snprintf(params, sizeof params, "%.3fM", static_cast<double>(s.parameters) / 1e6);
+  return {s.stage, params, fmt_pct(s.math_pass1), fmt_pct(s.code_pass1), fmt_pct(s.all_pass1),
+          s.train_s > 0 ? fmt_duration(s.train_s) : "reused", fmt_duration(s.eval_s)};
+}
+
+std::string summary_header() { return table_line(summary_columns()); }
+
+std::string summary_row(const StageSummary& s) { return table_line(summary_cells(s)); }
+
+std::vector<std::string> summary_notes(const std::vector<StageSummary>& stages) {
+  const StageSummary* teacher = nullptr;
+  const StageSummary* student = nullptr;
+  const StageSummary* grpo = nullptr;
+  for (const auto& s : stages) {
+    if (s.stage == "teacher") teacher = &s;
+    if (s.stage == "student") student = &s;
+    if (s.stage == "grpo") grpo = &s;
+  }
+  std::vector<std::string> notes;
+  char line[256];
+  if (teacher && student && teacher->parameters > 0) {
+    std::snprintf(line, sizeof line, "student/teacher parameters: %.3f",
+                  static_cast<double>(student->parameters) / static_cast<double>(teacher->parameters));
+    notes.push_back(line);
+  }
+  if (teacher && student && teacher->all_pass1 > 0 && student->all_pass1 >= 0) {
+    std::snprintf(line, sizeof line, "distilled student / teacher held-out accuracy: %.2f (target >= 0.80)",
+                  student->all_pass1 / teacher->all_pass1);
+    notes.push_back(line);
+  }
+  if (student && grpo && student->all_pass1 >= 0 && grpo->all_pass1 >= 0) {
+    std::snprintf(line, sizeof line, "GRPO over the distilled student: %+.1f points of held-out pass@1 (target >= +5)",
+                  100.0 * (grpo->all_pass1 - student->all_pass1));
+    notes.push_back(line);
+  }
+  return notes;
 }
 
 std::string format_summary(const PipelineResult& r) {
   std::ostringstream o;
+  o << summary_header();
+  for (const auto& s : r.stages) o << summary_row(s);
+  for (const auto& n : summary_notes(r.stages)) o << n << "\n";
   char line[256];
-  std::snprintf(line, sizeof line, "%-9s %12s %12s %12s %12s %10s %8s\n", "stage", "parameters", "math pass@1", "code pass@1",
-                "all pass@1", "train", "eval");
-  o << line;
-  const StageSummary* teacher = nullptr;
-  const StageSummary* student = nullptr;
-  const StageSummary* grpo = nullptr;
-  for (const auto& s : r.stages) {
-    if (s.stage == "teacher") teacher = &s;
-    if (s.stage == "student") student = &s;
-    if (s.stage == "grpo") grpo = &s;
-    char params[32];
-    std::snprintf(params, sizeof params, "%.3fM", static_cast<double>(s.parameters) / 1e6);
-    std::snprintf(line, sizeof line, "%-9s %12s %12s %12s %12s %10s %8s\n", s.stage.c_str(), params, fmt_pct(s.math_pass1).c_str(),
-                  fmt_pct(s.code_pass1).c_str(), fmt_pct(s.all_pass1).c_str(), s.train_s > 0 ? fmt_duration(s.train_s).c_str() : "reused",
-                  fmt_duration(s.eval_s).c_str());
-    o << line;
-  }
-  if (teacher && student && teacher->parameters > 0) {
-    std::snprintf(line, sizeof line, "student/teacher parameters: %.3f\n",
-                  static_cast<double>(student->parameters) / static_cast<double>(teacher->parameters));
-    o << line;
-  }
-  if (teacher && student && teacher->all_pass1 > 0 && student->all_pass1 >= 0) {
-    std::snprintf(line, sizeof line, "distilled student / teacher held-out accuracy: %.2f (target >= 0.80)\n",
-                  student->all_pass1 / teacher->all_pass1);
-    o << line;
-  }
-  if (student && grpo && student->all_pass1 >= 0 && grpo->all_pass1 >= 0) {
-    std::snprintf(line, sizeof line, "GRPO over the distilled student: %+.1f points of held-out pass@1 (target >= +5)\n",
-                  100.0 * (grpo->all_pass1 - student->all_pass1));
-    o << line;
-  }
   std::snprintf(line, sizeof line, "data %s, tokenizer %s, report %s, total %s\n", fmt_duration(r.data_s).c_str(),
                 fmt_duration(r.tokenizer_s).c_str(), fmt_duration(r.report_s).c_str(), fmt_duration(r.total_s).c_str());
   o << line;

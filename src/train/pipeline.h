@@ -7,10 +7,15 @@
 //   teacher    SFT of a tiny Qwen2-shaped teacher from random weights          -> RUN_DIR/teacher/final
 //   student    SFT + hierarchical distillation of a smaller student from it    -> RUN_DIR/student/final
 //   grpo       GRPO of the student on the RL prompts, KL anchor to the teacher -> RUN_DIR/grpo/final
-//   eval       every stage's model on the held-out prompts (math and code)     -> RUN_DIR/eval/<stage>/
-//   report     RUN_DIR/report.html (the GRPO run's chains and metrics, the evaluation per stage)
-// then a table on stdout: held-out accuracy per stage, the student/teacher size ratio, wall
-// time per stage, where the report is. RUN_DIR/summary.json holds the same numbers.
+//   eval       each of those models on the held-out prompts (math and code), as
+//              soon as it is trained                                            -> RUN_DIR/eval/<stage>/
+//   report     RUN_DIR/report.html (the GRPO run's chains and metrics), opening with the
+//              results table (grpo/results.json); the evaluation per stage is grpo/eval.json
+// The results table (held-out accuracy per stage, wall times) grows while the stages run:
+// each stage's row goes to PipelineHooks::on_table as soon as its evaluation finishes (the
+// header once, with the first row), so `retort run` shows it before the next stage starts;
+// at the end `retort run` prints the whole table with the student/teacher size ratio, the
+// targets and where the report is. RUN_DIR/summary.json holds the same numbers.
 //
 // The stage sections of the config ("teacher", "student", "grpo", "eval") are the configs of
 // `retort sft`, `retort distill`, `retort grpo` and `retort eval` without the paths the
@@ -28,8 +33,9 @@
 // What it deliberately is not: a scheduler. Stages run one after the other in this process.
 #pragma once
 
-#include <cstdint>  // defines: int64_t
-#include <string>   // defines: std::string
+#include <cstdint>     // defines: int64_t
+#include <functional>  // defines: std::function
+#include <string>      // defines: std::string
 #include <vector>   // defines: std::vector
 
 #include <nlohmann/json.hpp>  // defines: nlohmann::json
@@ -55,7 +61,7 @@ struct PipelineConfig {
   void bind(ConfigBinder& b);
 };
 
-// One row of the final table.
+// One row of the results table.
 struct StageSummary {
   std::string stage;            // teacher | student | grpo
   std::string model;            // its checkpoint folder
@@ -74,11 +80,32 @@ struct PipelineResult {
   std::string summary;          // summary.json path
 };
 
+// What a caller can watch while the pipeline runs.
+struct PipelineHooks {
+  // The results table as it grows: summary_header() + the first stage's row, then each later
+  // stage's summary_row(), each as soon as that stage is evaluated (trained, when "eval" is
+  // not among the stages) and before the next stage starts. Unset = nothing shown.
+  std::function<void(const std::string& lines)> on_table;
+};
+
 // Runs the stages named in the config, in the fixed order above. `overrides` are "a.b=c"
 // strings applied to `doc` before parsing (e.g. "grpo.steps=5").
-PipelineResult run_pipeline(const nlohmann::json& doc, const std::string& where, const std::vector<std::string>& overrides = {});
+PipelineResult run_pipeline(const nlohmann::json& doc, const std::string& where, const std::vector<std::string>& overrides = {},
+                            const PipelineHooks& hooks = {});
 
-// The table printed at the end (also used by tests).
+// The results table: its columns, a stage's cells (pass@1 as "46.2%", "-" when not evaluated;
+// times as "3m 36s", "reused" for a stage trained earlier), both as text lines at fixed widths
+// (the header and a row end in a newline), and the lines under it (the student/teacher size
+// ratio and the two targets, when the stages they compare were evaluated). The same cells
+// make stdout's table and the report's (grpo/results.json).
+std::vector<std::string> summary_columns();
+std::vector<std::string> summary_cells(const StageSummary& s);
+std::string summary_header();
+std::string summary_row(const StageSummary& s);
+std::vector<std::string> summary_notes(const std::vector<StageSummary>& stages);
+
+// The whole table printed at the end: header, rows, notes, wall times, the report and
+// summary.json paths.
 std::string format_summary(const PipelineResult& r);
 
 }  // namespace retort

@@ -229,10 +229,11 @@ double validation_loss(Qwen2ForCausalLMImpl& model, const std::vector<TokenizedS
   return tokens > 0 ? total / tokens : std::nan("");
 }
 
-}  // namespace
+// ---- setup ---------------------------------------------------------------------------------
 
-SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const std::vector<std::string>& overrides) {
-  // ---- setup -------------------------------------------------------------------------------
+// The config with the overrides applied, and the checks the binder cannot make: exactly one
+// of model / model_config, positive sizes, the micro-batch options.
+SftConfig parse_sft_config(const nlohmann::json& doc_in, const std::string& where, const std::vector<std::string>& overrides) {
   nlohmann::json doc = doc_in;
   for (const auto& o : overrides) apply_override(doc, o);
   SftConfig cfg = parse_config<SftConfig>(doc, where);
@@ -246,6 +247,353 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
                           std::to_string(cfg.batch_size) + ", " + std::to_string(cfg.grad_accum) + ", " + std::to_string(cfg.steps), ""});
   }
   cfg.train.validate(where);
+  return cfg;
+}
+
+// The tokenized samples (each: ids [T_i], loss_mask [T_i], the prompt's length and, offline,
+// the teacher's top-k rows [completion tokens, K]).
+struct SftData {
+  std::vector<TokenizedSample> train, valid;
+};
+
+// Tokenizes data.train; validation is data.valid when given, else the last valid_fraction of
+// a seeded permutation of the training samples (at least one, never all of them).
+SftData load_data(const SftConfig& cfg, const Tokenizer& tok) {
+  SftData d;
+  TokenizeStats stats;
+  d.train = tokenize_traces(load_traces(cfg.data.train), tok, cfg.data.format, &stats, cfg.data.train);
+  log_info("traces: " + std::to_string(stats.samples) + " read, " + std::to_string(stats.kept) + " kept, " +
+           std::to_string(stats.dropped_too_long) + " dropped as too long, " + std::to_string(stats.cut) + " cut, " +
+           std::to_string(stats.tokens) + " tokens");
+  if (!cfg.data.valid.empty()) {
+    d.valid = tokenize_traces(load_traces(cfg.data.valid), tok, cfg.data.format, nullptr, cfg.data.valid);
+  } else if (cfg.data.valid_fraction > 0 && d.train.size() > 1) {
+    size_t n_valid = std::max<size_t>(1, static_cast<size_t>(d.train.size() * cfg.data.valid_fraction));
+    n_valid = std::min(n_valid, d.train.size() - 1);
+    std::vector<size_t> order(d.train.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::mt19937_64 rng(static_cast<uint64_t>(cfg.runtime.seed) ^ 0x5eedull);
+    std::shuffle(order.begin(), order.end(), rng);
+    std::vector<TokenizedSample> kept;
+    for (size_t i = 0; i < order.size(); ++i) (i < order.size() - n_valid ? kept : d.valid).push_back(std::move(d.train[order[i]]));
+    d.train.swap(kept);
+  }
+  return d;
+}
+
+// The model being trained, in training mode on `device`: a checkpoint, or random weights from
+// model_config. Its vocabulary must cover the tokenizer's and its positions the longest sample.
+Qwen2ForCausalLM load_student(const SftConfig& cfg, const Tokenizer& tok, const SftData& data, torch::Device device,
+                              const std::string& where) {
+  Qwen2ForCausalLM model = cfg.model.empty() ? Qwen2ForCausalLM(ModelConfig::from_json(cfg.model_config, where + ": model_config"))
+                                             : load_model(cfg.model, LoadOptions{device.str(), "float32"});
+  model->to(device);
+  model->train();
+  if (model->config().vocab_size < tok.vocab_size()) {
+    throw Error(ErrorInfo{"the tokenizer has more tokens than the model's vocabulary", where, "vocab_size >= " + std::to_string(tok.vocab_size()),
+                          std::to_string(model->config().vocab_size), "use the model's own tokenizer"});
+  }
+  check_sample_lengths(data.train, data.valid, model->config().max_position_embeddings, cfg.data.format.max_length, where);
+  return model;
+}
+
+// The distillation losses (the teacher, or the traces' offline top-k, and the trained
+// projections); null for plain SFT. Offline distillation needs traces that carry teacher_topk.
+std::unique_ptr<Distiller> make_distiller(const SftConfig& cfg, Qwen2ForCausalLMImpl& model, const Tokenizer& tok, const SftData& data,
+                                          torch::Device device, const std::string& where) {
+  if (cfg.distill.teacher.empty() && cfg.distill.logit.kind != "offline") return nullptr;
+  if (cfg.distill.logit.kind == "offline") {
+    int64_t with = 0;
+    for (const auto& t : data.train) with += t.topk_rows > 0;
+    if (with == 0) {
+      throw Error(ErrorInfo{"distill.logit.kind = offline, but no training trace carries teacher_topk", cfg.data.train,
+                            "traces with \"teacher_topk\": [{\"ids\", \"logprobs\"} per completion token]", "none",
+                            "write the teacher's top-k into the traces, or use an online kind with distill.teacher"});
+    }
+    log_info("distill: " + std::to_string(with) + " of " + std::to_string(data.train.size()) + " training traces carry teacher_topk");
+  }
+  return std::make_unique<Distiller>(cfg.distill, model, tok, device, where);
+}
+
+// What the optimizer updates: the model's parameters, then the distiller's projections.
+struct Trainable {
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  std::vector<torch::Tensor> params;  // the same tensors, for clipping and the data-parallel sums
+};
+
+Trainable trainable_parameters(Qwen2ForCausalLMImpl& model, const Distiller* distiller) {
+  Trainable t;
+  for (auto& p : model.named_parameters()) {
+    t.named.emplace_back(p.key(), p.value());
+    t.params.push_back(p.value());
+  }
+  if (distiller) {
+    for (auto& np : distiller->parameters()) {
+      t.named.push_back(np);
+      t.params.push_back(np.second);
+    }
+  }
+  return t;
+}
+
+// On-policy distillation (GKD, distill.on_policy = lambda): the student samples completions
+// that stop at the template's end-of-turn token (and the eos token); the seed is set per
+// micro-batch. Needs a teacher to score the samples. Unused while lambda is 0.
+SamplerOptions on_policy_options(const SftConfig& cfg, const Tokenizer& tok, const Distiller* distiller, const std::string& where) {
+  const double lambda = cfg.distill.on_policy;
+  SamplerOptions opts;
+  if (lambda <= 0) return opts;
+  if (lambda > 1 || !distiller || cfg.distill.teacher.empty() || cfg.distill.logit.kind == "offline") {
+    throw Error(ErrorInfo{"on-policy distillation needs a teacher checkpoint and a share in (0, 1]", where + ": distill.on_policy",
+                          "0 < on_policy <= 1 with distill.teacher set and an online logit.kind", std::to_string(lambda),
+                          "the teacher must score the student's own samples"});
+  }
+  opts.max_new_tokens = cfg.distill.on_policy_max_new_tokens;
+  opts.temperature = cfg.distill.on_policy_temperature;
+  for (const auto& stop : ChatTemplate::by_name(cfg.data.format.chat_template).stop_strings())
+    if (auto id = tok.token_to_id(stop)) opts.stop_token_ids.push_back(*id);
+  if (!cfg.data.format.eos_token.empty())
+    if (auto id = tok.token_to_id(cfg.data.format.eos_token)) opts.stop_token_ids.push_back(*id);
+  return opts;
+}
+
+// Where training is in the data: the epoch, the next batch of the epoch's order, and that
+// order (epoch_batches of (seed, epoch)): together with the step, the whole RNG state.
+class DataCursor {
+ public:
+  DataCursor(const std::vector<TokenizedSample>& train, int batch_size, uint64_t seed)
+      : train_(train), batch_size_(batch_size), seed_(seed) {}
+  // Continues at (epoch, cursor), as a checkpoint recorded them.
+  void seek(int64_t epoch, int64_t cursor) {
+    epoch_ = epoch;
+    cursor_ = cursor;
+    batches_ = epoch_batches(train_, batch_size_, seed_, epoch_);
+  }
+  // The next global batch's rows; the next epoch's order once this one is used up.
+  std::vector<int64_t> next() {
+    if (cursor_ >= static_cast<int64_t>(batches_.size())) seek(epoch_ + 1, 0);
+    return batches_[static_cast<size_t>(cursor_++)];
+  }
+  int64_t epoch() const { return epoch_; }
+  int64_t cursor() const { return cursor_; }
+
+ private:
+  const std::vector<TokenizedSample>& train_;
+  int batch_size_;
+  uint64_t seed_;
+  int64_t epoch_ = 0, cursor_ = 0;
+  std::vector<std::vector<int64_t>> batches_;
+};
+
+// The newest checkpoint in run_dir (when resume is on): the weights, the optimizer, the
+// distiller's projections and the data position. -> the step it was written at (0 = fresh).
+int64_t resume_from_checkpoint(const SftConfig& cfg, Qwen2ForCausalLMImpl& model, AdamW& optim, Distiller* distiller,
+                               const DistContext& dist, DataCursor& data) {
+  int64_t step = 0, epoch = 0, cursor = 0;
+  if (cfg.resume) {
+    if (auto ckpt = latest_checkpoint(cfg.run_dir)) {
+      nlohmann::json st = load_training_checkpoint(*ckpt, model, optim);
+      dist.check_resume(st.value("world_size", int64_t{1}), *ckpt);
+      if (distiller) distiller->load_parameters(read_safetensors(*ckpt + "/distill_state.safetensors"), *ckpt);
+      step = st.at("step");
+      epoch = st.at("epoch");
+      cursor = st.at("cursor");
+      log_info("resumed from " + *ckpt + " at step " + std::to_string(step));
+    }
+  }
+  data.seek(epoch, cursor);
+  return step;
+}
+
+// ---- one step ------------------------------------------------------------------------------
+
+// What every step reads: the run's config, data, models and collectives.
+struct StepContext {
+  const SftConfig& cfg;
+  const SftData& data;
+  const DistContext& dist;
+  torch::Device device;
+  Qwen2ForCausalLMImpl& model;
+  Distiller* distiller;                        // null for plain SFT
+  const std::vector<torch::Tensor>& params;    // everything the optimizer updates
+  const SamplerOptions& on_policy;             // the on-policy sampler's options (seed set per micro-batch)
+};
+
+// What the step's draw decided: whether it is on-policy and the seeds of its micro-batches.
+// A function of (seed, step) alone, so that a resumed run makes the same choices and samples
+// the same completions.
+struct StepDraw {
+  std::mt19937_64 rng;
+  bool on_policy = false;
+};
+
+StepDraw draw_step(const SftConfig& cfg, int64_t step) {
+  StepDraw d{std::mt19937_64(static_cast<uint64_t>(cfg.runtime.seed) * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(step))};
+  const double lambda = cfg.distill.on_policy;
+  d.on_policy = lambda > 0 && std::uniform_real_distribution<double>(0.0, 1.0)(d.rng) < lambda;
+  return d;
+}
+
+// The step's micro-batches on this rank: grad_accum global batches, this rank's slice of each
+// (all of it in a single process), as
+//   on-policy  the student's completions of the batch's prompts (on_policy_batch), or
+//   padded     one micro-batch per batch: ids [B, T], targets / loss_mask [B, T-1], or
+//   budget     train.micro_batch_tokens > 0: the step's sequences, longest first, in micro-
+//              batches of at most that many tokens, packed ([1, sum T_i]) or padded.
+std::vector<Batch> step_batches(const StepContext& c, StepDraw& draw, DataCursor& data) {
+  const bool offline = c.distiller && c.distiller->offline();
+  const std::vector<TokenizedSample>& train = c.data.train;
+  std::vector<Batch> micro;
+  std::vector<int64_t> step_rows;  // this rank's sequences of the step (token-budget batches only)
+  for (int a = 0; a < c.cfg.grad_accum; ++a) {
+    // Every rank draws the same global rows (and the same random numbers); a rank whose
+    // slice is empty (a short last batch of an epoch) still joins the collectives.
+    std::vector<int64_t> rows = data.next();
+    if (c.dist.enabled()) {
+      ShardRange r = shard_range(static_cast<int64_t>(rows.size()), c.dist.rank(), c.dist.world_size());
+      rows = std::vector<int64_t>(rows.begin() + r.begin, rows.begin() + r.end);
+    }
+    const uint64_t policy_seed = draw.rng();
+    if (rows.empty()) continue;
+    if (draw.on_policy) {
+      // Each rank samples its own rows: the streams differ from a single process's.
+      SamplerOptions opts = c.on_policy;
+      opts.seed = policy_seed ^ (static_cast<uint64_t>(c.dist.rank()) * 0x9e3779b97f4a7c15ull);
+      micro.push_back(on_policy_batch(c.model, train, rows, opts));
+    } else if (c.cfg.train.micro_batch_tokens > 0) {
+      step_rows.insert(step_rows.end(), rows.begin(), rows.end());
+    } else {
+      micro.push_back(make_batch(train, rows, c.device, offline));
+    }
+  }
+  if (!step_rows.empty()) {
+    // Longest first, so that padded micro-batches waste little.
+    std::stable_sort(step_rows.begin(), step_rows.end(),
+                     [&](int64_t x, int64_t y) { return train[x].ids.size() > train[y].ids.size(); });
+    std::vector<int64_t> lengths;
+    for (int64_t r : step_rows) lengths.push_back(static_cast<int64_t>(train[r].ids.size()));
+    for (const auto& part : split_by_token_budget(lengths, c.cfg.train.micro_batch_tokens, c.cfg.train.packing)) {
+      std::vector<int64_t> rows;
+      for (int64_t i : part) rows.push_back(step_rows[static_cast<size_t>(i)]);
+      micro.push_back(make_batch(train, rows, c.device, offline, c.cfg.train.packing));
+    }
+  }
+  return micro;
+}
+
+// What the forward and backward passes of a step measured (over every rank).
+struct StepLoss {
+  double loss = 0;                       // the step's loss: the weighted total
+  std::map<std::string, double> parts;   // each loss's value: ce, logit, feature, attention
+  int64_t tokens = 0;                    // real (unpadded) tokens of the step
+};
+
+// Forward and backward of the step's micro-batches; their losses add up to the step's, so
+// the gradients are the combined batch's (summed over the ranks under data parallel).
+StepLoss forward_backward(const StepContext& c, const std::vector<Batch>& micro, const std::map<std::string, double>& weights) {
+  StepLoss out;
+  // 1: the step's denominators, over every micro-batch and rank, before any backward: each
+  //    loss is a sum over its positions divided by these, so the split does not matter.
+  const bool offline = c.distiller && c.distiller->offline();
+  Distiller::StepTokens n;
+  for (const Batch& b : micro) {
+    n.targets += static_cast<double>(b.target_tokens);
+    n.tokens += b.attention.sum().item<double>();
+    if (offline && b.topk.mask.defined()) n.logit_targets += (b.topk.mask * b.loss_mask).sum().item<double>();
+    out.tokens += b.attention.sum().item<int64_t>();
+  }
+  if (c.dist.enabled()) {
+    auto s = c.dist.sum({n.targets, n.tokens, n.logit_targets});  // sync point
+    n.targets = s[0], n.tokens = s[1], n.logit_targets = s[2];
+  }
+  // 2: forward and backward, micro-batch by micro-batch.
+  for (const Batch& b : micro) {
+    ForwardOptions fo = c.distiller ? c.distiller->student_options(weights) : ForwardOptions{};
+    fo.skip_lm_head = true;
+    fo.sequence_ids = b.sequence_ids;
+    fo.checkpoint_layers = c.cfg.train.checkpoint(b.ids.numel(), c.model.config().hidden_size, c.model.config().num_hidden_layers);
+    ForwardOutput fwd = c.model.forward(b.ids, b.attention, fo);
+    torch::Tensor loss;
+    if (c.distiller) {
+      auto l = c.distiller->losses(fwd, b.ids, b.attention, b.sequence_ids, b.loss_mask, weights, n, b.topk);
+      loss = l.total;
+      for (const auto& kv : l.values) out.parts[kv.first] += kv.second;
+    } else {
+      loss = summed_token_ce(c.model, fwd, b.targets, b.loss_mask) / std::max(n.targets, 1.0);
+      out.parts["ce"] += loss.item<double>();
+    }
+    loss.backward();
+    out.loss += loss.item<double>();  // sync point
+  }
+  if (c.dist.enabled()) {
+    // Each rank's loss is its share of the combined batch's loss: the sums are the totals.
+    c.dist.all_reduce_gradients(c.params);  // sync point
+    static const std::vector<std::string> kParts = {"ce", "logit", "feature", "attention"};
+    std::vector<double> v{out.loss, static_cast<double>(out.tokens)};
+    for (const auto& k : kParts) {
+      v.push_back(out.parts.count(k) ? out.parts[k] : 0.0);
+      v.push_back(out.parts.count(k) ? 1.0 : 0.0);
+    }
+    v = c.dist.sum(v);
+    out.loss = v[0];
+    out.tokens = static_cast<int64_t>(v[1]);
+    out.parts.clear();
+    for (size_t i = 0; i < kParts.size(); ++i)
+      if (v[3 + 2 * i] > 0) out.parts[kParts[i]] = v[2 + 2 * i];
+  }
+  return out;
+}
+
+// One optimizer step (the 1-based step + 1): draw, batches, forward and backward, clip, and
+// the update unless a loss or the gradient norm is not finite (NonFiniteGuard). -> the step's
+// metrics record (without the validation loss and the memory peak).
+nlohmann::json train_step(const StepContext& c, int64_t step, DataCursor& data, AdamW& optim, NonFiniteGuard& nonfinite,
+                          SftResult& result) {
+  const double t0 = now_seconds();
+  StepDraw draw = draw_step(c.cfg, step);
+  std::vector<Batch> micro = step_batches(c, draw, data);
+  std::map<std::string, double> weights =
+      c.distiller ? c.distiller->schedule().weights_at(step) : std::map<std::string, double>{{"ce", 1.0}};
+  if (draw.on_policy) weights["ce"] = 0.0;  // no reference completion: the teacher is the only target
+  StepLoss l = forward_backward(c, micro, weights);
+  const double grad_norm = clip_grad_norm(c.params, c.cfg.optim.grad_clip);
+  const double lr = learning_rate(c.cfg.optim, step, c.cfg.steps);
+  if (nonfinite.allows_update(step + 1, l.parts, grad_norm)) optim.step(lr);
+  optim.zero_grad();
+  const double dt = now_seconds() - t0;
+  result.losses.push_back(l.loss);
+  result.parts.push_back(l.parts);
+
+  nlohmann::json rec = {{"step", step + 1}, {"loss", l.loss}, {"lr", lr}, {"grad_norm", grad_norm},
+                        {"tokens", l.tokens}, {"tokens_per_s", l.tokens / std::max(dt, 1e-9)}, {"epoch", data.epoch()}};
+  if (c.cfg.distill.on_policy > 0) rec["on_policy"] = draw.on_policy ? 1 : 0;
+  for (const auto& kv : l.parts) rec["loss_" + kv.first] = kv.second;
+  if (c.distiller)
+    for (const auto& kv : weights) rec["weight_" + kv.first] = kv.second;
+  return rec;
+}
+
+// ---- checkpoints and the final model -------------------------------------------------------
+
+// A resumable checkpoint (rank 0): weights, optimizer, the distiller's projections and the
+// trainer state (step, data position, seed), written atomically; the last keep_last kept.
+void write_checkpoint(const StepContext& c, int64_t step, const DataCursor& data, const AdamW& optim, const std::string& tokenizer_dir) {
+  const nlohmann::json state = {{"step", step}, {"epoch", data.epoch()}, {"cursor", data.cursor()}, {"optimizer_steps", optim.steps_taken()},
+                                {"seed", c.cfg.runtime.seed}, {"stage", "sft"},
+                                {"world_size", c.dist.world_size()}};
+  std::map<std::string, torch::Tensor> extra;
+  if (c.distiller)
+    for (auto& np : c.distiller->parameters()) extra[np.first] = np.second.detach().cpu().contiguous();
+  save_training_checkpoint(c.cfg.run_dir, step, c.model, optim, state, tokenizer_dir, c.cfg.keep_last, extra);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const std::vector<std::string>& overrides) {
+  // ---- setup -------------------------------------------------------------------------------
+  SftConfig cfg = parse_sft_config(doc_in, where, overrides);
   log_info(apply_runtime(cfg.runtime));
   torch::Device device(resolve_device(cfg.runtime.device));
   log_info("precision: " + apply_precision(cfg.runtime, device.str()));
@@ -256,103 +604,22 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
   if (cfg.resume && latest_checkpoint(cfg.run_dir)) run.check_resumed_config(config_to_json(cfg), canonical_config<SftConfig>, kResumeFreeKeys);
   if (dist.is_main()) run.save_resolved_config(config_to_json(cfg));
 
-  std::string tok_path = !cfg.tokenizer.empty() ? cfg.tokenizer : (fs::path(cfg.model) / "tokenizer.json").string();
+  const std::string tok_path = !cfg.tokenizer.empty() ? cfg.tokenizer : (fs::path(cfg.model) / "tokenizer.json").string();
   Tokenizer tok = Tokenizer::from_file(tok_path);
-  std::string tokenizer_dir = fs::path(tok_path).parent_path().string();
+  const std::string tokenizer_dir = fs::path(tok_path).parent_path().string();
+  const SftData data = load_data(cfg, tok);
+  Qwen2ForCausalLM model = load_student(cfg, tok, data, device, where);
+  std::unique_ptr<Distiller> distiller = make_distiller(cfg, *model, tok, data, device, where);
+  const Trainable trainable = trainable_parameters(*model, distiller.get());
+  AdamW optim(trainable.named, cfg.optim);
+  const SamplerOptions on_policy = on_policy_options(cfg, tok, distiller.get(), where);
 
-  // Data: tokenize, then split off validation deterministically.
-  auto traces = load_traces(cfg.data.train);
-  TokenizeStats stats;
-  auto train = tokenize_traces(traces, tok, cfg.data.format, &stats, cfg.data.train);
-  log_info("traces: " + std::to_string(stats.samples) + " read, " + std::to_string(stats.kept) + " kept, " +
-           std::to_string(stats.dropped_too_long) + " dropped as too long, " + std::to_string(stats.cut) + " cut, " +
-           std::to_string(stats.tokens) + " tokens");
-  std::vector<TokenizedSample> valid;
-  if (!cfg.data.valid.empty()) {
-    valid = tokenize_traces(load_traces(cfg.data.valid), tok, cfg.data.format, nullptr, cfg.data.valid);
-  } else if (cfg.data.valid_fraction > 0 && train.size() > 1) {
-    size_t n_valid = std::max<size_t>(1, static_cast<size_t>(train.size() * cfg.data.valid_fraction));
-    n_valid = std::min(n_valid, train.size() - 1);
-    // The last n_valid samples of a seeded permutation.
-    std::vector<size_t> order(train.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::mt19937_64 rng(static_cast<uint64_t>(cfg.runtime.seed) ^ 0x5eedull);
-    std::shuffle(order.begin(), order.end(), rng);
-    std::vector<TokenizedSample> kept;
-    for (size_t i = 0; i < order.size(); ++i) (i < order.size() - n_valid ? kept : valid).push_back(std::move(train[order[i]]));
-    train.swap(kept);
-  }
-
-  // Model.
-  Qwen2ForCausalLM model = cfg.model.empty() ? Qwen2ForCausalLM(ModelConfig::from_json(cfg.model_config, where + ": model_config"))
-                                             : load_model(cfg.model, LoadOptions{device.str(), "float32"});
-  model->to(device);
-  model->train();
-  if (model->config().vocab_size < tok.vocab_size()) {
-    throw Error(ErrorInfo{"the tokenizer has more tokens than the model's vocabulary", where, "vocab_size >= " + std::to_string(tok.vocab_size()),
-                          std::to_string(model->config().vocab_size), "use the model's own tokenizer"});
-  }
-  check_sample_lengths(train, valid, model->config().max_position_embeddings, cfg.data.format.max_length, where);
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  std::vector<torch::Tensor> params;
-  for (auto& p : model->named_parameters()) {
-    named.emplace_back(p.key(), p.value());
-    params.push_back(p.value());
-  }
-  std::unique_ptr<Distiller> distiller;
-  if (!cfg.distill.teacher.empty() || cfg.distill.logit.kind == "offline") {
-    if (cfg.distill.logit.kind == "offline") {
-      int64_t with = 0;
-      for (const auto& t : train) with += t.topk_rows > 0;
-      if (with == 0) {
-        throw Error(ErrorInfo{"distill.logit.kind = offline, but no training trace carries teacher_topk", cfg.data.train,
-                              "traces with \"teacher_topk\": [{\"ids\", \"logprobs\"} per completion token]", "none",
-                              "write the teacher's top-k into the traces, or use an online kind with distill.teacher"});
-      }
-      log_info("distill: " + std::to_string(with) + " of " + std::to_string(train.size()) + " training traces carry teacher_topk");
-    }
-    distiller = std::make_unique<Distiller>(cfg.distill, *model, tok, device, where);
-    for (auto& np : distiller->parameters()) {
-      named.push_back(np);
-      params.push_back(np.second);
-    }
-  }
-  AdamW optim(named, cfg.optim);
-
-  // On-policy distillation: the sampler stops at the template's end-of-turn token.
-  const double lambda = cfg.distill.on_policy;
-  SamplerOptions on_policy_opts;
-  if (lambda > 0) {
-    if (lambda > 1 || !distiller || cfg.distill.teacher.empty() || cfg.distill.logit.kind == "offline") {
-      throw Error(ErrorInfo{"on-policy distillation needs a teacher checkpoint and a share in (0, 1]", where + ": distill.on_policy",
-                            "0 < on_policy <= 1 with distill.teacher set and an online logit.kind", std::to_string(lambda),
-                            "the teacher must score the student's own samples"});
-    }
-    on_policy_opts.max_new_tokens = cfg.distill.on_policy_max_new_tokens;
-    on_policy_opts.temperature = cfg.distill.on_policy_temperature;
-    for (const auto& stop : ChatTemplate::by_name(cfg.data.format.chat_template).stop_strings())
-      if (auto id = tok.token_to_id(stop)) on_policy_opts.stop_token_ids.push_back(*id);
-    if (!cfg.data.format.eos_token.empty())
-      if (auto id = tok.token_to_id(cfg.data.format.eos_token)) on_policy_opts.stop_token_ids.push_back(*id);
-  }
-
-  // Resume.
-  int64_t step = 0, epoch = 0, cursor = 0;
   SftResult result;
-  if (cfg.resume) {
-    if (auto ckpt = latest_checkpoint(cfg.run_dir)) {
-      nlohmann::json st = load_training_checkpoint(*ckpt, *model, optim);
-      dist.check_resume(st.value("world_size", int64_t{1}), *ckpt);
-      if (distiller) distiller->load_parameters(read_safetensors(*ckpt + "/distill_state.safetensors"), *ckpt);
-      step = st.at("step");
-      epoch = st.at("epoch");
-      cursor = st.at("cursor");
-      result.resumed_from = step;
-      log_info("resumed from " + *ckpt + " at step " + std::to_string(step));
-    }
-  }
+  DataCursor cursor(data.train, cfg.batch_size, static_cast<uint64_t>(cfg.runtime.seed));
+  int64_t step = resume_from_checkpoint(cfg, *model, optim, distiller.get(), dist, cursor);
+  result.resumed_from = step;
   // Every rank starts from rank 0's weights (a random init or a checkpoint alike).
-  dist.broadcast(params);
+  dist.broadcast(trainable.params);
   // Lines a killed run wrote after its last checkpoint (or a fresh run's predecessor) go.
   std::unique_ptr<MetricsWriter> metrics;
   if (dist.is_main()) {
@@ -361,141 +628,19 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
   }
 
   // ---- train ---------------------------------------------------------------------------------
-  auto batches = epoch_batches(train, cfg.batch_size, static_cast<uint64_t>(cfg.runtime.seed), epoch);
-  auto next_rows = [&]() {
-    if (cursor >= static_cast<int64_t>(batches.size())) {
-      ++epoch;
-      cursor = 0;
-      batches = epoch_batches(train, cfg.batch_size, static_cast<uint64_t>(cfg.runtime.seed), epoch);
-    }
-    return batches[cursor++];
-  };
-  // This rank's slice of a global batch's rows (all of them in a single process).
-  auto my_rows = [&](const std::vector<int64_t>& rows) {
-    if (!dist.enabled()) return rows;
-    ShardRange r = shard_range(static_cast<int64_t>(rows.size()), dist.rank(), dist.world_size());
-    return std::vector<int64_t>(rows.begin() + r.begin, rows.begin() + r.end);
-  };
-  auto trainer_state = [&]() {
-    return nlohmann::json{{"step", step}, {"epoch", epoch}, {"cursor", cursor}, {"optimizer_steps", optim.steps_taken()},
-                          {"seed", cfg.runtime.seed}, {"stage", "sft"},
-                          {"world_size", dist.world_size()}};
-  };
   std::unique_ptr<ProgressBar> bar;
   if (dist.is_main()) {
     bar = std::make_unique<ProgressBar>("sft", cfg.steps, "step");
     bar->update(step);
   }
   NonFiniteGuard nonfinite(distiller ? "distill" : "sft", cfg.optim.skip_nonfinite, cfg.run_dir);
+  const StepContext ctx{cfg, data, dist, device, *model, distiller.get(), trainable.params, on_policy};
   while (step < cfg.steps) {
-    double t0 = now_seconds();
-    std::vector<Batch> micro;
-    int64_t tokens = 0;
-    // Whether this step is on-policy: a draw from (seed, step), so that a resumed run makes
-    // the same choices and samples the same completions.
-    std::mt19937_64 step_rng(static_cast<uint64_t>(cfg.runtime.seed) * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(step));
-    const bool on_policy = lambda > 0 && std::uniform_real_distribution<double>(0.0, 1.0)(step_rng) < lambda;
-    const bool offline = distiller && distiller->offline();
-    std::vector<int64_t> step_rows;  // this rank's sequences of the step (trace batches only)
-    for (int a = 0; a < cfg.grad_accum; ++a) {
-      // Every rank draws the same global rows (and the same random numbers); a rank whose
-      // slice is empty (a short last batch of an epoch) still joins the collectives.
-      std::vector<int64_t> rows = my_rows(next_rows());
-      const uint64_t policy_seed = step_rng();
-      if (rows.empty()) continue;
-      if (on_policy) {
-        // Each rank samples its own rows: the streams differ from a single process's.
-        on_policy_opts.seed = policy_seed ^ (static_cast<uint64_t>(dist.rank()) * 0x9e3779b97f4a7c15ull);
-        micro.push_back(on_policy_batch(*model, train, rows, on_policy_opts));
-      } else if (cfg.train.micro_batch_tokens > 0) {
-        step_rows.insert(step_rows.end(), rows.begin(), rows.end());
-      } else {
-        micro.push_back(make_batch(train, rows, device, offline));
-      }
-    }
-    if (!step_rows.empty()) {
-      // Token budget: the step's sequences (longest first, so padded micro-batches waste little)
-      // in micro-batches of at most micro_batch_tokens tokens, packed or padded.
-      std::stable_sort(step_rows.begin(), step_rows.end(),
-                       [&](int64_t x, int64_t y) { return train[x].ids.size() > train[y].ids.size(); });
-      std::vector<int64_t> lengths;
-      for (int64_t r : step_rows) lengths.push_back(static_cast<int64_t>(train[r].ids.size()));
-      for (const auto& part : split_by_token_budget(lengths, cfg.train.micro_batch_tokens, cfg.train.packing)) {
-        std::vector<int64_t> rows;
-        for (int64_t i : part) rows.push_back(step_rows[static_cast<size_t>(i)]);
-        micro.push_back(make_batch(train, rows, device, offline, cfg.train.packing));
-      }
-    }
-    // 1: the step's denominators, over every micro-batch and rank, before any backward: each
-    //    loss is a sum over its positions divided by these, so the split does not matter.
-    Distiller::StepTokens n;
-    for (const Batch& b : micro) {
-      n.targets += static_cast<double>(b.target_tokens);
-      n.tokens += b.attention.sum().item<double>();
-      if (offline && b.topk.mask.defined()) n.logit_targets += (b.topk.mask * b.loss_mask).sum().item<double>();
-      tokens += b.attention.sum().item<int64_t>();
-    }
-    if (dist.enabled()) {
-      auto s = dist.sum({n.targets, n.tokens, n.logit_targets});  // sync point
-      n.targets = s[0], n.tokens = s[1], n.logit_targets = s[2];
-    }
-    std::map<std::string, double> weights = distiller ? distiller->schedule().weights_at(step) : std::map<std::string, double>{{"ce", 1.0}};
-    if (on_policy) weights["ce"] = 0.0;  // no reference completion: the teacher is the only target
-    // 2: forward and backward, micro-batch by micro-batch; the losses add up to the step's.
-    std::map<std::string, double> parts;
-    double loss_sum = 0;
-    for (const Batch& b : micro) {
-      ForwardOptions fo = distiller ? distiller->student_options(weights) : ForwardOptions{};
-      fo.skip_lm_head = true;
-      fo.sequence_ids = b.sequence_ids;
-      fo.checkpoint_layers = cfg.train.checkpoint(b.ids.numel(), model->config().hidden_size, model->config().num_hidden_layers);
-      ForwardOutput out = model->forward(b.ids, b.attention, fo);
-      torch::Tensor loss;
-      if (distiller) {
-        auto l = distiller->losses(out, b.ids, b.attention, b.sequence_ids, b.loss_mask, weights, n, b.topk);
-        loss = l.total;
-        for (const auto& kv : l.values) parts[kv.first] += kv.second;
-      } else {
-        loss = summed_token_ce(*model, out, b.targets, b.loss_mask) / std::max(n.targets, 1.0);
-        parts["ce"] += loss.item<double>();
-      }
-      loss.backward();
-      loss_sum += loss.item<double>();  // sync point
-    }
-    if (dist.enabled()) {
-      // Each rank's loss is its share of the combined batch's loss: the sums are the totals.
-      dist.all_reduce_gradients(params);  // sync point
-      static const std::vector<std::string> kParts = {"ce", "logit", "feature", "attention"};
-      std::vector<double> v{loss_sum, static_cast<double>(tokens)};
-      for (const auto& k : kParts) {
-        v.push_back(parts.count(k) ? parts[k] : 0.0);
-        v.push_back(parts.count(k) ? 1.0 : 0.0);
-      }
-      v = dist.sum(v);
-      loss_sum = v[0];
-      tokens = static_cast<int64_t>(v[1]);
-      parts.clear();
-      for (size_t i = 0; i < kParts.size(); ++i)
-        if (v[3 + 2 * i] > 0) parts[kParts[i]] = v[2 + 2 * i];
-    }
-    double grad_norm = clip_grad_norm(params, cfg.optim.grad_clip);
-    double lr = learning_rate(cfg.optim, step, cfg.steps);
-    if (nonfinite.allows_update(step + 1, parts, grad_norm)) optim.step(lr);
-    optim.zero_grad();
+    nlohmann::json rec = train_step(ctx, step, cursor, optim, nonfinite, result);
     ++step;
-    double dt = now_seconds() - t0;
-    result.losses.push_back(loss_sum);
-    result.parts.push_back(parts);
-
-    nlohmann::json rec = {{"step", step}, {"loss", loss_sum}, {"lr", lr}, {"grad_norm", grad_norm},
-                          {"tokens", tokens}, {"tokens_per_s", tokens / std::max(dt, 1e-9)}, {"epoch", epoch}};
-    if (lambda > 0) rec["on_policy"] = on_policy ? 1 : 0;
-    for (const auto& kv : parts) rec["loss_" + kv.first] = kv.second;
-    if (distiller)
-      for (const auto& kv : weights) rec["weight_" + kv.first] = kv.second;
-    bool last = step == cfg.steps;
+    const bool last = step == cfg.steps;
     if ((cfg.eval_every > 0 && step % cfg.eval_every == 0) || last) {
-      double vl = validation_loss(*model, valid, cfg.batch_size, device, dist);
+      const double vl = validation_loss(*model, data.valid, cfg.batch_size, device, dist);
       if (!std::isnan(vl)) rec["valid_loss"] = vl;
       result.final_valid_loss = vl;
     }
@@ -504,14 +649,9 @@ SftResult run_sft(const nlohmann::json& doc_in, const std::string& where, const 
     if (mem.cuda_bytes >= 0) rec["peak_cuda_mb"] = mem.cuda_bytes / 1048576.0;
     if (metrics && cfg.log_every > 0 && (step % cfg.log_every == 0 || last)) metrics->write(rec);
     char suffix[96];
-    std::snprintf(suffix, sizeof suffix, "loss %.4f lr %.2e", loss_sum, lr);
+    std::snprintf(suffix, sizeof suffix, "loss %.4f lr %.2e", rec["loss"].get<double>(), rec["lr"].get<double>());
     if (bar) bar->update(step, suffix + memory_suffix(mem));
-    if (dist.is_main() && ((cfg.save_every > 0 && step % cfg.save_every == 0) || last)) {
-      std::map<std::string, torch::Tensor> extra;
-      if (distiller)
-        for (auto& np : distiller->parameters()) extra[np.first] = np.second.detach().cpu().contiguous();
-      save_training_checkpoint(cfg.run_dir, step, *model, optim, trainer_state(), tokenizer_dir, cfg.keep_last, extra);
-    }
+    if (dist.is_main() && ((cfg.save_every > 0 && step % cfg.save_every == 0) || last)) write_checkpoint(ctx, step, cursor, optim, tokenizer_dir);
   }
   if (bar) bar->finish();
 

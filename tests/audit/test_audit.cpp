@@ -618,6 +618,56 @@ TEST_CASE("audit: report.html has every section, caps the chains and escapes mod
   CHECK(error_of([&] { write_report(eo); }).find("nothing to report") != std::string::npos);
 }
 
+TEST_CASE("audit: report.html opens with RUN_DIR/results.json's table, before the chain browser", "[unit]") {
+  std::vector<Gen> gen = generate();
+  std::string dir = write_run("audit_report_results", gen);
+  ReportOptions opt;
+  opt.run_dir = dir;
+  // Without results.json the page opens with the run summary, as before.
+  std::string html = read_file(write_report(opt).path);
+  CHECK(html.find("id=\"results\"") == std::string::npos);
+  CHECK(html.find("<section") == html.find("<section id=\"summary\">"));
+
+  json table = {{"title", "Per stage"},
+                {"columns", {"stage", "math pass@1", "note"}},
+                {"rows", {{"teacher", "37.9%", 1.5}, {"student", "44.1%", kXss}}},
+                {"notes", {"target >= +5", "<b>x</b>"}}};
+  std::ofstream(dir + "/results.json") << table.dump();
+  ReportResult res = write_report(opt);
+  CHECK(res.results);
+  html = read_file(res.path);
+  // The first section is the table; the chain browser comes after it.
+  const size_t first = html.find("<section");
+  REQUIRE(first != std::string::npos);
+  CHECK(html.compare(first, 22, "<section id=\"results\">") == 0);
+  const size_t end = html.find("</section>", first);
+  REQUIRE(end != std::string::npos);
+  CHECK(html.find("id=\"chains\"") > end);
+  CHECK(html.find("<a href=\"#results\">") < first);  // listed in the navigation
+  const std::string section = html.substr(first, end - first);
+  CHECK(section.find("<h2>Per stage</h2>") != std::string::npos);
+  // Header, then the rows in order, each headed by its first cell; numbers as numbers.
+  size_t at = 0;
+  for (const char* text : {"<th>stage</th>", "<th>math pass@1</th>", "<th>note</th>", "<th>teacher</th>", "37.9%", "1.5",
+                           "<th>student</th>", "44.1%", "target &gt;= +5", "&lt;b&gt;x&lt;/b&gt;"}) {
+    INFO(text);
+    const size_t next = section.find(text, at);
+    CHECK(next != std::string::npos);
+    if (next != std::string::npos) at = next;
+  }
+  // Cells are text, never markup.
+  CHECK(section.find("<img") == std::string::npos);
+  CHECK(section.find("<b>x</b>") == std::string::npos);
+
+  // A results.json of another shape is an error that names the file.
+  std::ofstream(dir + "/results.json") << R"({"columns": ["a", "b"], "rows": [["only one"]]})";
+  std::string e = error_of([&] { write_report(opt); });
+  CHECK(e.find("results.json") != std::string::npos);
+  CHECK(e.find("row 0") != std::string::npos);
+  std::ofstream(dir + "/results.json") << R"({"rows": []})";
+  CHECK(error_of([&] { write_report(opt); }).find("columns") != std::string::npos);
+}
+
 TEST_CASE("audit: json_for_script and html_escape", "[unit]") {
   json j = {{"t", kXss + " <!-- & \xE2\x80\xA8"}};
   std::string s = json_for_script(j);

@@ -1,12 +1,18 @@
 // The pipeline (`retort run`): configs/demo.json parses completely; a typo deep in a late
 // stage fails before anything runs; keys the pipeline fills are refused; a small end-to-end
-// run produces every stage's model, evaluation, the report and summary.json; a rerun reuses
-// every finished stage; a changed stage config is refused, naming the stage.
+// run produces every stage's model, evaluation, the report and summary.json, shows each
+// stage's row of the results table before the next stage starts and opens the report with
+// that table; a rerun reuses every finished stage (`retort run` prints the rows between the
+// stages' log lines, then the table); a changed stage config is refused, naming the stage.
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 
+#include "audit/report.h"
 #include "common/config.h"
 #include "common/error.h"
+#include "run_capture.h"
 #include "train/pipeline.h"
 
 #include <catch2/catch.hpp>
@@ -140,7 +146,26 @@ TEST_CASE("pipeline: config errors name the key before anything runs", "[e2e]") 
 TEST_CASE("pipeline: a small end-to-end run, then a rerun that reuses every stage", "[e2e]") {
   const std::string run = kBin + "/test_runs/pipeline_e2e";
   fs::remove_all(run);
-  retort::PipelineResult r = retort::run_pipeline(small_pipeline(run), "pipeline test");
+  // The table as it grows: what was shown, and what the run directory held at that moment.
+  struct Shown {
+    std::string lines;
+    bool evaluated = false;     // the stage's eval.json was written
+    bool next_started = false;  // the next stage had left anything in the run directory
+  };
+  std::vector<Shown> shown;
+  retort::PipelineHooks hooks;
+  hooks.on_table = [&](const std::string& lines) {
+    static const std::map<std::string, std::string> kNext = {{"teacher", "/student"}, {"student", "/grpo"}, {"grpo", "/report.html"}};
+    Shown sh;
+    sh.lines = lines;
+    std::string row = lines.substr(0, lines.size() - 1);  // the last line is this stage's row
+    if (row.rfind('\n') != std::string::npos) row = row.substr(row.rfind('\n') + 1);
+    const std::string stage = row.substr(0, row.find(' '));
+    sh.evaluated = fs::exists(run + "/eval/" + stage + "/eval.json");
+    sh.next_started = kNext.count(stage) == 0 || fs::exists(run + kNext.at(stage)) || fs::exists(run + "/summary.json");
+    shown.push_back(sh);
+  };
+  retort::PipelineResult r = retort::run_pipeline(small_pipeline(run), "pipeline test", {}, hooks);
 
   // Every stage left its output.
   for (const char* f : {"/data/traces.train.jsonl", "/data/rl.jsonl", "/data/eval.math.jsonl", "/data/eval.code.jsonl",
@@ -185,6 +210,50 @@ TEST_CASE("pipeline: a small end-to-end run, then a rerun that reuses every stag
   CHECK_THAT(table, Catch::Contains("student/teacher parameters"));
   CHECK_THAT(table, Catch::Contains("report: " + run + "/report.html"));
 
+  // Every stage's row was shown as soon as its evaluation finished, before the next stage
+  // started: the header once, with the first row, then one row per stage, each the final
+  // table's row.
+  REQUIRE(shown.size() == 3);
+  for (size_t i = 0; i < 3; ++i) {
+    INFO(r.stages[i].stage);
+    CHECK(shown[i].lines == (i == 0 ? retort::summary_header() : std::string()) + retort::summary_row(r.stages[i]));
+    CHECK(shown[i].evaluated);
+    CHECK_FALSE(shown[i].next_started);
+    CHECK_THAT(table, Catch::Contains(retort::summary_row(r.stages[i])));
+  }
+  CHECK(table.rfind(retort::summary_header(), 0) == 0);  // the final table has the same header
+
+  // The report opens with the same table: its first section, before the chain browser, a row
+  // per stage with the same cells in order, and the lines under the table.
+  {
+    std::ifstream f(run + "/report.html");
+    const std::string html((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const size_t results = html.find("<section id=\"results\">");
+    REQUIRE(results != std::string::npos);
+    CHECK(html.find("<section") == results);  // no section before it
+    const std::string section = html.substr(results, html.find("</section>", results) - results);
+    CHECK(html.find("<section id=\"chains\">") > results + section.size());
+    size_t at = 0;
+    for (const auto& col : retort::summary_columns()) {
+      INFO(col);
+      at = section.find("<th>" + col + "</th>", at);
+      CHECK(at != std::string::npos);
+    }
+    for (const auto& s : r.stages) {
+      const std::vector<std::string> cells = retort::summary_cells(s);
+      for (size_t j = 0; j < cells.size() && at != std::string::npos; ++j) {
+        INFO(s.stage << " cell " << j << ": " << cells[j]);
+        at = section.find(j == 0 ? "<th>" + cells[j] + "</th>" : ">" + cells[j] + "</td>", at);
+        CHECK(at != std::string::npos);
+      }
+    }
+    for (const auto& note : retort::summary_notes(r.stages)) {
+      INFO(note);
+      CHECK(section.find(retort::audit::html_escape(note)) != std::string::npos);
+    }
+    CHECK_FALSE(retort::summary_notes(r.stages).empty());
+  }
+
   // A rerun with the same config trains nothing and reports the same numbers.
   const size_t chains_before = count_lines(run + "/grpo/chains.jsonl");
   retort::PipelineResult again = retort::run_pipeline(small_pipeline(run), "pipeline test");
@@ -195,6 +264,33 @@ TEST_CASE("pipeline: a small end-to-end run, then a rerun that reuses every stag
     CHECK(again.stages[i].all_pass1 == r.stages[i].all_pass1);
   }
   CHECK(count_lines(run + "/grpo/chains.jsonl") == chains_before);  // GRPO did not sample again
+
+  // `retort run` prints each row as its stage is done (here: reused), between the stages'
+  // log lines on stderr, and the whole table at the end.
+  const std::string bin = kBin + "/retort";
+  if (fs::exists(bin)) {
+    std::ofstream(run + ".json") << small_pipeline(run).dump(2);
+    const std::string out = run_capture(bin + " run " + run + ".json 2>&1");
+    INFO(out);
+    const size_t header = out.find(retort::summary_header());
+    const size_t teacher_row = out.find("\nteacher "), student_row = out.find("\nstudent "), grpo_row = out.find("\ngrpo ");
+    const size_t student_starts = out.find("pipeline: student finished earlier"), grpo_starts = out.find("pipeline: grpo finished earlier");
+    const size_t final_header = out.find(retort::summary_header(), header + 1);
+    REQUIRE(header != std::string::npos);
+    REQUIRE(final_header != std::string::npos);
+    CHECK(out.find(retort::summary_header(), final_header + 1) == std::string::npos);  // the header twice: rows, then the table
+    CHECK(header < teacher_row);
+    CHECK(teacher_row < student_starts);
+    CHECK(student_starts < student_row);
+    CHECK(student_row < grpo_starts);
+    CHECK(grpo_starts < grpo_row);
+    CHECK(grpo_row < final_header);
+    CHECK(student_starts != std::string::npos);
+    CHECK(grpo_row != std::string::npos);
+    CHECK_THAT(out.substr(final_header), Catch::Contains("summary: " + run + "/summary.json"));
+  } else {
+    WARN("no " << bin << " in this build: `retort run` output not exercised");
+  }
 
   // Keys spelled out with their default values are no change: every stage is reused.
   json spelled = small_pipeline(run);
