@@ -316,6 +316,8 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
     GrpoLossOptions klo = cfg.loss;
     klo.beta = 1.0;
     klo.aggregation = "sequence";
+    klo.top_entropy_quantile = 1.0;  // the KL term only (no policy term, no entropy)
+    klo.entropy_coef = 0.0;
     auto zero = torch::zeros({1});
     for (int64_t i = 0; i < N; ++i) {
       GrpoLossStats st;
