@@ -582,6 +582,9 @@ TEST_CASE("grpo: one update's loss and gradient do not depend on micro-batches, 
       cfg["grad_accum"] = s.grad_accum;
       cfg["optim"]["grad_clip"] = 0.0;
       cfg["loss"]["aggregation"] = aggregation;
+      // An entropy bonus (its gradient goes through the chunked head, packed or padded) with one
+      // of the aggregations.
+      if (std::string(aggregation) == "token") cfg["loss"]["entropy_coef"] = 0.05;
       if (!s.train.empty()) cfg["train"] = s.train;
       retort::run_grpo(cfg, "test", {}, test_hooks());
       first.push_back(read_jsonl(run + "/metrics.jsonl").at(0));
@@ -593,5 +596,7 @@ TEST_CASE("grpo: one update's loss and gradient do not depend on micro-batches, 
         CHECK(first[i][key].get<double>() == Approx(first[0][key].get<double>()).epsilon(1e-5).margin(1e-7));  // loss ~ 0 at ratio 1
     }
     CHECK(first[0].contains("peak_rss_mb"));
+    // A step with a gradient to compare (the entropy bonus has one whatever the rewards).
+    if (std::string(aggregation) == "token") CHECK(first[0]["grad_norm"].get<double>() > 0.0);
   }
 }
