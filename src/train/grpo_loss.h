@@ -1,7 +1,8 @@
 // The GRPO objective, in one place: advantage estimators (GRPO, RLOO, REINFORCE++ baseline),
 // the importance ratio per token or per sequence (GSPO), the clipped surrogate (PPO clip with
 // eps_low / eps_high and an optional dual clip) or the clipped-weight policy gradient
-// (CISPO), high-entropy token selection and an entropy bonus, the KL penalty to an anchor
+// (CISPO), high-entropy token selection and an entropy bonus, the sampler/trainer mismatch
+// correction (truncated importance sampling or sequence masking), the KL penalty to an anchor
 // with estimator k1 | k2 | k3, and the three loss aggregations. A pure function of tensors:
 // no model, no sampler, no config file. Its expected values and gradients come from an
 // independent reference written from the papers (scripts/fixtures/grpo/make_fixtures.py).
