@@ -20,6 +20,7 @@ struct LogprobOptions {
   torch::Tensor sequence_ids;         // [N, T] int64: packed rows (ForwardOptions::sequence_ids); a position
                                       // whose next token starts another sequence is scored 0
   torch::Tensor* entropy = nullptr;   // when set: <- [N, T-1-first] entropy of softmax(logits / temperature)
+  bool entropy_grad = false;          // the entropy keeps its gradient (an entropy bonus); else it is detached
   HeadChunkOptions head;              // the chunked LM head's chunk size
 };
 

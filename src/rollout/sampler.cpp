@@ -54,7 +54,10 @@ torch::Tensor token_logprobs(Qwen2ForCausalLMImpl& model, const torch::Tensor& i
     auto q = head_token_logprobs(hs, w, tg, opts.temperature, opts.entropy != nullptr, opts.head);        // [k, 1|2]
     auto zero = torch::zeros({n * Tn}, q.options());
     parts.push_back(zero.index_copy(0, idx, q.select(1, 0)).view({n, Tn}));                               // [n, Tn]
-    if (opts.entropy) entropies.push_back(zero.index_copy(0, idx, q.select(1, 1).detach()).view({n, Tn}));
+    if (opts.entropy) {
+      auto h = opts.entropy_grad ? q.select(1, 1) : q.select(1, 1).detach();                             // [k]
+      entropies.push_back(zero.index_copy(0, idx, h).view({n, Tn}));
+    }
   }
   if (opts.entropy) *opts.entropy = entropies.size() == 1 ? entropies[0] : torch::cat(entropies, 0);
   return parts.size() == 1 ? parts[0] : torch::cat(parts, 0);

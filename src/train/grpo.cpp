@@ -163,7 +163,8 @@ struct GrpoBatch {
   torch::Tensor completion_mask;  // [N, L] float: 1 on completion tokens (stop token included)
   torch::Tensor loss_mask;        // [N, L] float: completion_mask, minus truncated rows when overlong = mask
   torch::Tensor sample_logprobs;  // [N, L] float: log pi_old from the sampler
-  torch::Tensor old_logprobs;     // [N, L] float: log pi_old used by the ratio
+  torch::Tensor old_logprobs;     // [N, L] float: log pi_old used by the ratio (recomputed; see update_policy)
+  torch::Tensor is_weight;        // [N, L] float: the rollout correction's weight (grpo_loss.h), when old is recomputed
   torch::Tensor ref_logprobs;     // [N, L] float: the anchor; undefined without one
   torch::Tensor advantages;       // [N] float
   int64_t P = 0, L = 0;
@@ -209,9 +210,11 @@ GrpoBatch gather_batch(const std::vector<Chain>& chains, const PromptSet& ps, in
 // positions that predict completion tokens (P-1 .. P+L-2). -> [N, L], 0 off the completion.
 // At the sampling temperature (logits / T): the policy being optimised is the one that drew the
 // tokens, so the ratio starts at 1 and the anchor's KL is taken on the same footing (TRL and verl
-// do the same). T = 1 when sampling is greedy.
+// do the same). T = 1 when sampling is greedy. `entropy`, when set, receives the per-token
+// entropy of softmax(logits / T) [N, L] from the same forward (differentiable with entropy_grad).
 torch::Tensor completion_logprobs(Qwen2ForCausalLMImpl& model, const GrpoBatch& b, const torch::Tensor& rows, int64_t micro_batch,
-                                  double temperature, torch::Device device, bool packed = false, bool checkpoint = false) {
+                                  double temperature, torch::Device device, bool packed = false, bool checkpoint = false,
+                                  torch::Tensor* entropy = nullptr, bool entropy_grad = false) {
   auto ids = rows.defined() ? b.ids.index_select(0, rows) : b.ids;               // [n, P+L]
   auto att = rows.defined() ? b.attention_mask.index_select(0, rows) : b.attention_mask;
   auto cm = (rows.defined() ? b.completion_mask.index_select(0, rows) : b.completion_mask).to(device);  // [n, L]
@@ -219,9 +222,13 @@ torch::Tensor completion_logprobs(Qwen2ForCausalLMImpl& model, const GrpoBatch& 
   lo.micro_batch = micro_batch;
   lo.temperature = temperature;
   lo.checkpoint_layers = checkpoint;
+  lo.entropy = entropy;
+  lo.entropy_grad = entropy_grad;
   if (!packed) {
     lo.first = b.P - 1;  // only the positions that predict completion tokens: [n, L]
-    return token_logprobs(model, ids.to(device), att.to(device), lo) * cm;
+    auto lp = token_logprobs(model, ids.to(device), att.to(device), lo) * cm;
+    if (entropy) *entropy = *entropy * cm;
+    return lp;
   }
   // Packed: the rows' real tokens one after another in one row (no padding), then each
   // completion token's log-prob read back into the [n, L] layout. Completion token j of row i
@@ -241,7 +248,9 @@ torch::Tensor completion_logprobs(Qwen2ForCausalLMImpl& model, const GrpoBatch& 
   pos = torch::where(cm_cpu > 0, pos, torch::zeros_like(pos)).clamp(0, S - 2);
   auto lp = token_logprobs(model, packed_ids.to(device), torch::ones_like(packed_ids).to(device),
                            [&] { lo.sequence_ids = row_of.to(device); return lo; }());  // [1, S-1]
-  return lp.reshape({-1}).index_select(0, pos.reshape({-1}).to(device)).view({n, L}) * cm;
+  auto at = pos.reshape({-1}).to(device);                                             // [n L]
+  if (entropy) *entropy = entropy->reshape({-1}).index_select(0, at).view({n, L}) * cm;
+  return lp.reshape({-1}).index_select(0, at).view({n, L}) * cm;
 }
 
 // ---- small helpers ---------------------------------------------------------------------------
@@ -281,6 +290,8 @@ Qwen2ForCausalLM copy_model(Qwen2ForCausalLMImpl& m, torch::Device device) {
 struct UpdateStats {
   std::vector<double> chain_kl;  // [N] each chain's mean KL to the anchor under the sampling policy (NaN without one)
   GrpoLossStats agg;             // token-weighted over every micro-batch of every pass
+  RolloutMismatchStats mismatch; // sampler vs training forward over completion tokens (stage 6)
+  double entropy_sum = 0, entropy_tokens = 0;  // the first pass's per-token entropy over completion tokens
   double loss_sum = 0, grad_norm = 0;
   int64_t updates = 0, update_tokens = 0;
   double anchor_s = 0, old_s = 0, update_s = 0;
@@ -291,6 +302,7 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
                           const DistContext& dist, torch::Device device, double lp_temperature, int64_t step,
                           int64_t n_global, double lr, NonFiniteGuard& nonfinite) {
   UpdateStats u;
+  u.agg.entropy_kept = 0;  // a token-weighted sum below
   const int64_t N = batch.ids.size(0);
   u.chain_kl.assign(static_cast<size_t>(N), std::nan(""));
   auto on_device = [&](const torch::Tensor& t, const torch::Tensor& rows) { return t.index_select(0, rows).to(device); };
@@ -304,6 +316,8 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
     GrpoLossOptions klo = cfg.loss;
     klo.beta = 1.0;
     klo.aggregation = "sequence";
+    klo.top_entropy_quantile = 1.0;  // the KL term only (no policy term, no entropy)
+    klo.entropy_coef = 0.0;
     auto zero = torch::zeros({1});
     for (int64_t i = 0; i < N; ++i) {
       GrpoLossStats st;
@@ -314,25 +328,33 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
     u.anchor_s = now_seconds() - t0;
   }
 
-  // 6: the old (sampling) policy's log-probs: the sampler's, or recomputed with a full
-  //    forward pass when mu > 1 so that the first pass's ratio is exactly 1.
-  if (cfg.mu > 1 && N > 0) {
+  const int64_t M = cfg.minibatch_size > 0 ? std::min(cfg.minibatch_size, N) : N;
+  // Data parallel: minibatch_size is 0, so one minibatch (this rank's whole slice) per pass.
+  const int64_t n_minibatches = dist.enabled() ? 1 : (N + M - 1) / M;
+
+  // 6: the old policy's log-probs, always from a training forward pass (TRL, verl): the
+  //    sampler's own differ from the trainer's (decode kernels, batch shapes, precision), and
+  //    the ratio must compare like with like. One optimizer step per batch (mu = 1, one
+  //    minibatch): the policy has not moved before its only forward, so old = logp.detach()
+  //    inside the micro-batch (no extra forward; the ratio is exactly 1, as TRL with
+  //    num_iterations = 1). Otherwise a no-grad forward before the passes. Either way the
+  //    mismatch with the sampler's log-probs is measured and, as configured, corrected
+  //    (rollout_correction_weight in grpo_loss.h).
+  const bool old_in_pass = cfg.mu == 1 && n_minibatches == 1;
+  const RolloutCorrectionOptions& rc = cfg.loss.rollout_correction;
+  if (!old_in_pass && N > 0) {
     double t0 = now_seconds();
     torch::NoGradGuard ng;
     policy->eval();
     batch.old_logprobs = completion_logprobs(*policy, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);
     policy->train();
+    batch.is_weight = rollout_correction_weight(batch.old_logprobs, batch.sample_logprobs, batch.completion_mask, rc, &u.mismatch);
     u.old_s = now_seconds() - t0;
-  } else {
-    batch.old_logprobs = batch.sample_logprobs;
   }
 
   // 7: mu passes over the batch; each minibatch is one optimizer step, accumulated over
   //    grad_accum micro-batches whose losses are weighted to the minibatch's aggregation.
   double t0 = now_seconds();
-  const int64_t M = cfg.minibatch_size > 0 ? std::min(cfg.minibatch_size, N) : N;
-  // Data parallel: minibatch_size is 0, so one minibatch (this rank's whole slice) per pass.
-  const int64_t n_minibatches = dist.enabled() ? 1 : (N + M - 1) / M;
   std::vector<int64_t> row_tokens(static_cast<size_t>(N));  // real tokens of each row (packing's lengths)
   {
     auto counts = batch.attention_mask.sum(1);
@@ -374,13 +396,30 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
         const bool packed = cfg.train.micro_batch_tokens > 0 && cfg.train.packing;
         int64_t micro_tokens = 0;
         for (int64_t r : part) micro_tokens += packed ? row_tokens[static_cast<size_t>(r)] : batch.P + batch.L;
+        // The per-token entropy comes from the same chunked head pass; it keeps its gradient
+        // only for an entropy bonus.
+        torch::Tensor entropy;  // [n, L]
         auto logp = completion_logprobs(*policy, batch, rows, 0, lp_temperature, device, packed,
-                                        cfg.train.checkpoint(micro_tokens, policy->config().hidden_size, policy->config().num_hidden_layers));  // [n, L], with autograd
+                                        cfg.train.checkpoint(micro_tokens, policy->config().hidden_size, policy->config().num_hidden_layers),
+                                        &entropy, /*entropy_grad=*/cfg.loss.entropy_coef != 0.0);  // [n, L], with autograd
         auto mask = on_device(batch.loss_mask, rows);
+        torch::Tensor old, is_weight;  // [n, L]
+        if (old_in_pass) {
+          old = logp.detach();
+          is_weight = rollout_correction_weight(old, on_device(batch.sample_logprobs, rows), on_device(batch.completion_mask, rows), rc,
+                                                &u.mismatch);  // sync point (its statistics)
+        } else {
+          old = on_device(batch.old_logprobs, rows);
+          is_weight = on_device(batch.is_weight, rows);
+        }
+        if (pass == 0) {
+          torch::NoGradGuard ng;
+          u.entropy_sum += entropy.detach().sum().item<double>();  // 0 off the completion
+          u.entropy_tokens += on_device(batch.completion_mask, rows).sum().item<double>();
+        }
         GrpoLossStats st;
-        auto loss = grpo_loss(logp, on_device(batch.old_logprobs, rows),
-                              batch.ref_logprobs.defined() ? on_device(batch.ref_logprobs, rows) : torch::Tensor(),
-                              on_device(batch.advantages, rows), mask, cfg.loss, &st);
+        auto loss = grpo_loss(logp, old, batch.ref_logprobs.defined() ? on_device(batch.ref_logprobs, rows) : torch::Tensor(),
+                              on_device(batch.advantages, rows), mask, cfg.loss, &st, entropy, is_weight);
         // Weight of this micro-batch in the minibatch's aggregate (see grpo_loss.h):
         //   sequence, dr_grpo with the default N x max_completion_length divisor: its share of sequences;
         //   token: its share of tokens; dr_grpo with a set constant: 1 (sums add up).
@@ -396,6 +435,7 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
         u.agg.clip_high += st.clip_high * st.tokens;
         u.agg.dual_clipped += st.dual_clipped * st.tokens;
         u.agg.ratio_mean += st.ratio_mean * st.tokens;
+        u.agg.entropy_kept += st.entropy_kept * st.tokens;
         u.agg.policy_loss += st.policy_loss * w;
         u.agg.tokens += st.tokens;
         u.update_tokens += on_device(batch.attention_mask, rows).sum().item<int64_t>();  // sync point
@@ -414,6 +454,12 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
                        u.agg.tokens, static_cast<double>(u.update_tokens)});
     u.loss_sum = v[0], u.agg.kl = v[1], u.agg.clip_low = v[2], u.agg.clip_high = v[3], u.agg.dual_clipped = v[4];
     u.agg.ratio_mean = v[5], u.agg.policy_loss = v[6], u.agg.tokens = v[7], u.update_tokens = static_cast<int64_t>(v[8]);
+    RolloutMismatchStats& mm = u.mismatch;
+    auto w = dist.sum({mm.tokens, mm.abs_sum, mm.over, mm.capped, mm.sequences, mm.masked, mm.weight_sum, u.entropy_sum,
+                       u.entropy_tokens, u.agg.entropy_kept});
+    mm.tokens = w[0], mm.abs_sum = w[1], mm.over = w[2], mm.capped = w[3], mm.sequences = w[4], mm.masked = w[5];
+    mm.weight_sum = w[6], u.entropy_sum = w[7], u.entropy_tokens = w[8], u.agg.entropy_kept = w[9];
+    mm.abs_max = dist.max(mm.abs_max);
   }
   return u;
 }
@@ -599,9 +645,21 @@ json step_metrics(const Trajectory& t, const std::vector<double>& rewards_all, c
   rec["completion_length_mean"] = finite_or_null(len.mean);
   rec["completion_length_max"] = lengths.empty() ? json(nullptr) : json(*std::max_element(lengths.begin(), lengths.end()));
   rec["truncated_share"] = lengths.empty() ? json(nullptr) : json(static_cast<double>(truncated) / lengths.size());
-  // Mean -log p of the sampled tokens: an estimate of the entropy of the policy at the
-  // sampling temperature (exact in expectation without top-k / top-p).
-  rec["entropy"] = comp_tokens > 0 ? json(neg_logp / comp_tokens) : json(nullptr);
+  // Mean -log p of the sampled tokens under the sampler: the entropy's Monte Carlo estimate
+  // (unbiased only without top-k / top-p); "entropy" below is the exact per-token entropy.
+  rec["neg_logp_mean"] = comp_tokens > 0 ? json(neg_logp / comp_tokens) : json(nullptr);
+  // The policy's per-token entropy at the sampling temperature over the completion tokens, from
+  // the first pass's training forwards.
+  rec["entropy"] = u.entropy_tokens > 0 ? json(u.entropy_sum / u.entropy_tokens) : json(nullptr);
+  // Sampler vs trainer: l = old - sampler per completion token (whatever the correction mode).
+  const RolloutMismatchStats& mm = u.mismatch;
+  const bool compared = mm.tokens > 0;
+  rec["mismatch_logratio_mean"] = compared ? json(mm.abs_sum / mm.tokens) : json(nullptr);
+  rec["mismatch_logratio_max"] = compared ? json(mm.abs_max) : json(nullptr);
+  rec["mismatch_frac_over"] = compared ? json(mm.over / mm.tokens) : json(nullptr);
+  rec["rollout_weight_mean"] = compared ? json(mm.weight_sum / mm.tokens) : json(nullptr);  // 1: nothing corrected
+  rec["rollout_capped_frac"] = compared ? json(mm.capped / mm.tokens) : json(nullptr);      // tis: tokens truncated at the cap
+  rec["rollout_masked_frac"] = mm.sequences > 0 ? json(mm.masked / mm.sequences) : json(nullptr);  // sequence_mask: sequences dropped
   kls = dist.all_gather(kls);
   MeanStd kl = mean_std(kls);
   sm.kl = kl.mean;
@@ -618,6 +676,7 @@ json step_metrics(const Trajectory& t, const std::vector<double>& rewards_all, c
   rec["clip_high"] = agg.clip_high / tok_denom;
   rec["dual_clipped"] = agg.dual_clipped / tok_denom;
   rec["ratio_mean"] = agg.ratio_mean / tok_denom;
+  rec["entropy_kept"] = agg.entropy_kept / tok_denom;  // share of tokens whose policy term counts (loss.top_entropy_quantile)
   rec["grad_norm"] = u.grad_norm;
   rec["lr"] = lr;
   rec["optimizer_steps"] = u.updates;

@@ -8,8 +8,9 @@
 //     sampling  prompts are drawn until B groups are kept (bounded retries, logged)
 //   4 advantage per group: GRPO (r - mean) / (std + eps), RLOO or REINFORCE++ baseline (train/grpo_loss.h)
 //   5 anchor    log-probs of the teacher (default), of a frozen copy of the initial policy, or none
-//   6 old       log-probs of the sampling policy: the sampler's, or recomputed by a full
-//               forward pass when mu > 1 (the ratio then compares like with like)
+//   6 old       log-probs of the old policy from a training forward pass (the first pass's own, detached,
+//               when the batch takes one optimizer step; else a no-grad pass first); their mismatch
+//               with the sampler's is logged and corrected as loss.rollout_correction says
 //   7 update    mu passes over the batch in minibatches (one optimizer step each) with
 //               gradient accumulation; the objective is train/grpo_loss.h, untouched here
 //   8 log       metrics.jsonl (one line per step) and chains.jsonl (one line per chain, audit/chain_log.h)
@@ -104,7 +105,7 @@ struct GrpoConfig {
   rewards::RewardsConfig rewards;
   AdvantageConfig advantage;
   DynamicSamplingConfig dynamic_sampling;
-  int mu = 1;                    // passes over each batch (PPO epochs); > 1 recomputes the old log-probs
+  int mu = 1;                    // passes over each batch (PPO epochs); > 1 (or several minibatches) adds a no-grad forward for the old log-probs
   int64_t minibatch_size = 0;    // sequences per optimizer step; 0 = the whole batch (N)
   int grad_accum = 1;            // micro-batches per minibatch (bounds activation memory; unused with train.micro_batch_tokens)
   MicroBatchConfig train;        // the update's micro-batches by a token budget, packing, activation checkpointing

@@ -1,6 +1,7 @@
 #include "train/grpo_loss.h"
 
-#include <cmath>   // defines: std::sqrt, std::isfinite
+#include <algorithm>  // defines: std::max
+#include <cmath>   // defines: std::sqrt, std::isfinite, std::log
 #include <iomanip>  // defines: std::setprecision
 #include <limits>   // defines: std::numeric_limits
 #include <sstream>  // defines: std::ostringstream
@@ -19,6 +20,13 @@ std::string format_number(double v) {
 }
 }  // namespace
 
+void RolloutCorrectionOptions::bind(ConfigBinder& b) {
+  b.choice("mode", mode, {"none", "tis", "sequence_mask"});
+  b.field("cap", cap, Range::above(1));
+  b.choice("sequence_ratio", sequence_ratio, {"sum", "mean"});
+  b.field("log_threshold", log_threshold, Range::above(0).up_to(kLogRatioClamp));
+}
+
 void GrpoLossOptions::bind(ConfigBinder& b) {
   b.choice("loss_type", loss_type, {"ppo_clip", "cispo"});
   b.choice("importance_level", importance_level, {"token", "sequence", "sequence_token"});
@@ -29,11 +37,14 @@ void GrpoLossOptions::bind(ConfigBinder& b) {
   b.choice("kl_estimator", kl_estimator, {"k1", "k2", "k3"});
   b.choice("aggregation", aggregation, {"sequence", "token", "dr_grpo"});
   b.field("dr_grpo_constant", dr_grpo_constant, Range::at_least(0));
+  b.field("top_entropy_quantile", top_entropy_quantile, Range::above(0).up_to(1));
+  b.field("entropy_coef", entropy_coef, Range::at_least(0).up_to(1));
+  b.field("rollout_correction", rollout_correction);
   if (b.reading()) validate();
 }
 
-// The options no config key sets (top_entropy_quantile, entropy_coef: set by callers of the
-// pure function); the keys above are checked by their Range when read.
+// For callers of the pure function that set the options in code; the config keys are also
+// checked by their Range when read.
 void GrpoLossOptions::validate() const {
   auto bad = [](const char* key, double v, const char* range) {
     throw Error(ErrorInfo{std::string("grpo.loss.") + key + " is out of range", "grpo.loss", range, format_number(v),
@@ -41,7 +52,7 @@ void GrpoLossOptions::validate() const {
   };
   if (!(top_entropy_quantile > 0 && top_entropy_quantile <= 1))
     bad("top_entropy_quantile", top_entropy_quantile, "(0, 1] (the share of highest-entropy tokens trained; 1 = all)");
-  if (!std::isfinite(entropy_coef)) bad("entropy_coef", entropy_coef, "a finite number");
+  if (!(entropy_coef >= 0 && entropy_coef <= 1)) bad("entropy_coef", entropy_coef, "[0, 1] (0: no entropy bonus)");
 }
 
 namespace {
@@ -75,9 +86,53 @@ torch::Tensor entropy_keep(const torch::Tensor& entropy, const torch::Tensor& m,
 }
 }  // namespace
 
+torch::Tensor rollout_correction_weight(const torch::Tensor& old_logprobs, const torch::Tensor& sampler_logprobs,
+                                        const torch::Tensor& mask, const RolloutCorrectionOptions& o,
+                                        RolloutMismatchStats* stats) {
+  check_shape(sampler_logprobs, old_logprobs, "sampler_logprobs");
+  check_shape(mask, old_logprobs, "mask");
+  torch::NoGradGuard ng;
+  auto m = mask.to(torch::kFloat64);                                                    // [N, L]
+  auto l = torch::clamp((old_logprobs.detach().to(torch::kFloat64) - sampler_logprobs.to(torch::kFloat64)) * m,
+                        -kLogRatioClamp, kLogRatioClamp);                               // [N, L] 0 off the mask
+  const double log_cap = std::log(o.cap);
+  torch::Tensor w;                                                                      // [N, L]
+  torch::Tensor capped, outside;
+  if (o.mode == "tis") {
+    capped = (l > log_cap) & (m > 0);
+    w = torch::exp(torch::clamp_max(l, log_cap));
+  } else if (o.mode == "sequence_mask") {
+    auto log_rho = l.sum(1);                                                            // [N]
+    if (o.sequence_ratio == "mean") log_rho = log_rho / m.sum(1).clamp_min(1.0);
+    outside = log_rho.abs() > log_cap;                                                  // [N]
+    w = (~outside).to(torch::kFloat64).unsqueeze(1).expand_as(l);
+  } else {
+    w = torch::ones_like(l);
+  }
+  if (stats && l.numel() > 0) {
+    auto a = l.abs();                                                                   // [N, L] 0 off the mask
+    auto rows = m.sum(1) > 0;                                                           // [N]
+    auto zero = torch::zeros({}, l.options());
+    auto v = torch::stack({m.sum(), a.sum(), a.max(), ((a > o.log_threshold) & (m > 0)).sum().to(l.dtype()),
+                           capped.defined() ? capped.sum().to(l.dtype()) : zero, rows.sum().to(l.dtype()),
+                           outside.defined() ? (outside & rows).sum().to(l.dtype()) : zero, (w * m).sum()})
+                 .to(torch::kCPU);  // one transfer: a sync point on a GPU
+    auto x = v.accessor<double, 1>();
+    stats->tokens += x[0];
+    stats->abs_sum += x[1];
+    stats->abs_max = std::max(stats->abs_max, x[2]);
+    stats->over += x[3];
+    stats->capped += x[4];
+    stats->sequences += x[5];
+    stats->masked += x[6];
+    stats->weight_sum += x[7];
+  }
+  return w.to(old_logprobs.dtype());
+}
+
 torch::Tensor grpo_loss(const torch::Tensor& logprobs, const torch::Tensor& old_logprobs, const torch::Tensor& ref_logprobs,
                         const torch::Tensor& advantages, const torch::Tensor& mask, const GrpoLossOptions& o,
-                        GrpoLossStats* stats, const torch::Tensor& entropy) {
+                        GrpoLossStats* stats, const torch::Tensor& entropy, const torch::Tensor& is_weight) {
   check_shape(old_logprobs, logprobs, "old_logprobs");
   check_shape(mask, logprobs, "mask");
   if (advantages.dim() != 1 || advantages.size(0) != logprobs.size(0)) {
@@ -97,6 +152,7 @@ torch::Tensor grpo_loss(const torch::Tensor& logprobs, const torch::Tensor& old_
                             "train/grpo_loss", "entropy [N, L]", "undefined", ""});
     check_shape(entropy, logprobs, "entropy");
   }
+  if (is_weight.defined()) check_shape(is_weight, logprobs, "is_weight");
   if (o.aggregation == "dr_grpo" && o.dr_grpo_constant <= 0 && o.max_completion_length <= 0) {
     throw Error(ErrorInfo{"grpo_loss: the dr_grpo aggregation needs its divisor", "train/grpo_loss",
                           "dr_grpo_constant > 0 or max_completion_length > 0 (the recipe sets it from sampling.max_new_tokens)",
@@ -119,6 +175,7 @@ torch::Tensor grpo_loss(const torch::Tensor& logprobs, const torch::Tensor& old_
   }
   torch::Tensor keep = o.top_entropy_quantile < 1.0 ? entropy_keep(entropy, m, o.top_entropy_quantile) : m;  // [N, L]
   auto policy_term = o.top_entropy_quantile < 1.0 ? -obj * keep : -obj;
+  if (is_weight.defined()) policy_term = policy_term * is_weight.detach().to(logprobs.dtype());
   auto per_token = policy_term;                                 // [N, L]
   torch::Tensor kl;
   if (use_kl) {

@@ -1,7 +1,8 @@
 // The GRPO objective, in one place: advantage estimators (GRPO, RLOO, REINFORCE++ baseline),
 // the importance ratio per token or per sequence (GSPO), the clipped surrogate (PPO clip with
 // eps_low / eps_high and an optional dual clip) or the clipped-weight policy gradient
-// (CISPO), high-entropy token selection and an entropy bonus, the KL penalty to an anchor
+// (CISPO), high-entropy token selection and an entropy bonus, the sampler/trainer mismatch
+// correction (truncated importance sampling or sequence masking), the KL penalty to an anchor
 // with estimator k1 | k2 | k3, and the three loss aggregations. A pure function of tensors:
 // no model, no sampler, no config file. Its expected values and gradients come from an
 // independent reference written from the papers (scripts/fixtures/grpo/make_fixtures.py).
@@ -18,6 +19,32 @@ namespace retort {
 
 class ConfigBinder;
 
+// Correction of the mismatch between the sampler's log-probs and the trainer's (the rollout
+// engine's KV-cache decode and the training forward differ in kernels, batch shapes and, under
+// bf16, rounding; TRL's vllm_importance_sampling_*, verl's rollout_correction). Both compare
+// old = log pi_old from a training forward pass with the sampler's log-probs of the same tokens.
+struct RolloutCorrectionOptions {
+  // none | tis | sequence_mask. The default is TRL's (vllm_importance_sampling_correction on,
+  // mode sequence_mask, cap 3): a completion whose tokens the sampler drew from a distribution
+  // the trainer does not reproduce teaches the wrong policy, and dropping the rare such
+  // sequence costs less than its biased gradient. When sampler and trainer agree (float32, the
+  // same model code) no sequence leaves the window and the objective is unchanged.
+  std::string mode = "sequence_mask";
+  // C > 1. tis: per-token weight min(exp(old - sampler), C) (Yao et al. 2025, "Your efficient RL
+  // framework secretly brings you off-policy RL training"; TRL token_truncate, verl rollout_is
+  // token). sequence_mask: a sequence counts only while its ratio stays in [1/C, C] (verl's
+  // rollout_rs with its lower bound 1/C; TRL masks above C only).
+  double cap = 3.0;
+  // The sequence ratio of sequence_mask: exp(sum of the tokens' old - sampler), the ratio of
+  // the whole sequence's probabilities (TRL, verl "sequence"), or exp(mean) (verl "geometric":
+  // length-normalised, for long completions whose sums drift past any cap).
+  std::string sequence_ratio = "sum";
+  // The logged mismatch_frac_over counts tokens with |old - sampler| above this (0.1: a token
+  // whose probability the two disagree on by about 10%). Logged whatever the mode.
+  double log_threshold = 0.1;
+  void bind(ConfigBinder& b);
+};
+
 struct GrpoLossOptions {
   std::string loss_type = "ppo_clip";    // ppo_clip (PPO / GRPO / DAPO) | cispo (MiniMax-M1)
   std::string importance_level = "token";  // token | sequence (GSPO) | sequence_token (GSPO-token)
@@ -32,6 +59,7 @@ struct GrpoLossOptions {
   // 0.2 is "Beyond the 80/20 rule", Wang et al. 2025). Needs the per-token entropy.
   double top_entropy_quantile = 1.0;
   double entropy_coef = 0.0;     // entropy bonus: - entropy_coef * H per token (needs the entropy)
+  RolloutCorrectionOptions rollout_correction;  // the recipe's (rollout_correction_weight below), not grpo_loss's
   // Set by the recipe, not the config: sampling.max_new_tokens, the dr_grpo divisor's length.
   int64_t max_completion_length = 0;
   void bind(ConfigBinder& b);
@@ -58,6 +86,32 @@ struct GrpoLossStats {
   double entropy_kept = 1;    // share of masked tokens whose policy term counts (top_entropy_quantile)
 };
 
+// The sampler/trainer mismatch over completion tokens, l = old - sampler (log pi_old from the
+// training forward minus the sampler's log-prob of the same token).
+struct RolloutMismatchStats {
+  double tokens = 0;          // completion tokens compared
+  double abs_sum = 0;         // sum of |l| (mean = abs_sum / tokens)
+  double abs_max = 0;         // max |l|
+  double over = 0;            // tokens with |l| > log_threshold
+  double capped = 0;          // tis: tokens whose weight the cap truncated
+  double sequences = 0;       // sequences with at least one completion token
+  double masked = 0;          // sequence_mask: sequences outside [1/C, C]
+  double weight_sum = 0;      // sum over completion tokens of the correction weight (mean = / tokens)
+};
+
+// The rollout correction's weight w [N, L] (no gradient; 1 with mode none) and the mismatch:
+//   l = (old - sampler) on mask, clamped to +-kLogRatioClamp before exp
+//   tis            w_it = min(exp(l_it), C)
+//   sequence_mask  rho_i = exp(sum_t l_it) (sequence_ratio sum) or exp(mean_t l_it) (mean);
+//                  w_it = 1 if 1/C <= rho_i <= C, else 0
+// old_logprobs, sampler_logprobs, mask [N, L]. grpo_loss multiplies the policy term by w (as
+// TRL multiplies its per-token loss by the importance-sampling ratio): a masked sequence keeps
+// its place in the denominators and its KL term, and contributes no policy gradient.
+// `stats`, when given, is added to (so that micro-batches accumulate).
+torch::Tensor rollout_correction_weight(const torch::Tensor& old_logprobs, const torch::Tensor& sampler_logprobs,
+                                        const torch::Tensor& mask, const RolloutCorrectionOptions& options,
+                                        RolloutMismatchStats* stats = nullptr);
+
 // loss, differentiable in `logprobs`.
 //   logprobs      [N, L] log pi_theta(token) under the policy being updated
 //   old_logprobs  [N, L] log pi_old(token), the sampling policy (no gradient)
@@ -67,6 +121,8 @@ struct GrpoLossStats {
 //   mask          [N, L] 1 for completion tokens that count, 0 for padding (float or bool)
 //   entropy       [N, L] per-token entropy of the policy (differentiable for the bonus); needed
 //                 only when options.needs_entropy(), else may be undefined
+//   is_weight     [N, L] the rollout correction's weight w (rollout_correction_weight; no
+//                 gradient), multiplying the policy term; undefined = 1
 //
 // Per token (PPO, Schulman et al. 2017; DAPO, Yu et al. 2025, eq. 8-10), with l = logp - logp_old
 // clamped to +-kLogRatioClamp:
@@ -77,14 +133,15 @@ struct GrpoLossStats {
 //   cispo:    obj = sg(clip(r, 1 - eps_low, 1 + eps_high)) A logp   (MiniMax-M1 2025, eq. 4)
 //   keep = 1, or with top_entropy_quantile q < 1: entropy >= the (1 - q) quantile of the masked entropies
 //   kl, d = logp_ref - logp clamped to +-kLogRatioClamp: k1 = -d;  k2 = d^2 / 2;  k3 = clamp(exp(d) - d - 1, +-kK3Clamp)
-//   per_token = -obj keep + beta kl - entropy_coef H
+//   per_token = -obj keep w + beta kl - entropy_coef H
 // Aggregation:
 //   sequence: mean over sequences of (sum over its tokens / its token count)       (GRPO, Shao et al. 2024)
 //   token:    sum over all tokens / total token count                             (DAPO)
 //   dr_grpo:  sum over all tokens / constant (default N * max_completion_length) (Dr. GRPO, Liu et al. 2025)
 torch::Tensor grpo_loss(const torch::Tensor& logprobs, const torch::Tensor& old_logprobs, const torch::Tensor& ref_logprobs,
                         const torch::Tensor& advantages, const torch::Tensor& mask, const GrpoLossOptions& options,
-                        GrpoLossStats* stats = nullptr, const torch::Tensor& entropy = {});
+                        GrpoLossStats* stats = nullptr, const torch::Tensor& entropy = {},
+                        const torch::Tensor& is_weight = {});
 
 // Advantages from rewards [B*G] laid out group by group (G = group_size), one per completion:
 //   grpo                   A_i = (r_i - mean(group)) / (std + eps), the std (unbiased, as torch.std)

@@ -6,14 +6,16 @@
 //   chunk  the chunked LM head (model/lm_head.h) vs the full [T, V] logits and log_softmax
 //   ckpt   activation checkpointing per decoder layer (ForwardOptions::checkpoint_layers)
 // and packed vs padded micro-batches on a log-normal length mix (R1-like: median ~2.5k,
-// 500 to 16k tokens, scaled down by --mix-scale to keep the run to minutes).
+// 500 to 16k tokens, scaled down by --mix-scale to keep the run to minutes). Step grpo_h is the
+// GRPO update with the per-token entropy computed in the same head pass (what retort grpo does
+// every step; compare its rows with grpo's).
 //
 // Each configuration runs in a fresh child process (this program with --child), so that the
 // peak resident set (VmHWM) of one does not hide another's. Printed per row: peak RSS, the
 // static part (weights + gradients + AdamW state, and the frozen teacher's weights), the rest
 // ("activations": peak - static - the process's RSS before the model existed) and tokens/s.
 //
-//   build/bench/bench_train_memory [--lengths 1024,4096,8192] [--steps sft,distill,grpo]
+//   build/bench/bench_train_memory [--lengths 1024,4096,8192] [--steps sft,distill,grpo,grpo_h]
 //                                  [--layers 2] [--threads N] [--mix-scale 0.125] [--no-mix]
 //
 // What it deliberately is not: a GPU benchmark, or a measure of learning (weights are random).
@@ -71,7 +73,7 @@ long long current_rss_bytes() {
 // ---- one configuration (the child) -------------------------------------------------------------
 
 struct Child {
-  std::string step = "sft";  // sft | distill | grpo | mix
+  std::string step = "sft";  // sft | distill | grpo | grpo_h (grpo with the entropy) | mix
   int64_t T = 1024;          // tokens of the step (sft/distill/grpo: one sequence)
   bool chunk = true, ckpt = false, packed = true;
   int64_t layers = 2;
@@ -103,7 +105,7 @@ json run_child(const Child& c) {
   int64_t tokens = 0;
   double t0 = 0, dt = 0;
 
-  if (c.step == "sft" || c.step == "grpo") {
+  if (c.step == "sft" || c.step == "grpo" || c.step == "grpo_h") {
     auto ids = torch::randint(0, V, {1, c.T}, torch::kLong);
     t0 = retort::now_seconds();
     torch::Tensor loss;
@@ -121,21 +123,25 @@ json run_child(const Child& c) {
     } else {
       // GRPO update of one sequence: a 256-token prompt and a T - 256 token completion.
       const int64_t Pn = 256, L = c.T - Pn;
-      torch::Tensor logp;
+      const bool with_entropy = c.step == "grpo_h";
+      torch::Tensor logp, entropy;  // [1, L]
       if (c.chunk) {
         retort::LogprobOptions lo;
         lo.first = Pn - 1;
         lo.checkpoint_layers = c.ckpt;
+        if (with_entropy) lo.entropy = &entropy;
         logp = retort::token_logprobs(*model, ids, {}, lo);  // [1, L]
       } else {
         retort::ForwardOptions fo;
         fo.checkpoint_layers = c.ckpt;
         auto logits = model->forward(ids, {}, fo).logits.narrow(1, Pn - 1, L).to(torch::kFloat);  // [1, L, V]
-        logp = torch::log_softmax(logits, -1).gather(-1, ids.narrow(1, Pn, L).unsqueeze(-1)).squeeze(-1);
+        auto lsm = torch::log_softmax(logits, -1);
+        logp = lsm.gather(-1, ids.narrow(1, Pn, L).unsqueeze(-1)).squeeze(-1);
+        if (with_entropy) entropy = -(lsm.exp() * lsm).sum(-1).detach();
       }
       auto old = logp.detach() - 0.01, ref = logp.detach() + 0.02;
       retort::GrpoLossOptions go;
-      loss = retort::grpo_loss(logp, old, ref, torch::ones({1}), torch::ones({1, L}), go);
+      loss = retort::grpo_loss(logp, old, ref, torch::ones({1}), torch::ones({1, L}), go, nullptr, entropy);
     }
     loss.backward();
     optim.step(1e-5);

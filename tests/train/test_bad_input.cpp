@@ -193,6 +193,12 @@ TEST_CASE("bad input: config values out of range name the key, the value and the
       {"grpo in/grpo.json loss.dual_clip=-3", "'loss.dual_clip'", "> 1, or 0 (off)"},
       {"grpo in/grpo.json loss.eps_low=-0.1", "'loss.eps_low'", "in [0, 1)"},
       {"grpo in/grpo.json group_size=1", "'group_size'", ">= 2"},
+      {"grpo in/grpo.json loss.top_entropy_quantile=0", "'loss.top_entropy_quantile'", "in (0, 1]"},
+      {"grpo in/grpo.json loss.top_entropy_quantile=1.5", "'loss.top_entropy_quantile'", "in (0, 1]"},
+      {"grpo in/grpo.json loss.entropy_coef=-0.01", "'loss.entropy_coef'", "in [0, 1]"},
+      {"grpo in/grpo.json loss.rollout_correction.cap=1", "'loss.rollout_correction.cap'", "> 1"},
+      {"grpo in/grpo.json loss.rollout_correction.cap=0.5", "'loss.rollout_correction.cap'", "> 1"},
+      {"grpo in/grpo.json loss.rollout_correction.log_threshold=0", "'loss.rollout_correction.log_threshold'", "in (0, 20]"},
       {"grpo in/grpo.json optim.lr=-1e-6", "'optim.lr'", "in [0, 1]"},
   };
   for (const auto& row : rows) {

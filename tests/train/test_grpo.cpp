@@ -372,11 +372,71 @@ TEST_CASE("grpo: a large beta keeps the policy near the anchor, beta = 0 lets it
   CHECK(tied_last < 0.5 * free_last);
 }
 
+TEST_CASE("grpo: every step logs the sampler/trainer mismatch and the policy's entropy", "[train]") {
+  std::string prompts = write_jsonl("grpo_mismatch_prompts.jsonl", number_prompts(4));
+  const double log_v = std::log(static_cast<double>(tiny_model_config()["vocab_size"].get<int64_t>()));
+  struct Run {
+    std::string name;
+    json set;  // loss and update settings
+    bool old_in_pass;
+  };
+  const std::vector<Run> runs = {
+      // One optimizer step per batch: old = the update's own forward, detached (no extra pass).
+      {"one_step", json::object(), true},
+      // mu 2: a no-grad forward gives old; TIS, an entropy bonus and the top-50% entropy tokens.
+      {"mu2_tis", {{"mu", 2}, {"loss", {{"beta", 0.01}, {"entropy_coef", 0.01}, {"top_entropy_quantile", 0.5},
+                                       {"rollout_correction", {{"mode", "tis"}, {"cap", 2.0}}}}}}, false},
+  };
+  for (const auto& r : runs) {
+    std::string run = kBin + "/test_runs/grpo_mismatch_" + r.name;
+    fs::remove_all(run);
+    json cfg = tiny_config(run, prompts, "sevens");
+    cfg["steps"] = 3;
+    cfg["save_every"] = 0;
+    cfg.merge_patch(r.set);
+    retort::run_grpo(cfg, "test", {}, test_hooks());
+    auto m = read_jsonl(run + "/metrics.jsonl");
+    REQUIRE(m.size() == 3);
+    for (const auto& s : m) {
+      INFO(r.name << ": " << s.dump());
+      for (const char* k : {"mismatch_logratio_mean", "mismatch_logratio_max", "mismatch_frac_over", "rollout_weight_mean",
+                            "rollout_capped_frac", "rollout_masked_frac", "entropy", "neg_logp_mean", "entropy_kept", "loss"}) {
+        INFO(k);
+        REQUIRE(s[k].is_number());
+        CHECK(std::isfinite(s[k].get<double>()));
+      }
+      // Sampler and trainer run the same float32 model on the CPU: they agree to rounding, so
+      // nothing is corrected (and the objective is the uncorrected one).
+      CHECK(s["mismatch_logratio_mean"].get<double>() < 1e-4);
+      CHECK(s["mismatch_logratio_max"].get<double>() >= s["mismatch_logratio_mean"].get<double>());
+      CHECK(s["mismatch_logratio_max"].get<double>() < 1e-3);
+      CHECK(s["mismatch_frac_over"].get<double>() == 0.0);
+      CHECK(s["rollout_weight_mean"].get<double>() == Approx(1.0).margin(1e-3));
+      CHECK(s["rollout_masked_frac"].get<double>() == 0.0);
+      // The exact entropy lies in (0, log V]; at T = 1 with no top-k / top-p its Monte Carlo
+      // estimate, the sampled tokens' mean -log p, lands near it.
+      const double h = s["entropy"].get<double>();
+      CHECK(h > 0);
+      CHECK(h <= log_v + 1e-6);
+      CHECK(s["neg_logp_mean"].get<double>() == Approx(h).epsilon(0.02));
+      if (r.old_in_pass) {
+        CHECK(s["time_old_logprobs_s"].get<double>() == 0.0);  // no extra forward
+        CHECK(s["ratio_mean"].get<double>() == Approx(1.0).margin(1e-9));  // old is the update's own log-prob
+        CHECK(s["entropy_kept"].get<double>() == Approx(1.0));
+      } else {
+        CHECK(s["time_old_logprobs_s"].get<double>() > 0.0);
+        CHECK(s["entropy_kept"].get<double>() == Approx(0.5).margin(0.1));  // the top half by entropy
+      }
+    }
+  }
+}
+
 TEST_CASE("grpo: the ratio and the anchor's KL are taken at the sampling temperature", "[train]") {
-  // Sampling at T = 0.5 draws from softmax(logits / 0.5). The first update of a step (mu = 1)
-  // sees the very policy that sampled, so every ratio must be 1 and nothing is clipped; the
-  // anchor is the frozen initial policy, so the first step's KL must be 0. Log-probs of the
-  // untempered model would give ratios p_1 / p_0.5 far from 1, clipped tokens and a KL > 0.
+  // Sampling at T = 0.5 draws from softmax(logits / 0.5). The trainer's log-probs (the old
+  // policy's, from the training forward) must match the sampler's: the logged mismatch is ~0;
+  // the untempered model's would differ by |log p_1 - log p_0.5|, far from 0. The first update
+  // of a step (mu = 1) sees the very policy that sampled, so every ratio is 1 and nothing is
+  // clipped; the anchor is the frozen initial policy, so the first step's KL must be 0.
   std::string prompts = write_jsonl("grpo_temperature_prompts.jsonl", number_prompts(4));
   std::string run = kBin + "/test_runs/grpo_temperature";
   fs::remove_all(run);
@@ -392,6 +452,7 @@ TEST_CASE("grpo: the ratio and the anchor's KL are taken at the sampling tempera
   for (size_t i = 0; i < m.size(); ++i) {
     INFO("step " << i + 1 << ": " << m[i].dump());
     CHECK(m[i]["ratio_mean"].get<double>() == Approx(1.0).margin(1e-5));
+    CHECK(m[i]["mismatch_logratio_max"].get<double>() < 1e-4);
     CHECK(m[i]["clip_low"].get<double>() == 0.0);
     CHECK(m[i]["clip_high"].get<double>() == 0.0);
   }
@@ -521,6 +582,9 @@ TEST_CASE("grpo: one update's loss and gradient do not depend on micro-batches, 
       cfg["grad_accum"] = s.grad_accum;
       cfg["optim"]["grad_clip"] = 0.0;
       cfg["loss"]["aggregation"] = aggregation;
+      // An entropy bonus (its gradient goes through the chunked head, packed or padded) with one
+      // of the aggregations.
+      if (std::string(aggregation) == "token") cfg["loss"]["entropy_coef"] = 0.05;
       if (!s.train.empty()) cfg["train"] = s.train;
       retort::run_grpo(cfg, "test", {}, test_hooks());
       first.push_back(read_jsonl(run + "/metrics.jsonl").at(0));
@@ -528,9 +592,11 @@ TEST_CASE("grpo: one update's loss and gradient do not depend on micro-batches, 
     for (size_t i = 1; i < splits.size(); ++i) {
       INFO(aggregation << ": " << splits[i].name << " vs whole");
       CHECK(first[i]["reward_mean"] == first[0]["reward_mean"]);  // the same samples
-      for (const char* key : {"loss", "grad_norm", "kl_update"})
+      for (const char* key : {"loss", "grad_norm", "kl_update", "entropy", "mismatch_logratio_mean"})
         CHECK(first[i][key].get<double>() == Approx(first[0][key].get<double>()).epsilon(1e-5).margin(1e-7));  // loss ~ 0 at ratio 1
     }
     CHECK(first[0].contains("peak_rss_mb"));
+    // A step with a gradient to compare (the entropy bonus has one whatever the rewards).
+    if (std::string(aggregation) == "token") CHECK(first[0]["grad_norm"].get<double>() > 0.0);
   }
 }

@@ -73,8 +73,11 @@ TEST_CASE("grpo_loss: every loss type, importance level, aggregation and KL esti
     auto entropy = mat(in.at("entropy")).requires_grad_(true);
     std::vector<double> adv = in.at("adv").get<std::vector<double>>();
     retort::GrpoLossStats st;
+    // The rollout-correction cases carry the reference's weights (the helper that computes them
+    // is tested against the same cases below).
+    auto is_weight = in.contains("is_weight") ? mat(in.at("is_weight")) : torch::Tensor();
     auto loss = retort::grpo_loss(logp, mat(in.at("old")), mat(in.at("ref")), torch::tensor(adv, torch::kFloat64),
-                                  mat(in.at("mask")), opt, &st, entropy);
+                                  mat(in.at("mask")), opt, &st, entropy, is_weight);
     loss.backward();
     const auto& want = c.at("expected");
     CHECK(std::isfinite(loss.item<double>()));
@@ -93,6 +96,88 @@ TEST_CASE("grpo_loss: every loss type, importance level, aggregation and KL esti
   }
   CHECK(extreme_dual == 2);  // the dual clip really bounded a token in both token-level cases
   CHECK(clamped == 9);       // every extreme case went past the clamp
+}
+
+namespace {
+retort::RolloutCorrectionOptions correction_of(const json& o) {
+  retort::RolloutCorrectionOptions rc;
+  rc.mode = o.at("mode");
+  rc.cap = o.at("cap");
+  rc.sequence_ratio = o.at("sequence_ratio");
+  rc.log_threshold = o.at("log_threshold");
+  return rc;
+}
+}  // namespace
+
+TEST_CASE("rollout correction: TIS and sequence masking weights, mismatch and the loss against the reference", "[unit]") {
+  // Each case's inputs hold the trainer's log-probs (old) and the sampler's: a small mismatch on
+  // every token, a row the trainer finds e^1.5 times likelier on every token, one with a token
+  // e^2 less likely, one past the log-ratio clamp (40 nats). The weights come from the helper,
+  // then go through grpo_loss; value and gradient match the reference's.
+  const json cases = load_cases();
+  int tis = 0, masks = 0, capped_cases = 0, masked_cases = 0, sum_vs_mean = 0;
+  for (const auto& c : cases.at("loss_cases")) {
+    const std::string name = c.at("name");
+    if (name.rfind("rollout/", 0) != 0) continue;
+    INFO("case " << name);
+    const auto& in = c.at("inputs");
+    const auto opt = options_of(c.at("options"));
+    const auto rc = correction_of(c.at("options").at("rollout_correction"));
+    auto old = mat(in.at("old")), mask = mat(in.at("mask"));
+    retort::RolloutMismatchStats mm;
+    auto w = retort::rollout_correction_weight(old, mat(in.at("sampler")), mask, rc, &mm);
+    check_close(w * mask, mat(in.at("is_weight")) * mask, name + ": weights");
+    CHECK_FALSE(w.requires_grad());
+    const auto& want = c.at("mismatch");
+    CHECK(mm.abs_sum / mm.tokens == Approx(want.at("logratio_mean").get<double>()).epsilon(1e-9));
+    CHECK(mm.abs_max == Approx(want.at("logratio_max").get<double>()).epsilon(1e-12));
+    CHECK(mm.over / mm.tokens == Approx(want.at("frac_over").get<double>()).epsilon(1e-12));
+    CHECK(mm.capped / mm.tokens == Approx(want.at("capped_frac").get<double>()).epsilon(1e-12));
+    CHECK(mm.masked / mm.sequences == Approx(want.at("masked_frac").get<double>()).epsilon(1e-12));
+    CHECK(mm.weight_sum / mm.tokens == Approx(want.at("weight_mean").get<double>()).epsilon(1e-9));
+    tis += rc.mode == "tis";
+    masks += rc.mode == "sequence_mask";
+    capped_cases += rc.mode == "tis" && mm.capped > 0;
+    masked_cases += rc.mode == "sequence_mask" && mm.masked > 0 && mm.masked < mm.sequences;
+    if (rc.mode == "sequence_mask") {
+      // Row 1 (one token e^2 less likely): outside [1/3, 3] by its sum, inside by its mean.
+      CHECK(w[1][0].item<double>() == (rc.sequence_ratio == "sum" ? 0.0 : 1.0));
+      sum_vs_mean += 1;
+    }
+    if (rc.mode == "none") CHECK(torch::all(w == 1).item<bool>());
+
+    auto logp = mat(in.at("logp")).requires_grad_(true);
+    std::vector<double> adv = in.at("adv").get<std::vector<double>>();
+    auto loss = retort::grpo_loss(logp, old, mat(in.at("ref")), torch::tensor(adv, torch::kFloat64), mask, opt, nullptr,
+                                  mat(in.at("entropy")), w);
+    loss.backward();
+    CHECK(loss.item<double>() == Approx(c.at("expected").at("loss").get<double>()).epsilon(1e-9).margin(1e-12));
+    check_close(logp.grad(), mat(c.at("expected").at("grad_logp")), name + ": d loss / d logp");
+  }
+  CHECK(tis == 4);
+  CHECK(masks == 4);
+  CHECK(capped_cases == 4);  // the cap truncated tokens in every TIS case
+  CHECK(masked_cases == 4);  // every mask case dropped some sequences and kept others
+  CHECK(sum_vs_mean == 4);
+}
+
+TEST_CASE("rollout correction: a masked sequence keeps its KL and its place in the denominator", "[unit]") {
+  // Two sequences of 2 tokens, ratio 1, A = +1 each: the policy term is -1 per token. Masking
+  // the second (weight 0) halves the sequence-mean loss rather than dropping the row, and the
+  // KL term (k1 = logp - ref = 0.5) still counts on both.
+  retort::GrpoLossOptions o;
+  o.beta = 0.1;
+  o.kl_estimator = "k1";
+  auto logp = torch::zeros({2, 2}, torch::kFloat64).requires_grad_(true);
+  auto ref = torch::full({2, 2}, -0.5, torch::kFloat64);
+  auto w = torch::tensor({1.0, 1.0, 0.0, 0.0}, torch::kFloat64).reshape({2, 2});
+  auto loss = retort::grpo_loss(logp, logp.detach(), ref, torch::ones({2}, torch::kFloat64), torch::ones({2, 2}, torch::kFloat64), o,
+                                nullptr, {}, w);
+  CHECK(loss.item<double>() == Approx((-1.0 + 0.0) / 2 + 0.1 * 0.5));
+  loss.backward();
+  // d/dlogp: row 0: (-1 + 0.1) / (2 tokens x 2 rows); row 1: only the KL, 0.1 / 4.
+  CHECK(logp.grad()[0][0].item<double>() == Approx(-0.9 / 4));
+  CHECK(logp.grad()[1][0].item<double>() == Approx(0.1 / 4));
 }
 
 TEST_CASE("grpo_loss: GSPO-token equals GSPO in value and gradient with sequence advantages", "[unit]") {
@@ -178,6 +263,41 @@ TEST_CASE("grpo_loss: out-of-range options are refused when the config is read, 
     CHECK_THROWS_WITH(retort::parse_config<retort::GrpoLossOptions>(c.doc, "grpo.json"), Catch::Contains(c.needle));
   }
   CHECK_NOTHROW(retort::parse_config<retort::GrpoLossOptions>(json{{"dual_clip", 3.0}, {"loss_type", "cispo"}}, "grpo.json"));
+}
+
+TEST_CASE("grpo_loss: the rollout correction and entropy keys are refused out of range", "[unit][bad_input]") {
+  struct Case {
+    json doc;
+    const char* key;
+    const char* range;
+  };
+  std::vector<Case> cases = {
+      {{{"rollout_correction", {{"mode", "token_truncate"}}}}, "rollout_correction.mode", "none, tis, sequence_mask"},
+      {{{"rollout_correction", {{"cap", 1.0}}}}, "rollout_correction.cap", "> 1"},
+      {{{"rollout_correction", {{"cap", -2}}}}, "rollout_correction.cap", "> 1"},
+      {{{"rollout_correction", {{"sequence_ratio", "geometric"}}}}, "rollout_correction.sequence_ratio", "sum, mean"},
+      {{{"rollout_correction", {{"log_threshold", 0}}}}, "rollout_correction.log_threshold", "in (0, 20]"},
+      {{{"rollout_correction", {{"capp", 2}}}}, "capp", "cap"},
+      {{{"top_entropy_quantile", 0}}, "top_entropy_quantile", "in (0, 1]"},
+      {{{"top_entropy_quantile", 1.2}}, "top_entropy_quantile", "in (0, 1]"},
+      {{{"entropy_coef", -0.001}}, "entropy_coef", "in [0, 1]"},
+      {{{"entropy_coef", 2}}, "entropy_coef", "in [0, 1]"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.doc.dump());
+    CHECK_THROWS_WITH(retort::parse_config<retort::GrpoLossOptions>(c.doc, "grpo.json"),
+                      Catch::Contains(c.key) && Catch::Contains(c.range));
+  }
+  auto ok = retort::parse_config<retort::GrpoLossOptions>(
+      json{{"top_entropy_quantile", 0.2}, {"entropy_coef", 0.001}, {"rollout_correction", {{"mode", "tis"}, {"cap", 2.0}}}}, "grpo.json");
+  CHECK(ok.rollout_correction.mode == "tis");
+  CHECK(ok.needs_entropy());
+  // The pure function's own check, for callers that set the options in code.
+  retort::GrpoLossOptions o;
+  o.entropy_coef = -1;
+  CHECK_THROWS_WITH(o.validate(), Catch::Contains("entropy_coef") && Catch::Contains("[0, 1]"));
+  CHECK_THROWS_WITH(retort::rollout_correction_weight(torch::zeros({2, 3}), torch::zeros({2, 4}), torch::ones({2, 3}), {}),
+                    Catch::Contains("sampler_logprobs"));
 }
 
 TEST_CASE("group_advantages: GRPO, RLOO and REINFORCE++ baseline against the reference", "[unit]") {
