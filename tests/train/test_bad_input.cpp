@@ -216,7 +216,7 @@ TEST_CASE("bad input: on-policy distillation and pass-rate curriculum keys out o
       {"grpo in/grpo.json curriculum.window=0", {"'curriculum.window'", "out of range", "in [1, 1000]"}},
       {"grpo in/grpo.json curriculum.low=1", {"'curriculum.low'", "out of range", "in [0, 1)"}},
       {"grpo in/grpo.json curriculum.high=0", {"'curriculum.high'", "out of range", "in (0, 1]"}},
-      {"grpo in/grpo.json curriculum.set_aside_epochs=0", {"'curriculum.set_aside_epochs'", "out of range", ">= 1"}},
+      {"grpo in/grpo.json curriculum.set_aside_epochs=0", {"'curriculum.set_aside_epochs'", "out of range", "in [1, 1000000]", "got 0"}},
       {"grpo in/grpo.json curriculum.enabled=true curriculum.low=0.6 curriculum.high=0.5", {"curriculum.low", "low < high", "0.6"}},
       {"grpo in/grpo.json opd.weight=1", {"teacher", "on-policy distillation"}},
       {"grpo in/grpo.json rewards.verifiers=[]", {"rewards.verifiers", "opd.weight"}},
