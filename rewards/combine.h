@@ -71,7 +71,10 @@ class RewardSet {
   // Loads the plugins, builds each verifier through `registry` (plus the plugins' names).
   // A bad name or bad args throws retort::Error naming the entry. `executor` is the sandbox
   // pool to share; when null, one is made from cfg.sandbox on first use by a code verifier.
-  RewardSet(const RewardsConfig& cfg, Registry registry, std::shared_ptr<sandbox::Executor> executor = nullptr);
+  // An empty verifier list is an error unless `allow_empty` (GRPO's on-policy distillation
+  // alone: the table then has K = 0 columns and every total is 0).
+  RewardSet(const RewardsConfig& cfg, Registry registry, std::shared_ptr<sandbox::Executor> executor = nullptr,
+            bool allow_empty = false);
   ~RewardSet();  // waits for in-flight CPU tasks (bounded: they are bounded by design)
   RewardSet(const RewardSet&) = delete;
   RewardSet& operator=(const RewardSet&) = delete;

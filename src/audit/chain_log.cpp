@@ -31,6 +31,7 @@ json chain_line(const ChainEntry& e) {
   j["kl"] = e.kl ? finite_or_null(*e.kl) : json(nullptr);
   j["length"] = e.length;
   j["truncated"] = e.truncated;
+  if (e.opd_advantage) j["opd_advantage"] = finite_or_null(*e.opd_advantage);
   return j;
 }
 

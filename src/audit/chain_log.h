@@ -8,7 +8,9 @@
 //    "verifiers": {"<name>": {"reward": number|null (null = not applicable), "passed": bool, "detail": object}},
 //    "reward": number (combined), "advantage": number,
 //    "kl": number|null (mean per-token KL estimate to the anchor; null without an anchor),
-//    "length": int (completion tokens), "truncated": bool}
+//    "length": int (completion tokens), "truncated": bool,
+//    "opd_advantage": number (only in GRPO runs with on-policy distillation: the chain's mean
+//                     per-token distillation advantage, opd.weight x (log pi_teacher - log pi_sampler))}
 // Sandbox status, time and memory sit in the code verifier's detail.
 //
 // Crash safety: each line is written with one fwrite and flushed, so a killed run leaves
@@ -46,6 +48,7 @@ struct ChainEntry {
   double reward = 0;
   double advantage = 0;
   std::optional<double> kl;  // nullopt: no anchor
+  std::optional<double> opd_advantage;  // nullopt: no on-policy distillation (the key is left out)
   int64_t length = 0;
   bool truncated = false;
 };

@@ -6,6 +6,7 @@
 #include <filesystem>          // defines: std::filesystem
 #include <random>              // defines: std::mt19937_64
 #include <functional>          // defines: std::function
+#include <map>                 // defines: std::map
 #include <set>                 // defines: std::set
 
 #include "audit/chain_log.h"        // defines: ChainLog, ChainEntry
@@ -57,6 +58,16 @@ void DynamicSamplingConfig::bind(ConfigBinder& b) {
   b.field("max_retries", max_retries, Range::at_least(0));
 }
 
+void OpdConfig::bind(ConfigBinder& b) { b.field("weight", weight, Range::at_least(0).up_to(1e6)); }
+
+void CurriculumConfig::bind(ConfigBinder& b) {
+  b.field("enabled", enabled);
+  b.field("window", window, Range::at_least(1).up_to(1000));
+  b.field("low", low, Range::at_least(0).below(1));
+  b.field("high", high, Range::above(0).up_to(1));
+  b.field("set_aside_epochs", set_aside_epochs, Range::at_least(1).up_to(1000000));
+}
+
 void GrpoConfig::bind(ConfigBinder& b) {
   b.field("run_dir", run_dir);
   b.field("model", model);
@@ -79,6 +90,8 @@ void GrpoConfig::bind(ConfigBinder& b) {
   b.field("train", train);
   b.field("logprob_micro_batch", logprob_micro_batch, Range::at_least(0));
   b.field("loss", loss);
+  b.field("opd", opd);
+  b.field("curriculum", curriculum);
   b.choice("overlong", overlong, {"none", "mask", "penalty"});
   b.field("optim", optim);
   b.field("steps", steps, Range::at_least(1));
@@ -127,6 +140,55 @@ std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch) {
   return order;
 }
 
+// The pass-rate curriculum's state (grpo.h): per prompt, the pass rates of its last `window`
+// samplings, and the last epoch of the prompt order it is skipped in. Saved in the checkpoint's
+// trainer state, so that a resumed run skips and returns the same prompts.
+struct Curriculum {
+  CurriculumConfig cfg;
+  std::map<int64_t, std::vector<double>> recent;  // prompt -> pass rates, oldest first (at most window)
+  std::map<int64_t, int64_t> set_aside_until;     // prompt -> last epoch it is skipped in
+  std::map<int64_t, int64_t> drawn_in;            // prompt -> the epoch it was last drawn in (this step's)
+
+  bool skips(int64_t prompt, int64_t epoch) const {
+    auto it = set_aside_until.find(prompt);
+    return it != set_aside_until.end() && epoch <= it->second;
+  }
+  // One sampling's pass rate of `prompt` (NaN: no verifier applied, not counted). Returns
+  // whether the prompt was set aside by it.
+  bool record(int64_t prompt, double pass_rate) {
+    if (std::isnan(pass_rate)) return false;
+    auto& r = recent[prompt];
+    r.push_back(pass_rate);
+    if (static_cast<int>(r.size()) > cfg.window) r.erase(r.begin());
+    if (static_cast<int>(r.size()) < cfg.window) return false;
+    double mean = 0;
+    for (double x : r) mean += x;
+    mean /= static_cast<double>(r.size());
+    if (mean > cfg.low && mean < cfg.high) return false;
+    // Skipped in the next set_aside_epochs epochs after the one it was drawn in.
+    set_aside_until[prompt] = drawn_in[prompt] + cfg.set_aside_epochs;
+    recent.erase(prompt);  // judged afresh from new samplings when it returns
+    return true;
+  }
+  int64_t set_aside(int64_t epoch) const {
+    int64_t n = 0;
+    for (const auto& kv : set_aside_until) n += epoch <= kv.second;
+    return n;
+  }
+  json state() const {
+    json rec = json::array(), aside = json::array();
+    for (const auto& kv : recent) rec.push_back(json{kv.first, kv.second});
+    for (const auto& kv : set_aside_until) aside.push_back(json{kv.first, kv.second});
+    return json{{"recent_pass_rates", rec}, {"set_aside_until_epoch", aside}};
+  }
+  void restore(const json& st) {
+    recent.clear();
+    set_aside_until.clear();
+    for (const auto& e : st.at("recent_pass_rates")) recent[e.at(0).get<int64_t>()] = e.at(1).get<std::vector<double>>();
+    for (const auto& e : st.at("set_aside_until_epoch")) set_aside_until[e.at(0).get<int64_t>()] = e.at(1).get<int64_t>();
+  }
+};
+
 // ---- 1 trajectory: sample + score -----------------------------------------------------------
 
 // One chain of the step: a completion of a prompt with its rewards, advantage and KL. The
@@ -144,6 +206,9 @@ struct Chain {
 // What stage 1 produced: this rank's kept chains and how they were obtained.
 struct Trajectory {
   std::vector<Chain> chains;          // [N] kept groups x G
+  // Every group sampled on this rank, kept or dropped: its prompt and its pass rate (the share
+  // of its G completions that every applicable verifier passed; NaN when none applied).
+  std::vector<double> sampled_prompt, sampled_pass_rate;
   int64_t groups_global = 0;          // kept groups over all ranks
   int64_t dropped = 0, all_equal_groups = 0, rounds = 0, sampled_tokens = 0;
   double sample_s = 0, score_wait_s = 0, verify_busy_s = 0;
@@ -166,7 +231,7 @@ struct GrpoBatch {
   torch::Tensor old_logprobs;     // [N, L] float: log pi_old used by the ratio (recomputed; see update_policy)
   torch::Tensor is_weight;        // [N, L] float: the rollout correction's weight (grpo_loss.h), when old is recomputed
   torch::Tensor ref_logprobs;     // [N, L] float: the anchor; undefined without one
-  torch::Tensor advantages;       // [N] float
+  torch::Tensor advantages;       // [N] float, or [N, L] with on-policy distillation (apply_opd)
   int64_t P = 0, L = 0;
 };
 
@@ -312,7 +377,8 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
   if (anchor && N > 0) {
     double t0 = now_seconds();
     torch::NoGradGuard ng;
-    batch.ref_logprobs = completion_logprobs(*anchor, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);  // [N, L]
+    if (!batch.ref_logprobs.defined())  // already there when the teacher is the anchor and opd is on (apply_opd)
+      batch.ref_logprobs = completion_logprobs(*anchor, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);  // [N, L]
     GrpoLossOptions klo = cfg.loss;
     klo.beta = 1.0;
     klo.aggregation = "sequence";
@@ -464,6 +530,49 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
   return u;
 }
 
+// ---- 5b on-policy distillation ------------------------------------------------------------------
+
+struct OpdStats {
+  std::vector<double> chain_opd;  // [N] each chain's mean per-token OPD advantage, w (teacher - sampler)
+  double opd_sum = 0, opd_abs_sum = 0, reverse_kl_sum = 0, tokens = 0;  // over completion tokens
+  double verifier_sum = 0, verifier_abs_sum = 0, chains = 0;           // the verifier's advantage, per chain
+  double teacher_s = 0;
+};
+
+// The teacher's log-prob of each sampled token minus the sampler's, times opd.weight, added to
+// each chain's verifier advantage: batch.advantages becomes [N, L] (train/grpo_loss.h
+// opd_token_advantages). The student's log-prob is the sampler's (batch.sample_logprobs), not
+// the training forward's: it is the log-prob of the policy that drew the token, a constant of
+// the step like a verifier's reward (no gradient through it, the same in every one of the mu
+// passes), so that the loss is the policy gradient of the reverse KL as a reward; the training
+// forward's would either carry a gradient (a different, differentiable KL term) or change from
+// pass to pass. Both at the sampling temperature, as the anchor's. When the teacher is the
+// anchor its log-probs are kept as batch.ref_logprobs, so the anchor stage does not recompute them.
+OpdStats apply_opd(GrpoBatch& batch, Qwen2ForCausalLMImpl& teacher, bool teacher_is_anchor, const GrpoConfig& cfg,
+                   torch::Device device, double lp_temperature) {
+  OpdStats o;
+  const double t0 = now_seconds();
+  torch::NoGradGuard ng;
+  auto teacher_lp = completion_logprobs(teacher, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);  // [N, L]
+  if (teacher_is_anchor) batch.ref_logprobs = teacher_lp;
+  const auto& m = batch.completion_mask;                                                       // [N, L]
+  auto opd = (cfg.opd.weight * (teacher_lp - batch.sample_logprobs) * m).to(torch::kFloat64);  // [N, L]
+  auto counts = m.sum(1).to(torch::kFloat64);                                                  // [N]
+  auto per_chain = opd.sum(1) / counts.clamp_min(1.0);                                         // [N]
+  o.chain_opd.assign(per_chain.data_ptr<double>(), per_chain.data_ptr<double>() + per_chain.numel());
+  o.opd_sum = opd.sum().item<double>();
+  o.opd_abs_sum = opd.abs().sum().item<double>();
+  o.reverse_kl_sum = ((batch.sample_logprobs - teacher_lp) * m).sum().item<double>();  // log pi_sampler - log pi_teacher
+  o.tokens = m.sum().item<double>();
+  auto va = batch.advantages.to(torch::kFloat64);                                             // [N]
+  o.verifier_sum = va.sum().item<double>();
+  o.verifier_abs_sum = va.abs().sum().item<double>();
+  o.chains = static_cast<double>(va.numel());
+  batch.advantages = opd_token_advantages(batch.advantages, teacher_lp, batch.sample_logprobs, m, cfg.opd.weight);  // [N, L]
+  o.teacher_s = now_seconds() - t0;
+  return o;
+}
+
 // ---- the step's stages ------------------------------------------------------------------------
 
 // What every stage reads and no stage changes.
@@ -518,8 +627,25 @@ Trajectory generate_trajectory(Qwen2ForCausalLMImpl& policy, const StepContext& 
       for (int64_t g = 0; g < static_cast<int64_t>(idx.size()); ++g) {
         const bool equal = all_equal(s.table.total, static_cast<size_t>(g * G), static_cast<size_t>(G));
         t.all_equal_groups += equal;
+        {
+          int64_t passed = 0, applicable = 0;
+          for (int64_t j = 0; j < G; ++j) {
+            bool any = false, all = true;
+            for (int k = 0; k < s.table.k; ++k) {
+              if (std::isnan(s.table.reward(static_cast<int>(g * G + j), k))) continue;
+              any = true;
+              all = all && s.table.passed[static_cast<size_t>(g * G + j) * s.table.k + k] != 0;
+            }
+            applicable += any;
+            passed += any && all;
+          }
+          t.sampled_prompt.push_back(static_cast<double>(idx[static_cast<size_t>(g)]));
+          t.sampled_pass_rate.push_back(applicable > 0 ? static_cast<double>(passed) / applicable : std::nan(""));
+        }
         for (int64_t j = 0; j < G; ++j) t.sampled_tokens += static_cast<int64_t>(s.rollout.completions[static_cast<size_t>(g * G + j)].size());
-        if (equal && cfg.dynamic_sampling.enabled) {
+        // Without a verifier (on-policy distillation alone) every group is equal and every
+        // group still has its per-token advantage: none is dropped.
+        if (equal && cfg.dynamic_sampling.enabled && s.table.k > 0) {
           ++t.dropped;
           continue;
         }
@@ -572,12 +698,14 @@ std::vector<double> compute_advantages(Trajectory& t, const StepContext& c) {
 
 // 4 log (chains): one line per chain of the kept batch, in batch order (under data parallel:
 // rank by rank, gathered to rank 0).
-void write_chains(std::vector<Chain>& chains, const UpdateStats& u, bool has_anchor, int64_t step, const DistContext& dist, ChainLog* log) {
+void write_chains(std::vector<Chain>& chains, const UpdateStats& u, bool has_anchor, int64_t step, const DistContext& dist, ChainLog* log,
+                  const OpdStats* opd = nullptr) {
   json lines = json::array();
   for (size_t i = 0; i < chains.size(); ++i) {
     ChainEntry& e = chains[i].entry;
     e.step = step;
     if (has_anchor) e.kl = u.chain_kl[i];
+    if (opd) e.opd_advantage = opd->chain_opd[i];
     if (!dist.enabled()) log->write(e);
     else lines.push_back(chain_line(e));
   }
@@ -719,9 +847,22 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
                               std::to_string(cfg.grad_accum) + ", minibatch_size " + std::to_string(cfg.minibatch_size),
                           "a group of one has no relative advantage"});
   }
-  if (cfg.rewards.verifiers.empty()) {
+  if (cfg.rewards.verifiers.empty() && !cfg.opd.enabled()) {
     throw Error(ErrorInfo{"no verifier configured", where + ": rewards.verifiers", "at least one {\"name\", \"weight\"}", "[]",
-                          "e.g. \"rewards\": {\"verifiers\": [{\"name\": \"math\"}]}"});
+                          "e.g. \"rewards\": {\"verifiers\": [{\"name\": \"math\"}]}, or opd.weight > 0 for on-policy distillation alone"});
+  }
+  if (cfg.opd.enabled() && cfg.teacher.empty()) {
+    throw Error(ErrorInfo{"on-policy distillation needs a teacher checkpoint", where + ": teacher", "a model folder", "\"\"",
+                          "set teacher=PATH, or opd.weight=0"});
+  }
+  if (cfg.curriculum.enabled && cfg.rewards.verifiers.empty()) {
+    throw Error(ErrorInfo{"the pass-rate curriculum needs a verifier (a pass rate)", where + ": curriculum.enabled",
+                          "at least one verifier in rewards.verifiers", "none", "set curriculum.enabled=false"});
+  }
+  if (cfg.curriculum.enabled && !(cfg.curriculum.low < cfg.curriculum.high)) {
+    throw Error(ErrorInfo{"curriculum.low must be below curriculum.high", where + ": curriculum.low",
+                          "low < high (prompts with a recent pass rate in (low, high) are trained on)",
+                          "low " + std::to_string(cfg.curriculum.low) + ", high " + std::to_string(cfg.curriculum.high), ""});
   }
   bool has_overlong = false;
   for (const auto& v : cfg.rewards.verifiers) has_overlong |= v.name == "overlong";
@@ -757,7 +898,8 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
   Tokenizer tok = Tokenizer::from_file(tok_path);
   std::string tokenizer_dir = fs::path(tok_path).parent_path().string();
   PromptSet prompts = load_prompt_set(cfg.data, tok);
-  rewards::RewardSet reward_set(cfg.rewards, hooks.registry ? *hooks.registry : rewards::builtin_registry());
+  rewards::RewardSet reward_set(cfg.rewards, hooks.registry ? *hooks.registry : rewards::builtin_registry(), nullptr,
+                                /*allow_empty=*/cfg.opd.enabled());
 
   // ---- setup: models ----------------------------------------------------------------------------
   // The policy; the reference copy is taken before any resume so that it is the initial policy.
@@ -770,19 +912,27 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     throw Error(ErrorInfo{"the tokenizer has more tokens than the model's vocabulary", where, "vocab_size >= " + std::to_string(tok.vocab_size()),
                           std::to_string(policy->config().vocab_size), "use the model's own tokenizer"});
   }
+  auto load_teacher = [&]() {
+    Qwen2ForCausalLM t = load_model(cfg.teacher, LoadOptions{device.str(), "auto"});
+    t->eval();
+    for (auto& p : t->parameters()) p.set_requires_grad(false);
+    if (t->config().vocab_size < tok.vocab_size()) {
+      throw Error(ErrorInfo{"the teacher's vocabulary does not cover the tokenizer", cfg.teacher,
+                            "vocab_size >= " + std::to_string(tok.vocab_size()), std::to_string(t->config().vocab_size),
+                            "the KL anchor and the distillation teacher must share the policy's tokenizer"});
+    }
+    return t;
+  };
   Qwen2ForCausalLM anchor{nullptr};
   if (cfg.anchor == "reference") {
     anchor = copy_model(*policy, device);
   } else if (cfg.anchor == "teacher") {
-    anchor = load_model(cfg.teacher, LoadOptions{device.str(), "auto"});
-    anchor->eval();
-    for (auto& p : anchor->parameters()) p.set_requires_grad(false);
-    if (anchor->config().vocab_size < tok.vocab_size()) {
-      throw Error(ErrorInfo{"the teacher's vocabulary does not cover the tokenizer", cfg.teacher,
-                            "vocab_size >= " + std::to_string(tok.vocab_size()), std::to_string(anchor->config().vocab_size),
-                            "the KL anchor must share the policy's tokenizer"});
-    }
+    anchor = load_teacher();
   }
+  // On-policy distillation's teacher: the anchor when the anchor is the teacher (loaded once).
+  const bool opd_teacher_is_anchor = cfg.anchor == "teacher";
+  Qwen2ForCausalLM opd_teacher{nullptr};
+  if (cfg.opd.enabled()) opd_teacher = opd_teacher_is_anchor ? anchor : load_teacher();
   std::vector<std::pair<std::string, torch::Tensor>> named;
   std::vector<torch::Tensor> params;
   for (auto& p : policy->named_parameters()) {
@@ -805,6 +955,8 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
 
   // ---- setup: resume -----------------------------------------------------------------------
   int64_t step = 0, epoch = 0, cursor = 0;
+  Curriculum curriculum;
+  curriculum.cfg = cfg.curriculum;
   GrpoResult result;
   if (cfg.resume) {
     if (auto ckpt = latest_checkpoint(cfg.run_dir)) {
@@ -817,6 +969,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
       step = st.at("step");
       epoch = st.at("epoch");
       cursor = st.at("cursor");
+      if (cfg.curriculum.enabled) curriculum.restore(st.at("curriculum"));
       result.resumed_from = step;
       log_info("resumed from " + *ckpt + " at step " + std::to_string(step));
     }
@@ -833,18 +986,28 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
 
   const uint64_t seed = static_cast<uint64_t>(cfg.runtime.seed);
   std::vector<int64_t> order = epoch_order(prompts.records.size(), seed, epoch);
+  int64_t skipped_draws = 0;  // this step's draws of set-aside prompts (curriculum)
   auto next_prompt = [&]() {
-    if (cursor >= static_cast<int64_t>(order.size())) {
-      ++epoch;
-      cursor = 0;
-      order = epoch_order(prompts.records.size(), seed, epoch);
+    // Ends: every set-aside prompt returns after finitely many epochs.
+    for (;;) {
+      if (cursor >= static_cast<int64_t>(order.size())) {
+        ++epoch;
+        cursor = 0;
+        order = epoch_order(prompts.records.size(), seed, epoch);
+      }
+      const int64_t p = order[static_cast<size_t>(cursor++)];
+      if (curriculum.cfg.enabled && curriculum.skips(p, epoch)) {
+        ++skipped_draws;
+        continue;
+      }
+      curriculum.drawn_in[p] = epoch;
+      return p;
     }
-    return order[static_cast<size_t>(cursor++)];
   };
   auto trainer_state = [&]() {
     // The sampler's and the minibatch order's random streams are functions of (seed, step),
     // so the step, the epoch and the cursor into the prompt order are the whole RNG state.
-    return json{{"step", step},
+    json st{{"step", step},
                 {"epoch", epoch},
                 {"cursor", cursor},
                 {"optimizer_steps", optim.steps_taken()},
@@ -852,6 +1015,8 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
                 {"rng", {{"sampler", "splitmix64(seed, step, round)"}, {"minibatch_order", "mt19937_64(splitmix64(seed, step, 1000 + pass))"}}},
                 {"stage", "grpo"},
                 {"world_size", dist.world_size()}};
+    if (cfg.curriculum.enabled) st["curriculum"] = curriculum.state();  // per-prompt pass rates and set-aside epochs
+    return st;
   };
 
   // ---- train -----------------------------------------------------------------------------------
@@ -869,7 +1034,14 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     const double lr = learning_rate(cfg.optim, step, cfg.steps);
 
     // 1 trajectory: sample + score (+ dynamic sampling's extra rounds).
+    skipped_draws = 0;
     Trajectory traj = generate_trajectory(*policy, ctx, step, next_prompt);
+    // The curriculum sees every sampled group (dropped ones too), every rank's, in rank order.
+    int64_t newly_set_aside = 0;
+    if (cfg.curriculum.enabled) {
+      std::vector<double> ps = dist.all_gather(traj.sampled_prompt), rates = dist.all_gather(traj.sampled_pass_rate);
+      for (size_t i = 0; i < ps.size(); ++i) newly_set_aside += curriculum.record(static_cast<int64_t>(ps[i]), rates[i]);
+    }
     // 2 advantages over the kept batch.
     std::vector<double> rewards_all = compute_advantages(traj, ctx);
     const int64_t n_global = static_cast<int64_t>(rewards_all.size());
@@ -878,16 +1050,38 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     // 3 update. Under data parallel a rank may hold no group this step; it still joins every
     //   gradient sum (with zeros), so that all ranks take the same optimizer steps.
     UpdateStats upd;
+    OpdStats opd;
     if (n_global > 0) {
       GrpoBatch batch = gather_batch(traj.chains, prompts, sampler.pad_token_id, cfg.overlong == "mask");
+      if (cfg.opd.enabled() && !traj.chains.empty())
+        opd = apply_opd(batch, *opd_teacher, opd_teacher_is_anchor, cfg, device, lp_temperature);
       upd = update_policy(policy.get(), anchor ? anchor.get() : nullptr, optim, params, batch, cfg, dist, device, lp_temperature,
                           step, n_global, lr, nonfinite);
-      write_chains(traj.chains, upd, static_cast<bool>(anchor), step + 1, dist, chains.get());
+      write_chains(traj.chains, upd, static_cast<bool>(anchor), step + 1, dist, chains.get(), cfg.opd.enabled() ? &opd : nullptr);
     }
     ++step;
 
     // 4 log.
     json rec = step_metrics(traj, rewards_all, upd, ctx, step, lr, sm);
+    if (cfg.opd.enabled()) {
+      // Both parts of the advantage: the verifier's (per chain) and the distillation's (per
+      // token, weighted), and the mean reverse KL log pi_sampler - log pi_teacher per token.
+      auto v = dist.sum({opd.opd_sum, opd.opd_abs_sum, opd.reverse_kl_sum, opd.tokens, opd.verifier_sum, opd.verifier_abs_sum,
+                         opd.chains, opd.teacher_s});
+      auto per = [](double x, double n) { return n > 0 ? json(x / n) : json(nullptr); };
+      rec["adv_verifier_mean"] = per(v[4], v[6]);
+      rec["adv_verifier_abs_mean"] = per(v[5], v[6]);
+      rec["adv_opd_mean"] = per(v[0], v[3]);
+      rec["adv_opd_abs_mean"] = per(v[1], v[3]);
+      rec["opd_reverse_kl"] = per(v[2], v[3]);
+      rec["time_opd_teacher_s"] = opd.teacher_s;
+    }
+    if (cfg.curriculum.enabled) {
+      rec["curriculum_set_aside"] = curriculum.set_aside(epoch);  // prompts skipped in the current epoch
+      rec["curriculum_set_aside_new"] = newly_set_aside;
+      rec["curriculum_skipped_draws"] = skipped_draws;
+      rec["epoch"] = epoch;
+    }
     rec["time_step_s"] = now_seconds() - t_step;
     const MemoryPeak mem = memory_peak();
     rec["peak_rss_mb"] = mem.rss_bytes / 1048576.0;

@@ -8,6 +8,10 @@
 //     sampling  prompts are drawn until B groups are kept (bounded retries, logged)
 //   4 advantage per group: GRPO (r - mean) / (std + eps), RLOO or REINFORCE++ baseline (train/grpo_loss.h)
 //   5 anchor    log-probs of the teacher (default), of a frozen copy of the initial policy, or none
+//   5b opd      (optional) on-policy distillation: the teacher's log-prob of each sampled token
+//               minus the sampler's is a per-token advantage, added with a weight to the
+//               verifier's (train/grpo_loss.h opd_token_advantages; with no verifier it is the
+//               whole advantage). The anchor pass gives the teacher's log-probs when anchor = teacher.
 //   6 old       log-probs of the old policy from a training forward pass (the first pass's own, detached,
 //               when the batch takes one optimizer step; else a no-grad pass first); their mismatch
 //               with the sampler's is logged and corrected as loss.rollout_correction says
@@ -16,13 +20,19 @@
 //   8 log       metrics.jsonl (one line per step) and chains.jsonl (one line per chain, audit/chain_log.h)
 //   9 save      atomic checkpoints; a killed run resumes from the newest and reproduces the
 //               uninterrupted run's metrics on CPU with a fixed seed
+// Pass-rate curriculum (optional; open-r1's pass-rate filtering, done online): a prompt whose
+// pass rate over its last `window` samplings is <= low or >= high (all failed / all passed)
+// teaches nothing to a group-relative advantage; it is skipped for the next
+// `set_aside_epochs` epochs of the prompt order, then returns. A completion passes when every
+// applicable verifier passed it (as eval's "all"). The state is in the checkpoint.
 // Overlong completions: "mask" leaves truncated completions out of the loss (DAPO overlong
 // filtering); "penalty" requires the `overlong` verifier in the rewards (DAPO soft overlong
 // punishment); "none" treats them like any other completion.
 //
 // Failure modes: a config typo names the key and the allowed ones; a bad prompt line names
 // FILE:LINE; no verifier, no usable prompt, a batch that does not split into minibatches, or an
-// anchor without a checkpoint are errors before the first step; a verifier that does not
+// anchor without a checkpoint are errors before the first step (no verifier is allowed when
+// opd.weight > 0: on-policy distillation alone); a verifier that does not
 // answer by the deadline scores 0 (the detail says so) and the run goes on.
 // Data parallel (src/dist, RANK/WORLD_SIZE set): every rank draws the same prompts and takes
 // a contiguous slice of each round's groups (a group stays on one rank, so its advantages are
@@ -89,6 +99,23 @@ struct DynamicSamplingConfig {
   void bind(ConfigBinder& b);
 };
 
+// On-policy distillation as a dense reward (see 5b above and docs/objectives.md).
+struct OpdConfig {
+  double weight = 0.0;  // w in A_it = A_i + w (log pi_teacher - log pi_sampler); 0 = off
+  void bind(ConfigBinder& b);
+  bool enabled() const { return weight > 0; }
+};
+
+// The pass-rate curriculum (see the top of this file and docs/objectives.md).
+struct CurriculumConfig {
+  bool enabled = false;
+  int window = 2;               // recent samplings of a prompt whose pass rates are averaged
+  double low = 0.0;             // set aside when the recent pass rate <= low (0: never solved)
+  double high = 1.0;            // or >= high (1: always solved)
+  int set_aside_epochs = 1;     // epochs of the prompt order it is skipped for
+  void bind(ConfigBinder& b);
+};
+
 struct GrpoConfig {
   std::string run_dir = "runs/grpo";
   std::string model;             // initial policy checkpoint folder (Hugging Face layout)
@@ -96,7 +123,7 @@ struct GrpoConfig {
   std::string tokenizer;         // tokenizer.json; "" = <model>/tokenizer.json
   std::string output;            // final model folder; "" = <run_dir>/final
   std::string anchor = "teacher";  // teacher | reference (frozen initial policy) | none
-  std::string teacher;           // teacher checkpoint folder (anchor = teacher)
+  std::string teacher;           // teacher checkpoint folder (anchor = teacher, or opd.weight > 0)
   RuntimeConfig runtime;
   GrpoDataConfig data;
   int64_t prompts_per_step = 8;  // B
@@ -111,6 +138,8 @@ struct GrpoConfig {
   MicroBatchConfig train;        // the update's micro-batches by a token budget, packing, activation checkpointing
   int64_t logprob_micro_batch = 0;  // rows per no-grad forward (anchor / old log-probs); 0 = all
   GrpoLossOptions loss;
+  OpdConfig opd;
+  CurriculumConfig curriculum;
   std::string overlong = "none";  // none | mask | penalty (see the top of this file)
   OptimConfig optim = default_optim();
   int64_t steps = 100;           // GRPO steps (one batch of B*G completions each)

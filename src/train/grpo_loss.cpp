@@ -135,9 +135,10 @@ torch::Tensor grpo_loss(const torch::Tensor& logprobs, const torch::Tensor& old_
                         GrpoLossStats* stats, const torch::Tensor& entropy, const torch::Tensor& is_weight) {
   check_shape(old_logprobs, logprobs, "old_logprobs");
   check_shape(mask, logprobs, "mask");
-  if (advantages.dim() != 1 || advantages.size(0) != logprobs.size(0)) {
-    throw Error(ErrorInfo{"grpo_loss: advantages must hold one value per sequence", "train/grpo_loss",
-                          "[" + std::to_string(logprobs.size(0)) + "]", c10::str(advantages.sizes()), ""});
+  if (!((advantages.dim() == 1 && advantages.size(0) == logprobs.size(0)) || advantages.sizes() == logprobs.sizes())) {
+    throw Error(ErrorInfo{"grpo_loss: advantages must hold one value per sequence or one per token", "train/grpo_loss",
+                          "[" + std::to_string(logprobs.size(0)) + "] or " + std::string(c10::str(logprobs.sizes())),
+                          c10::str(advantages.sizes()), ""});
   }
   const bool use_kl = o.beta != 0.0;
   if (use_kl) {
@@ -159,7 +160,9 @@ torch::Tensor grpo_loss(const torch::Tensor& logprobs, const torch::Tensor& old_
                           "neither", ""});
   }
   auto m = mask.to(logprobs.dtype());                           // [N, L]
-  auto A = advantages.to(logprobs.dtype()).unsqueeze(1);        // [N, 1]
+  // [N, 1] (one per sequence, broadcast) or [N, L] (one per token)
+  auto A = advantages.to(logprobs.dtype()).detach();
+  if (A.dim() == 1) A = A.unsqueeze(1);
   auto ratio = importance_ratio(logprobs, old_logprobs, m, o.importance_level);  // [N, L]
   auto clipped = torch::clamp(ratio, 1.0 - o.eps_low, 1.0 + o.eps_high);
   torch::Tensor obj, dual_active;                               // [N, L]
@@ -218,6 +221,24 @@ torch::Tensor grpo_loss(const torch::Tensor& logprobs, const torch::Tensor& old_
     stats->entropy_kept = keep.sum().item<double>() / denom;
   }
   return loss;
+}
+
+torch::Tensor opd_token_advantages(const torch::Tensor& verifier_adv, const torch::Tensor& teacher_logp,
+                                   const torch::Tensor& student_logp, const torch::Tensor& mask, double weight) {
+  check_shape(student_logp, teacher_logp, "student_logp");
+  check_shape(mask, teacher_logp, "mask");
+  if (verifier_adv.dim() != 1 || verifier_adv.size(0) != teacher_logp.size(0)) {
+    throw Error(ErrorInfo{"opd_token_advantages: the verifier advantages must hold one value per sequence", "train/grpo_loss",
+                          "[" + std::to_string(teacher_logp.size(0)) + "]", c10::str(verifier_adv.sizes()), ""});
+  }
+  if (!std::isfinite(weight)) {
+    throw Error(ErrorInfo{"opd_token_advantages: the weight must be finite", "train/grpo_loss", "a finite number",
+                          format_number(weight), ""});
+  }
+  torch::NoGradGuard ng;
+  auto m = mask.to(teacher_logp.dtype());                                              // [N, L]
+  auto reverse_kl_reward = teacher_logp.detach() - student_logp.detach();              // [N, L]
+  return (verifier_adv.to(teacher_logp.dtype()).unsqueeze(1) + weight * reverse_kl_reward) * m;
 }
 
 std::vector<double> group_advantages(const std::vector<double>& rewards, int group_size, const std::string& scale, double eps,

@@ -117,7 +117,8 @@ torch::Tensor rollout_correction_weight(const torch::Tensor& old_logprobs, const
 //   old_logprobs  [N, L] log pi_old(token), the sampling policy (no gradient)
 //   ref_logprobs  [N, L] log pi_ref(token), the anchor (teacher or frozen student); may be
 //                 undefined when beta == 0
-//   advantages    [N]    one per sequence
+//   advantages    [N]    one per sequence, or [N, L] one per token (on-policy distillation's dense
+//                 reward, opd_token_advantages below); [N] is broadcast over the sequence's tokens
 //   mask          [N, L] 1 for completion tokens that count, 0 for padding (float or bool)
 //   entropy       [N, L] per-token entropy of the policy (differentiable for the bonus); needed
 //                 only when options.needs_entropy(), else may be undefined
@@ -129,11 +130,17 @@ torch::Tensor rollout_correction_weight(const torch::Tensor& old_logprobs, const
 //   r = exp(l)                                          importance_level token
 //   r = s_i = exp(mean over the sequence's tokens of l) sequence (GSPO, Zheng et al. 2025, eq. 7)
 //   r = sg(s_i) exp(logp - sg(logp))                    sequence_token (GSPO eq. 13: value s_i)
+// and A = A_i (advantages [N]) or A_it (advantages [N, L]):
 //   ppo_clip: obj = min(r A, clip(r, 1 - eps_low, 1 + eps_high) A);  if A < 0 and dual_clip c: obj = max(obj, c A)
 //   cispo:    obj = sg(clip(r, 1 - eps_low, 1 + eps_high)) A logp   (MiniMax-M1 2025, eq. 4)
 //   keep = 1, or with top_entropy_quantile q < 1: entropy >= the (1 - q) quantile of the masked entropies
 //   kl, d = logp_ref - logp clamped to +-kLogRatioClamp: k1 = -d;  k2 = d^2 / 2;  k3 = clamp(exp(d) - d - 1, +-kK3Clamp)
 //   per_token = -obj keep w + beta kl - entropy_coef H
+// Token advantages with a sequence ratio (sequence, sequence_token): the sequence's one ratio
+// s_i multiplies each token's own advantage and the clip and the dual clip are decided per
+// token, on s_i A_it (GSPO eq. 13 with A_it in place of A_i); at level sequence the gradient of
+// every token's term flows through s_i (all the sequence's log-probs), at sequence_token only
+// through the token's own log-prob. With A_it = A_i for all t both reduce to GSPO's forms.
 // Aggregation:
 //   sequence: mean over sequences of (sum over its tokens / its token count)       (GRPO, Shao et al. 2024)
 //   token:    sum over all tokens / total token count                             (DAPO)
@@ -142,6 +149,21 @@ torch::Tensor grpo_loss(const torch::Tensor& logprobs, const torch::Tensor& old_
                         const torch::Tensor& advantages, const torch::Tensor& mask, const GrpoLossOptions& options,
                         GrpoLossStats* stats = nullptr, const torch::Tensor& entropy = {},
                         const torch::Tensor& is_weight = {});
+
+// On-policy distillation's per-token advantage (the reverse KL to the teacher as a dense
+// reward; Agarwal et al. 2024, GKD; Thinking Machines, "On-policy distillation", 2025), added to
+// the verifier's sequence advantage:
+//   A_it = A_i + weight * (teacher_logp_it - student_logp_it)      on tokens with mask 1, else 0
+// No discount: a token's advantage is its own log-ratio, not a sum over later tokens.
+// student_logp must be a constant (the sampler's log-probs, no gradient): the advantage is a
+// reward, not a differentiable KL term. Both log-probs at the sampling temperature.
+//   verifier_adv   [N] (zeros for distillation alone)
+//   teacher_logp   [N, L] log pi_teacher of the sampled tokens
+//   student_logp   [N, L] log pi_old of the sampled tokens (the sampler's)
+//   mask           [N, L] completion tokens
+// -> [N, L], no gradient.
+torch::Tensor opd_token_advantages(const torch::Tensor& verifier_adv, const torch::Tensor& teacher_logp,
+                                   const torch::Tensor& student_logp, const torch::Tensor& mask, double weight);
 
 // Advantages from rewards [B*G] laid out group by group (G = group_size), one per completion:
 //   grpo                   A_i = (r_i - mean(group)) / (std + eps), the std (unbiased, as torch.std)

@@ -131,7 +131,12 @@ StageDocs stage_docs(const PipelineConfig& cfg, const Paths& p, const std::strin
   d.grpo["run_dir"] = p.grpo_dir;
   d.grpo["tokenizer"] = p.tokenizer;
   d.grpo["model"] = p.student_model();
-  if (cfg.grpo.value("anchor", std::string("teacher")) == "teacher") d.grpo["teacher"] = p.teacher_model();
+  // The teacher serves GRPO as its KL anchor and as the on-policy distillation teacher.
+  // (A malformed opd.weight is left for the grpo config's own check to name.)
+  const json* opd_weight = cfg.grpo.contains("opd") && cfg.grpo["opd"].is_object() && cfg.grpo["opd"].contains("weight")
+                               ? &cfg.grpo["opd"]["weight"] : nullptr;
+  const bool opd_on = opd_weight && opd_weight->is_number() && opd_weight->get<double>() > 0;
+  if (cfg.grpo.value("anchor", std::string("teacher")) == "teacher" || opd_on) d.grpo["teacher"] = p.teacher_model();
   d.grpo["data"]["prompts"] = p.data + "/rl.jsonl";
 
   d.eval = with_runtime(cfg.eval, cfg.runtime);

@@ -210,6 +210,32 @@ TEST_CASE("bad input: config values out of range name the key, the value and the
   }
 }
 
+TEST_CASE("bad input: on-policy distillation and pass-rate curriculum keys out of range or inconsistent", "[e2e][bad_input]") {
+  Case c = fresh_case("opd_curriculum");
+  struct Row {
+    std::string args;
+    std::vector<std::string> needles;
+  };
+  const std::vector<Row> rows = {
+      {"grpo in/grpo.json opd.weight=-1", {"'opd.weight'", "out of range", "in [0, 1000000]", "-1"}},
+      {"grpo in/grpo.json opd.wieght=1", {"opd.wieght", "weight"}},
+      {"grpo in/grpo.json curriculum.window=0", {"'curriculum.window'", "out of range", "in [1, 1000]"}},
+      {"grpo in/grpo.json curriculum.low=1", {"'curriculum.low'", "out of range", "in [0, 1)"}},
+      {"grpo in/grpo.json curriculum.high=0", {"'curriculum.high'", "out of range", "in (0, 1]"}},
+      {"grpo in/grpo.json curriculum.set_aside_epochs=0", {"'curriculum.set_aside_epochs'", "out of range", "in [1, 1000000]", "got 0"}},
+      {"grpo in/grpo.json curriculum.enabled=true curriculum.low=0.6 curriculum.high=0.5", {"curriculum.low", "low < high", "0.6"}},
+      {"grpo in/grpo.json opd.weight=1", {"teacher", "on-policy distillation"}},
+      {"grpo in/grpo.json rewards.verifiers=[]", {"rewards.verifiers", "opd.weight"}},
+      {"grpo in/grpo.json rewards.verifiers=[] opd.weight=1 teacher=in curriculum.enabled=true", {"curriculum.enabled", "verifier"}},
+  };
+  for (const auto& row : rows) {
+    auto r = refused(c, row.args);
+    INFO(row.args << " -> " << r.err);
+    for (const auto& n : row.needles) CHECK_THAT(r.err, Catch::Contains(n));
+    CHECK_FALSE(fs::exists(c.dir + "/run"));  // refused before the run directory is made
+  }
+}
+
 TEST_CASE("bad input: sizes the machine cannot hold are refused before allocating", "[e2e][bad_input]") {
   Case c = fresh_case("memory");
   auto r = refused(c, "sft in/sft.json model_config.hidden_size=1048576 model_config.intermediate_size=4194304");

@@ -7,11 +7,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
 #include "common/config.h"
 #include "common/error.h"
+#include "model/checkpoint.h"   // defines: save_model
+#include "model/transformer.h"  // defines: Qwen2ForCausalLM
 #include "rewards/verifier.h"
 #include "train/grpo.h"
 #include "train/grpo_loss.h"
@@ -32,7 +35,8 @@ const std::string kSrc = RETORT_SOURCE_DIR;
 // Rewards the share of the completion's characters that are the digit "7": dense enough that
 // a random policy gets a signal, learnable by raising the probability of tokens with a 7.
 // A row with "constant" scores that constant instead (an all-equal group); a row with
-// "length_reward" scores the completion's length in characters / 100 (groups that differ).
+// "length_reward" scores the completion's length in characters / 100 (groups that differ); a
+// row with "parity" scores 1 for an odd length (a pass rate strictly between 0 and 1).
 class TestVerifier : public retort::rewards::Verifier {
  public:
   retort::rewards::Score verify(const retort::rewards::Sample& s) const override {
@@ -41,6 +45,8 @@ class TestVerifier : public retort::rewards::Verifier {
       sc.reward = s.row["constant"].get<double>();
     } else if (s.row.contains("length_reward")) {
       sc.reward = static_cast<double>(s.completion.size()) / 100.0;
+    } else if (s.row.contains("parity")) {
+      sc.reward = static_cast<double>(s.completion.size() % 2);
     } else {
       size_t sevens = 0;
       for (char c : s.completion) sevens += c == '7';
@@ -599,4 +605,208 @@ TEST_CASE("grpo: one update's loss and gradient do not depend on micro-batches, 
     // A step with a gradient to compare (the entropy bonus has one whatever the rewards).
     if (std::string(aggregation) == "token") CHECK(first[0]["grad_norm"].get<double>() > 0.0);
   }
+}
+
+namespace {
+
+// A tiny model folder (the tiny config, the test tokenizer's vocabulary) from `seed`; with
+// `sharpen` the final norm is scaled so that its next-token distributions are peaked (a
+// teacher with something to teach, unlike a near-uniform random model).
+std::string write_tiny_model(const std::string& dir, uint64_t seed, double sharpen) {
+  torch::manual_seed(seed);
+  retort::Qwen2ForCausalLM model(retort::ModelConfig::from_json(tiny_model_config(), "test"));
+  if (sharpen != 1.0) {
+    torch::NoGradGuard ng;
+    for (auto& p : model->named_parameters())
+      if (p.key().find("norm") != std::string::npos && p.key().find("layers") == std::string::npos) p.value().mul_(sharpen);
+  }
+  fs::remove_all(dir);
+  retort::save_model(*model, dir);
+  return dir;
+}
+
+double mean_key(const std::vector<json>& metrics, const char* key, size_t from, size_t to) {
+  double s = 0;
+  for (size_t i = from; i < to; ++i) s += metrics[i][key].get<double>();
+  return s / static_cast<double>(to - from);
+}
+
+}  // namespace
+
+TEST_CASE("grpo: on-policy distillation alone (no verifier) trains and logs both parts", "[train]") {
+  const std::string run = kBin + "/test_runs/grpo_opd_alone";
+  fs::remove_all(run);
+  // The teacher is the student's initial weights with sharpened next-token distributions:
+  // something a few steps can learn (a second random model would be a random function to fit).
+  const std::string student = write_tiny_model(kBin + "/test_runs/grpo_opd_student", 99, 1.0);
+  const std::string teacher = write_tiny_model(kBin + "/test_runs/grpo_opd_teacher", 99, 12.0);
+  json cfg = tiny_config(run, write_jsonl("grpo_opd_prompts.jsonl", number_prompts(8)), "sevens");
+  cfg.erase("model_config");
+  cfg["model"] = student;
+  cfg["rewards"]["verifiers"] = json::array();
+  cfg["anchor"] = "teacher";
+  cfg["teacher"] = teacher;
+  cfg["opd"] = {{"weight", 1.0}};
+  cfg["loss"]["beta"] = 0.0;  // the distillation reward alone moves the policy
+  cfg["dynamic_sampling"] = {{"enabled", true}, {"max_retries", 2}};  // keeps every group: no verifier
+  cfg["steps"] = 12;
+  cfg["save_every"] = 0;
+  retort::GrpoResult r = retort::run_grpo(cfg, "test", {}, test_hooks());
+  REQUIRE(r.steps.size() == 12);
+  auto metrics = read_jsonl(run + "/metrics.jsonl");
+  REQUIRE(metrics.size() == 12);
+  for (const auto& m : metrics) {
+    INFO(m.dump());
+    for (const char* k : {"adv_verifier_mean", "adv_verifier_abs_mean", "adv_opd_mean", "adv_opd_abs_mean", "opd_reverse_kl", "loss"}) {
+      REQUIRE(m[k].is_number());
+      CHECK(std::isfinite(m[k].get<double>()));
+    }
+    CHECK(m["adv_verifier_abs_mean"].get<double>() == 0.0);  // no verifier: the advantage is the distillation's alone
+    CHECK(m["adv_opd_abs_mean"].get<double>() > 0.0);
+    CHECK(m["adv_opd_mean"].get<double>() == Approx(-m["opd_reverse_kl"].get<double>()));  // weight 1
+    CHECK(m["groups_dropped"] == 0);
+    CHECK(m["groups"] == 4);
+    CHECK(m["optimizer_steps"] == 1);  // the distillation advantage alone drives an update
+    CHECK(m["grad_norm"].get<double>() > 0.0);
+    CHECK(std::isfinite(m["grad_norm"].get<double>()));
+  }
+  // The sharpened teacher is far from the student on the student's own samples.
+  CHECK(mean_key(metrics, "opd_reverse_kl", 0, 4) > 0.5);
+  // The policy moved: the anchor's KL to the (fixed) teacher on the sampled tokens changes.
+  CHECK(metrics.front()["kl"] != metrics.back()["kl"]);
+  // chains.jsonl: each chain's mean per-token distillation advantage; the step's token-weighted
+  // mean of them is the metrics line's.
+  auto chains = read_jsonl(run + "/chains.jsonl");
+  REQUIRE(chains.size() == 12u * 32);
+  std::map<int64_t, std::pair<double, double>> per_step;  // step -> (sum of opd x length, tokens)
+  for (const auto& c : chains) {
+    REQUIRE(c["opd_advantage"].is_number());
+    CHECK(c["advantage"].get<double>() == 0.0);
+    auto& acc = per_step[c["step"].get<int64_t>()];
+    acc.first += c["opd_advantage"].get<double>() * c["length"].get<double>();
+    acc.second += c["length"].get<double>();
+  }
+  for (const auto& m : metrics) {
+    const auto& acc = per_step[m["step"].get<int64_t>()];
+    CHECK(acc.first / acc.second == Approx(m["adv_opd_mean"].get<double>()).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("grpo: with the student as its own teacher the distillation advantage is 0; grpo + opd logs both parts", "[train]") {
+  const std::string run = kBin + "/test_runs/grpo_opd_self";
+  fs::remove_all(run);
+  const std::string model = write_tiny_model(kBin + "/test_runs/grpo_opd_self_model", 5, 1.0);
+  std::vector<json> rows;
+  for (int i = 0; i < 8; ++i) rows.push_back({{"id", "p" + std::to_string(i)}, {"question", "Q" + std::to_string(i)}, {"answer", "1"}, {"parity", true}});
+  json cfg = tiny_config(run, write_jsonl("grpo_opd_self.jsonl", rows), "sevens");
+  cfg.erase("model_config");
+  cfg["model"] = model;
+  cfg["teacher"] = model;
+  cfg["anchor"] = "reference";  // the teacher is loaded on its own for the distillation
+  cfg["opd"] = {{"weight", 0.5}};
+  cfg["optim"]["lr"] = 0.0;  // the student stays the teacher at every step
+  cfg["steps"] = 3;
+  cfg["save_every"] = 0;
+  retort::run_grpo(cfg, "test", {}, test_hooks());
+  auto metrics = read_jsonl(run + "/metrics.jsonl");
+  REQUIRE(metrics.size() == 3);
+  for (const auto& m : metrics) {
+    INFO(m.dump());
+    // The sampler's log-probs and the teacher's forward pass agree up to float32 rounding.
+    CHECK(std::abs(m["adv_opd_abs_mean"].get<double>()) < 1e-4);
+    CHECK(std::abs(m["opd_reverse_kl"].get<double>()) < 1e-4);
+    CHECK(m["adv_verifier_abs_mean"].get<double>() > 0.0);  // the verifier's part is there
+  }
+  for (const auto& c : read_jsonl(run + "/chains.jsonl")) CHECK(std::abs(c["opd_advantage"].get<double>()) < 1e-4);
+}
+
+TEST_CASE("grpo: the pass-rate curriculum sets aside prompts always or never solved, then returns them", "[train]") {
+  std::vector<json> rows;
+  for (int i = 0; i < 2; ++i) rows.push_back({{"id", "always" + std::to_string(i)}, {"question", "A" + std::to_string(i)}, {"answer", "1"}, {"constant", 1.0}});
+  for (int i = 0; i < 2; ++i) rows.push_back({{"id", "never" + std::to_string(i)}, {"question", "N" + std::to_string(i)}, {"answer", "1"}, {"constant", 0.0}});
+  for (int i = 0; i < 4; ++i) rows.push_back({{"id", "parity" + std::to_string(i)}, {"question", "P" + std::to_string(i)}, {"answer", "1"}, {"parity", true}});
+  const std::string run = kBin + "/test_runs/grpo_curriculum";
+  fs::remove_all(run);
+  json cfg = tiny_config(run, write_jsonl("grpo_curriculum.jsonl", rows), "sevens");
+  cfg["prompts_per_step"] = 2;
+  cfg["group_size"] = 8;
+  cfg["steps"] = 16;
+  cfg["save_every"] = 0;
+  cfg["curriculum"] = {{"enabled", true}, {"window", 1}, {"low", 0.0}, {"high", 1.0}, {"set_aside_epochs", 1}};
+  retort::run_grpo(cfg, "test", {}, test_hooks());
+  auto metrics = read_jsonl(run + "/metrics.jsonl");
+  auto chains = read_jsonl(run + "/chains.jsonl");
+  REQUIRE(metrics.size() == 16);
+  std::map<int64_t, int64_t> epoch_of_step;
+  int64_t newly = 0, max_aside = 0, skipped = 0;
+  for (const auto& m : metrics) {
+    epoch_of_step[m["step"].get<int64_t>()] = m["epoch"].get<int64_t>();
+    newly += m["curriculum_set_aside_new"].get<int64_t>();
+    max_aside = std::max(max_aside, m["curriculum_set_aside"].get<int64_t>());
+    skipped += m["curriculum_skipped_draws"].get<int64_t>();
+  }
+  CHECK(newly >= 4);      // the four constant prompts, each time they come back
+  CHECK(max_aside >= 4);
+  CHECK(skipped >= 4);
+  // The epochs each prompt was sampled in (8 prompts, 2 per step: a step never spans two
+  // epochs here, so a step's epoch is its metrics line's).
+  std::map<std::string, std::set<int64_t>> epochs;
+  for (const auto& c : chains) epochs[c["prompt_id"].get<std::string>()].insert(epoch_of_step[c["step"].get<int64_t>()]);
+  const int64_t last_epoch = metrics.back()["epoch"].get<int64_t>();
+  REQUIRE(last_epoch >= 3);
+  for (const auto& kv : epochs) {
+    INFO(kv.first);
+    const bool constant = kv.first.rfind("parity", 0) != 0;
+    if (constant) {
+      CHECK(kv.second.size() >= 2);  // it came back
+      for (int64_t e : kv.second) CHECK(kv.second.count(e + 1) == 0);  // never in the epoch after one it was sampled in
+    } else {
+      CHECK(kv.second.count(1) == 1);  // a prompt with a pass rate in (0, 1) is never set aside
+    }
+  }
+}
+
+TEST_CASE("grpo: a run with the pass-rate curriculum killed with SIGKILL resumes with the same set-aside prompts", "[train]") {
+  std::string plugin = kBin + "/rewards/examples/example_plugin.so";
+  std::string bin = kBin + "/retort";
+  REQUIRE(fs::exists(bin));
+  REQUIRE(fs::exists(plugin));
+  std::vector<json> rows;
+  for (int i = 0; i < 3; ++i) rows.push_back({{"id", "e" + std::to_string(i)}, {"question", "Write " + std::to_string(i)}, {"answer", "1"}, {"keyword", "e"}});
+  for (int i = 0; i < 3; ++i) rows.push_back({{"id", "z" + std::to_string(i)}, {"question", "Say " + std::to_string(i)}, {"answer", "1"}, {"keyword", "zqzqz"}});
+  std::string prompts = write_jsonl("grpo_curriculum_resume.jsonl", rows);
+  auto run_cli = [&](const std::string& run_dir, bool kill_after_checkpoint) {
+    json cfg = tiny_config(run_dir, prompts, "keyword");
+    cfg["rewards"]["plugins"] = {plugin};
+    cfg["steps"] = 12;
+    cfg["save_every"] = 4;
+    cfg["keep_last"] = 2;
+    cfg["prompts_per_step"] = 2;
+    cfg["group_size"] = 4;
+    cfg["curriculum"] = {{"enabled", true}, {"window", 1}, {"low", 0.25}, {"high", 0.75}, {"set_aside_epochs", 2}};
+    return run_cli_config(bin, "grpo", cfg, run_dir, kill_after_checkpoint ? run_dir + "/checkpoints/step-4/trainer_state.json" : "");
+  };
+  std::string a = kBin + "/test_runs/grpo_curriculum_uninterrupted", b = kBin + "/test_runs/grpo_curriculum_killed";
+  run_uninterrupted_and_killed(run_cli, a, b);
+  // The checkpoint the resume starts from holds set-aside prompts: the state is what is tested.
+  json st = retort::load_json_file(b + "/checkpoints/step-4/trainer_state.json");
+  REQUIRE(st.contains("curriculum"));
+  CHECK(st["curriculum"]["set_aside_until_epoch"].size() > 0);
+  CHECK(run_cli(b, false) == 0);
+  auto ma = read_jsonl(a + "/metrics.jsonl"), mb = read_jsonl(b + "/metrics.jsonl");
+  REQUIRE(ma.size() == 12);
+  REQUIRE(mb.size() == 12);
+  int64_t set_aside_after_resume = 0;
+  for (size_t i = 0; i < ma.size(); ++i) {
+    INFO("step " << i + 1);
+    for (const char* k : {"step", "reward_mean", "loss", "kl", "grad_norm", "epoch", "curriculum_set_aside", "curriculum_set_aside_new",
+                          "curriculum_skipped_draws"})
+      CHECK(mb[i][k] == ma[i][k]);
+    if (i >= 4) set_aside_after_resume += ma[i]["curriculum_skipped_draws"].get<int64_t>();
+  }
+  CHECK(set_aside_after_resume > 0);  // prompts were skipped after the resume point
+  auto ca = read_jsonl(a + "/chains.jsonl"), cb = read_jsonl(b + "/chains.jsonl");
+  REQUIRE(ca.size() == 12u * 2 * 4);
+  REQUIRE(cb.size() == ca.size());
+  for (size_t i = 0; i < ca.size(); ++i) CHECK(cb[i] == ca[i]);
 }

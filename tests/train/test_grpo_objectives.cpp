@@ -323,3 +323,75 @@ TEST_CASE("group_advantages: eps <= 0 is refused (identical rewards would give N
   CHECK_THROWS_WITH(retort::group_advantages(rewards, 1, "group", 1e-4, "rloo"), Catch::Contains("group_size >= 2"));
   CHECK_THROWS_WITH(retort::group_advantages(rewards, 2, "group", 1e-4, "ppo"), Catch::Contains("rloo"));
 }
+
+TEST_CASE("grpo_loss: per-token advantages (on-policy distillation) against the reference", "[unit]") {
+  // The reference builds A_it = A_i + w (teacher_it - student_it) from the teacher's and the
+  // sampler's log-probs, then the loss token by token with A_it in place of A_i.
+  const json cases = load_cases();
+  REQUIRE(cases.at("token_advantage_cases").size() == 7);
+  int levels_seen = 0;
+  for (const auto& c : cases.at("token_advantage_cases")) {
+    const std::string name = c.at("name");
+    INFO("case " << name);
+    const auto& in = c.at("inputs");
+    const auto opt = options_of(c.at("options"));
+    auto mask = mat(in.at("mask"));
+    auto verifier = torch::tensor(in.at("verifier_adv").get<std::vector<double>>(), torch::kFloat64);
+    auto adv = retort::opd_token_advantages(verifier, mat(in.at("teacher")), mat(in.at("old")), mask, in.at("opd_weight").get<double>());
+    check_close(adv, mat(in.at("adv")), name + ": the per-token advantages");
+    CHECK_FALSE(adv.requires_grad());
+    auto logp = mat(in.at("logp")).requires_grad_(true);
+    retort::GrpoLossStats st;
+    auto loss = retort::grpo_loss(logp, mat(in.at("old")), mat(in.at("ref")), adv, mask, opt, &st);
+    loss.backward();
+    const auto& want = c.at("expected");
+    CHECK(loss.item<double>() == Approx(want.at("loss").get<double>()).epsilon(1e-9).margin(1e-12));
+    check_close(logp.grad(), mat(want.at("grad_logp")), name + ": d loss / d logp");
+    CHECK(st.kl == Approx(want.at("kl").get<double>()).epsilon(1e-9).margin(1e-12));
+    levels_seen |= opt.importance_level == "token" ? 1 : opt.importance_level == "sequence" ? 2 : 4;
+  }
+  CHECK(levels_seen == 7);
+}
+
+TEST_CASE("grpo_loss: advantages [N] and the same values broadcast to [N, L] give the same loss and gradient", "[unit]") {
+  torch::manual_seed(5);
+  auto old = -torch::rand({3, 5}, torch::kFloat64) * 2;
+  auto mask = torch::ones({3, 5}, torch::kFloat64);
+  mask.index_put_({1, torch::indexing::Slice(3)}, 0);
+  auto adv = torch::tensor({0.7, -1.2, 0.4}, torch::kFloat64);
+  for (const char* level : {"token", "sequence", "sequence_token"}) {
+    INFO(level);
+    retort::GrpoLossOptions o;
+    o.beta = 0;
+    o.dual_clip = 3.0;
+    o.importance_level = level;
+    torch::Tensor grads[2];
+    double values[2];
+    torch::manual_seed(17);
+    auto base = (old + 0.3 * torch::randn({3, 5}, torch::kFloat64)).detach();
+    for (int k = 0; k < 2; ++k) {
+      auto logp = base.clone().requires_grad_(true);
+      auto a = k == 0 ? adv : adv.unsqueeze(1).expand({3, 5}).contiguous();
+      auto loss = retort::grpo_loss(logp, old, {}, a, mask, o);
+      loss.backward();
+      values[k] = loss.item<double>();
+      grads[k] = logp.grad();
+    }
+    CHECK(values[0] == Approx(values[1]).epsilon(1e-14));
+    CHECK(torch::allclose(grads[0], grads[1], 1e-12, 1e-15));
+  }
+  // Neither [N + 1] nor [N, L + 1] is accepted.
+  retort::GrpoLossOptions o;
+  o.beta = 0;
+  CHECK_THROWS_WITH(retort::grpo_loss(old, old, {}, torch::zeros({4}, torch::kFloat64), mask, o), Catch::Contains("one per token"));
+  CHECK_THROWS_WITH(retort::grpo_loss(old, old, {}, torch::zeros({3, 6}, torch::kFloat64), mask, o), Catch::Contains("one per token"));
+}
+
+TEST_CASE("opd_token_advantages: identical student and teacher give the verifier advantage only; padding is 0", "[unit]") {
+  auto lp = -torch::rand({2, 4}, torch::kFloat64);
+  auto mask = torch::tensor({1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0}, torch::kFloat64).reshape({2, 4});
+  auto adv = retort::opd_token_advantages(torch::tensor({0.5, -0.25}, torch::kFloat64), lp, lp, mask, 3.0);
+  auto want = torch::tensor({0.5, 0.5, 0.5, 0.0, -0.25, -0.25, 0.0, 0.0}, torch::kFloat64).reshape({2, 4});
+  CHECK(torch::equal(adv, want));
+  CHECK_THROWS_WITH(retort::opd_token_advantages(torch::zeros({3}, torch::kFloat64), lp, lp, mask, 1.0), Catch::Contains("one value per sequence"));
+}
