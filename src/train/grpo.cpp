@@ -5,7 +5,6 @@
 #include <cmath>               // defines: std::sqrt, std::isnan
 #include <filesystem>          // defines: std::filesystem
 #include <random>              // defines: std::mt19937_64
-#include <functional>          // defines: std::function
 #include <map>                 // defines: std::map
 #include <set>                 // defines: std::set
 
@@ -187,6 +186,57 @@ struct Curriculum {
     for (const auto& e : st.at("recent_pass_rates")) recent[e.at(0).get<int64_t>()] = e.at(1).get<std::vector<double>>();
     for (const auto& e : st.at("set_aside_until_epoch")) set_aside_until[e.at(0).get<int64_t>()] = e.at(1).get<int64_t>();
   }
+};
+
+// Where training is in the prompts: the epoch, the next place in the epoch's order
+// (epoch_order of (seed, epoch)) and the pass-rate curriculum that skips set-aside prompts as
+// they come up. Together with the step, the whole RNG state of a run (trainer_state).
+class PromptOrder {
+ public:
+  PromptOrder(size_t n_prompts, uint64_t seed, const CurriculumConfig& cfg) : n_(n_prompts), seed_(seed) { curriculum_.cfg = cfg; }
+  // Continues at (epoch, cursor), as a checkpoint recorded them.
+  void seek(int64_t epoch, int64_t cursor) {
+    epoch_ = epoch;
+    cursor_ = cursor;
+    order_ = epoch_order(n_, seed_, epoch_);
+  }
+  // The next prompt the curriculum does not skip; the next epoch's order once this one is used
+  // up. Ends: every set-aside prompt returns after finitely many epochs.
+  int64_t next() {
+    for (;;) {
+      if (cursor_ >= static_cast<int64_t>(order_.size())) seek(epoch_ + 1, 0);
+      const int64_t p = order_[static_cast<size_t>(cursor_++)];
+      if (curriculum_.cfg.enabled && curriculum_.skips(p, epoch_)) {
+        ++skipped_draws_;
+        continue;
+      }
+      curriculum_.drawn_in[p] = epoch_;
+      return p;
+    }
+  }
+  // A new step: its count of skipped draws starts at 0.
+  void begin_step() { skipped_draws_ = 0; }
+  // The step's sampled groups, every rank's in rank order: prompts[i] (a PromptSet index, as
+  // a double) sampled with pass rate rates[i] (NaN: no verifier applied). -> how many prompts
+  // the curriculum set aside by them.
+  int64_t record(const std::vector<double>& prompts, const std::vector<double>& rates) {
+    int64_t newly = 0;
+    for (size_t i = 0; i < prompts.size(); ++i) newly += curriculum_.record(static_cast<int64_t>(prompts[i]), rates[i]);
+    return newly;
+  }
+  void restore_curriculum(const json& st) { curriculum_.restore(st); }
+  json curriculum_state() const { return curriculum_.state(); }
+  int64_t set_aside() const { return curriculum_.set_aside(epoch_); }  // prompts skipped in the current epoch
+  int64_t skipped_draws() const { return skipped_draws_; }               // this step's draws of set-aside prompts
+  int64_t epoch() const { return epoch_; }
+  int64_t cursor() const { return cursor_; }
+
+ private:
+  size_t n_;
+  uint64_t seed_;
+  int64_t epoch_ = 0, cursor_ = 0, skipped_draws_ = 0;
+  std::vector<int64_t> order_;
+  Curriculum curriculum_;
 };
 
 // ---- 1 trajectory: sample + score -----------------------------------------------------------
@@ -591,9 +641,10 @@ struct StepContext {
 // completion goes to the verifiers at once); with dynamic sampling (DAPO) groups whose rewards
 // are all equal teach nothing (zero advantage): they are dropped and more prompts are drawn,
 // at most max_retries more rounds. Under data parallel every rank draws the same prompts and
-// samples its slice of each round.
+// samples its slice of each round. Prompts come from `order` (the curriculum skips set-aside
+// ones).
 Trajectory generate_trajectory(Qwen2ForCausalLMImpl& policy, const StepContext& c, int64_t step,
-                               const std::function<int64_t()>& next_prompt) {
+                               PromptOrder& order) {
   const GrpoConfig& cfg = c.cfg;
   const int64_t B = cfg.prompts_per_step, G = cfg.group_size;
   Trajectory t;
@@ -602,7 +653,7 @@ Trajectory generate_trajectory(Qwen2ForCausalLMImpl& policy, const StepContext& 
     if (want <= 0) break;
     ++t.rounds;
     std::vector<int64_t> idx;
-    for (int64_t i = 0; i < want; ++i) idx.push_back(next_prompt());
+    for (int64_t i = 0; i < want; ++i) idx.push_back(order.next());
     ShardRange mine = shard_range(want, c.dist.rank(), c.dist.world_size());
     idx = std::vector<int64_t>(idx.begin() + mine.begin, idx.begin() + mine.end);
     int64_t kept_here = 0;
@@ -820,19 +871,12 @@ json step_metrics(const Trajectory& t, const std::vector<double>& rewards_all, c
   return rec;
 }
 
-}  // namespace
+// ---- setup ---------------------------------------------------------------------------------
 
-// ---------------------------------------------------------------------------------------------
-
-GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vector<std::string>& overrides,
-                    const GrpoHooks& hooks) {
-  // ---- setup: config ---------------------------------------------------------------------
-  json doc = doc_in;
-  for (const auto& o : overrides) apply_override(doc, o);
-  GrpoConfig cfg = parse_config<GrpoConfig>(doc, where);
-  // Dr. GRPO divides by N x the maximum completion length (not the batch's longest, which
-  // would make the loss depend on padding).
-  cfg.loss.max_completion_length = cfg.sampling.max_new_tokens;
+// The checks the binder cannot make, in this order: prompts given, exactly one of model /
+// model_config, positive sizes, a verifier (or on-policy distillation), the teachers, the
+// curriculum's bounds, the overlong mode, the anchor, then the train block's options.
+void check_grpo_config(const GrpoConfig& cfg, const std::string& where) {
   if (cfg.data.prompts.empty()) throw Error(ErrorInfo{"no prompts given", where, "data.prompts = a JSONL file", "\"\"", ""});
   if (cfg.model.empty() == cfg.model_config.is_null()) {
     throw Error(ErrorInfo{"give exactly one of 'model' (a checkpoint folder) and 'model_config' (a config.json object)", where,
@@ -880,87 +924,102 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
                           std::to_string(cfg.loss.beta), "set anchor=teacher or reference, or loss.beta=0"});
   }
   cfg.train.validate(where);
-  log_info(apply_runtime(cfg.runtime));
-  torch::Device device(resolve_device(cfg.runtime.device));
-  log_info("precision: " + apply_precision(cfg.runtime, device.str()));
-  const DistContext& dist = dist_context(device);
+}
+
+// The config with the overrides applied, checked (check_grpo_config).
+GrpoConfig parse_grpo_config(const json& doc_in, const std::string& where, const std::vector<std::string>& overrides) {
+  json doc = doc_in;
+  for (const auto& o : overrides) apply_override(doc, o);
+  GrpoConfig cfg = parse_config<GrpoConfig>(doc, where);
+  // Dr. GRPO divides by N x the maximum completion length (not the batch's longest, which
+  // would make the loss depend on padding).
+  cfg.loss.max_completion_length = cfg.sampling.max_new_tokens;
+  check_grpo_config(cfg, where);
+  return cfg;
+}
+
+// Data parallel (RANK/WORLD_SIZE set) takes one optimizer step per pass over the combined
+// batch: minibatches would split it differently on each rank.
+void check_data_parallel(const GrpoConfig& cfg, const DistContext& dist, const std::string& where) {
   if (dist.enabled() && cfg.minibatch_size > 0) {
     throw Error(ErrorInfo{"data parallel GRPO takes one optimizer step per pass over the whole batch", where + ": minibatch_size",
                           "minibatch_size = 0 under RANK/WORLD_SIZE", std::to_string(cfg.minibatch_size),
                           "set minibatch_size=0 (use mu for more updates per batch, grad_accum to bound memory)"});
   }
-  RunDir run(cfg.run_dir, /*lock=*/dist.is_main());  // ranks share the folder; rank 0 holds the lock
-  if (cfg.resume && latest_checkpoint(cfg.run_dir)) run.check_resumed_config(config_to_json(cfg), canonical_config<GrpoConfig>, kResumeFreeKeys);
-  if (dist.is_main()) run.save_resolved_config(config_to_json(cfg));
+}
 
-  // ---- setup: tokenizer, prompts, verifiers --------------------------------------------------
-  std::string tok_path = !cfg.tokenizer.empty() ? cfg.tokenizer : (fs::path(cfg.model) / "tokenizer.json").string();
-  Tokenizer tok = Tokenizer::from_file(tok_path);
-  std::string tokenizer_dir = fs::path(tok_path).parent_path().string();
-  PromptSet prompts = load_prompt_set(cfg.data, tok);
-  rewards::RewardSet reward_set(cfg.rewards, hooks.registry ? *hooks.registry : rewards::builtin_registry(), nullptr,
-                                /*allow_empty=*/cfg.opd.enabled());
+// The teacher checkpoint, frozen (eval mode, no gradients); its vocabulary must cover the
+// tokenizer's, as the anchor's and the distillation's log-probs index it by the policy's ids.
+Qwen2ForCausalLM load_teacher(const GrpoConfig& cfg, const Tokenizer& tok, torch::Device device) {
+  Qwen2ForCausalLM t = load_model(cfg.teacher, LoadOptions{device.str(), "auto"});
+  t->eval();
+  for (auto& p : t->parameters()) p.set_requires_grad(false);
+  if (t->config().vocab_size < tok.vocab_size()) {
+    throw Error(ErrorInfo{"the teacher's vocabulary does not cover the tokenizer", cfg.teacher,
+                          "vocab_size >= " + std::to_string(tok.vocab_size()), std::to_string(t->config().vocab_size),
+                          "the KL anchor and the distillation teacher must share the policy's tokenizer"});
+  }
+  return t;
+}
 
-  // ---- setup: models ----------------------------------------------------------------------------
-  // The policy; the reference copy is taken before any resume so that it is the initial policy.
-  Qwen2ForCausalLM policy = cfg.model.empty() ? Qwen2ForCausalLM(ModelConfig::from_json(cfg.model_config, where + ": model_config"))
-                                              : load_model(cfg.model, LoadOptions{device.str(), "float32"});
-  policy->to(device);
-  policy->train();
-  dist.broadcast(policy->parameters());  // every rank (and the reference copy) starts from rank 0's weights
-  if (policy->config().vocab_size < tok.vocab_size()) {
+// The run's models on `device`. anchor and opd_teacher are null when not configured.
+struct GrpoModels {
+  Qwen2ForCausalLM policy{nullptr};       // trained; float32, training mode
+  Qwen2ForCausalLM anchor{nullptr};       // the KL anchor: the frozen initial policy (reference) or the teacher
+  Qwen2ForCausalLM opd_teacher{nullptr};  // on-policy distillation's teacher: the anchor when the anchor is the teacher
+  bool opd_teacher_is_anchor = false;     // loaded once, its log-probs serve both (apply_opd)
+};
+
+// The policy (a checkpoint, or random weights from model_config), with rank 0's weights on
+// every rank and a vocabulary that covers the tokenizer's; then the anchor and the teacher.
+// The reference copy is taken here, before any resume, so that it is the initial policy.
+GrpoModels load_models(const GrpoConfig& cfg, const Tokenizer& tok, torch::Device device, const DistContext& dist,
+                       const std::string& where) {
+  GrpoModels m;
+  m.policy = cfg.model.empty() ? Qwen2ForCausalLM(ModelConfig::from_json(cfg.model_config, where + ": model_config"))
+                               : load_model(cfg.model, LoadOptions{device.str(), "float32"});
+  m.policy->to(device);
+  m.policy->train();
+  dist.broadcast(m.policy->parameters());  // every rank (and the reference copy) starts from rank 0's weights
+  if (m.policy->config().vocab_size < tok.vocab_size()) {
     throw Error(ErrorInfo{"the tokenizer has more tokens than the model's vocabulary", where, "vocab_size >= " + std::to_string(tok.vocab_size()),
-                          std::to_string(policy->config().vocab_size), "use the model's own tokenizer"});
+                          std::to_string(m.policy->config().vocab_size), "use the model's own tokenizer"});
   }
-  auto load_teacher = [&]() {
-    Qwen2ForCausalLM t = load_model(cfg.teacher, LoadOptions{device.str(), "auto"});
-    t->eval();
-    for (auto& p : t->parameters()) p.set_requires_grad(false);
-    if (t->config().vocab_size < tok.vocab_size()) {
-      throw Error(ErrorInfo{"the teacher's vocabulary does not cover the tokenizer", cfg.teacher,
-                            "vocab_size >= " + std::to_string(tok.vocab_size()), std::to_string(t->config().vocab_size),
-                            "the KL anchor and the distillation teacher must share the policy's tokenizer"});
-    }
-    return t;
-  };
-  Qwen2ForCausalLM anchor{nullptr};
   if (cfg.anchor == "reference") {
-    anchor = copy_model(*policy, device);
+    m.anchor = copy_model(*m.policy, device);
   } else if (cfg.anchor == "teacher") {
-    anchor = load_teacher();
+    m.anchor = load_teacher(cfg, tok, device);
   }
-  // On-policy distillation's teacher: the anchor when the anchor is the teacher (loaded once).
-  const bool opd_teacher_is_anchor = cfg.anchor == "teacher";
-  Qwen2ForCausalLM opd_teacher{nullptr};
-  if (cfg.opd.enabled()) opd_teacher = opd_teacher_is_anchor ? anchor : load_teacher();
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  std::vector<torch::Tensor> params;
-  for (auto& p : policy->named_parameters()) {
-    named.emplace_back(p.key(), p.value());
-    params.push_back(p.value());
-  }
-  AdamW optim(named, cfg.optim);
+  m.opd_teacher_is_anchor = cfg.anchor == "teacher";
+  if (cfg.opd.enabled()) m.opd_teacher = m.opd_teacher_is_anchor ? m.anchor : load_teacher(cfg, tok, device);
+  return m;
+}
 
-  SamplerOptions sampler;
-  sampler.group_size = cfg.group_size;
-  sampler.max_new_tokens = cfg.sampling.max_new_tokens;
-  sampler.temperature = cfg.sampling.temperature;
-  sampler.top_p = cfg.sampling.top_p;
-  sampler.top_k = cfg.sampling.top_k;
-  sampler.greedy = cfg.sampling.temperature <= 0;
-  const double lp_temperature = sampler.greedy ? 1.0 : cfg.sampling.temperature;  // as the sampler's log-probs
-  sampler.stop_token_ids = sampler_stop_ids(policy->config(), tok, ChatTemplate::by_name(cfg.data.format.chat_template));
-  sampler.kv_cache_mb = cfg.sampling.kv_cache_mb;
-  sampler.pad_token_id = 0;
+// The config's sampling options (B prompts x G completions, stopping at the chat template's
+// end-of-turn and the eos token); seeds are set per round (generate_trajectory).
+SamplerOptions sampler_options(const GrpoConfig& cfg, const ModelConfig& mc, const Tokenizer& tok) {
+  SamplerOptions s;
+  s.group_size = cfg.group_size;
+  s.max_new_tokens = cfg.sampling.max_new_tokens;
+  s.temperature = cfg.sampling.temperature;
+  s.top_p = cfg.sampling.top_p;
+  s.top_k = cfg.sampling.top_k;
+  s.greedy = cfg.sampling.temperature <= 0;
+  s.stop_token_ids = sampler_stop_ids(mc, tok, ChatTemplate::by_name(cfg.data.format.chat_template));
+  s.kv_cache_mb = cfg.sampling.kv_cache_mb;
+  s.pad_token_id = 0;
+  return s;
+}
 
-  // ---- setup: resume -----------------------------------------------------------------------
+// The newest checkpoint in run_dir (when resume is on), which must be a GRPO one of the same
+// world size: the weights, the optimizer, the place in the prompt order and the curriculum's
+// state. -> the step it was written at (0 = fresh).
+int64_t resume_from_checkpoint(const GrpoConfig& cfg, Qwen2ForCausalLMImpl& policy, AdamW& optim, const DistContext& dist,
+                               PromptOrder& order) {
   int64_t step = 0, epoch = 0, cursor = 0;
-  Curriculum curriculum;
-  curriculum.cfg = cfg.curriculum;
-  GrpoResult result;
   if (cfg.resume) {
     if (auto ckpt = latest_checkpoint(cfg.run_dir)) {
-      json st = load_training_checkpoint(*ckpt, *policy, optim);
+      json st = load_training_checkpoint(*ckpt, policy, optim);
       if (st.value("stage", "") != "grpo") {
         throw Error(ErrorInfo{"the run directory holds a checkpoint of another stage", *ckpt, "stage grpo", st.value("stage", "?"),
                               "give this GRPO run its own run_dir"});
@@ -969,55 +1028,169 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
       step = st.at("step");
       epoch = st.at("epoch");
       cursor = st.at("cursor");
-      if (cfg.curriculum.enabled) curriculum.restore(st.at("curriculum"));
-      result.resumed_from = step;
+      if (cfg.curriculum.enabled) order.restore_curriculum(st.at("curriculum"));
       log_info("resumed from " + *ckpt + " at step " + std::to_string(step));
     }
   }
-  // What a killed run wrote after its last checkpoint goes; the resumed run writes it again.
+  order.seek(epoch, cursor);
+  return step;
+}
+
+// The run's logs (rank 0; null elsewhere): metrics.jsonl and chains.jsonl. What a killed run
+// wrote after its last checkpoint (step) goes; the resumed run writes it again.
+struct RunLogs {
   std::unique_ptr<MetricsWriter> metrics;
   std::unique_ptr<ChainLog> chains;
+};
+
+RunLogs open_logs(const RunDir& run, const DistContext& dist, int64_t step) {
+  RunLogs logs;
   if (dist.is_main()) {
     truncate_jsonl_after_step(run.file("metrics.jsonl"), step);
     truncate_jsonl_after_step(run.file("chains.jsonl"), step);
-    metrics = std::make_unique<MetricsWriter>(run.file("metrics.jsonl"));
-    chains = std::make_unique<ChainLog>(run.file("chains.jsonl"));
+    logs.metrics = std::make_unique<MetricsWriter>(run.file("metrics.jsonl"));
+    logs.chains = std::make_unique<ChainLog>(run.file("chains.jsonl"));
+  }
+  return logs;
+}
+
+// ---- one step ------------------------------------------------------------------------------
+
+// On-policy distillation's metrics, over every rank: both parts of the advantage, the
+// verifier's (per chain) and the distillation's (per token, weighted), and the mean reverse
+// KL log pi_sampler - log pi_teacher per token.
+void add_opd_metrics(json& rec, const OpdStats& opd, const DistContext& dist) {
+  auto v = dist.sum({opd.opd_sum, opd.opd_abs_sum, opd.reverse_kl_sum, opd.tokens, opd.verifier_sum, opd.verifier_abs_sum,
+                     opd.chains, opd.teacher_s});
+  auto per = [](double x, double n) { return n > 0 ? json(x / n) : json(nullptr); };
+  rec["adv_verifier_mean"] = per(v[4], v[6]);
+  rec["adv_verifier_abs_mean"] = per(v[5], v[6]);
+  rec["adv_opd_mean"] = per(v[0], v[3]);
+  rec["adv_opd_abs_mean"] = per(v[1], v[3]);
+  rec["opd_reverse_kl"] = per(v[2], v[3]);
+  rec["time_opd_teacher_s"] = opd.teacher_s;
+}
+
+// One step (the 1-based step + 1): 1 trajectory (sample + score, dynamic sampling's extra
+// rounds; the curriculum records every sampled group), 2 advantages over the kept batch,
+// 3 update on the padded batch ([N, P+L], N = this rank's kept chains), 4 log its chains to
+// `chains` (null off rank 0). -> the step's metrics record (without the memory peak); fills sm.
+json train_step(const StepContext& c, GrpoModels& m, AdamW& optim, std::vector<torch::Tensor>& params, PromptOrder& order,
+                NonFiniteGuard& nonfinite, ChainLog* chains, int64_t step, GrpoStepMetrics& sm) {
+  const GrpoConfig& cfg = c.cfg;
+  const double t_step = now_seconds();
+  sm.step = step + 1;
+  const double lr = learning_rate(cfg.optim, step, cfg.steps);
+
+  // 1 trajectory: sample + score (+ dynamic sampling's extra rounds).
+  order.begin_step();
+  Trajectory traj = generate_trajectory(*m.policy, c, step, order);
+  // The curriculum sees every sampled group (dropped ones too), every rank's, in rank order.
+  int64_t newly_set_aside = 0;
+  if (cfg.curriculum.enabled) {
+    std::vector<double> ps = c.dist.all_gather(traj.sampled_prompt), rates = c.dist.all_gather(traj.sampled_pass_rate);
+    newly_set_aside = order.record(ps, rates);
+  }
+  // 2 advantages over the kept batch.
+  std::vector<double> rewards_all = compute_advantages(traj, c);
+  const int64_t n_global = static_cast<int64_t>(rewards_all.size());
+  sm.groups_dropped = traj.dropped;
+  sm.chains = n_global;
+  // 3 update. Under data parallel a rank may hold no group this step; it still joins every
+  //   gradient sum (with zeros), so that all ranks take the same optimizer steps.
+  UpdateStats upd;
+  OpdStats opd;
+  if (n_global > 0) {
+    GrpoBatch batch = gather_batch(traj.chains, c.prompts, c.sampler.pad_token_id, cfg.overlong == "mask");
+    if (cfg.opd.enabled() && !traj.chains.empty())
+      opd = apply_opd(batch, *m.opd_teacher, m.opd_teacher_is_anchor, cfg, c.device, c.lp_temperature);
+    upd = update_policy(m.policy.get(), m.anchor ? m.anchor.get() : nullptr, optim, params, batch, cfg, c.dist, c.device,
+                        c.lp_temperature, step, n_global, lr, nonfinite);
+    write_chains(traj.chains, upd, static_cast<bool>(m.anchor), step + 1, c.dist, chains, cfg.opd.enabled() ? &opd : nullptr);
   }
 
-  const uint64_t seed = static_cast<uint64_t>(cfg.runtime.seed);
-  std::vector<int64_t> order = epoch_order(prompts.records.size(), seed, epoch);
-  int64_t skipped_draws = 0;  // this step's draws of set-aside prompts (curriculum)
-  auto next_prompt = [&]() {
-    // Ends: every set-aside prompt returns after finitely many epochs.
-    for (;;) {
-      if (cursor >= static_cast<int64_t>(order.size())) {
-        ++epoch;
-        cursor = 0;
-        order = epoch_order(prompts.records.size(), seed, epoch);
-      }
-      const int64_t p = order[static_cast<size_t>(cursor++)];
-      if (curriculum.cfg.enabled && curriculum.skips(p, epoch)) {
-        ++skipped_draws;
-        continue;
-      }
-      curriculum.drawn_in[p] = epoch;
-      return p;
-    }
-  };
-  auto trainer_state = [&]() {
-    // The sampler's and the minibatch order's random streams are functions of (seed, step),
-    // so the step, the epoch and the cursor into the prompt order are the whole RNG state.
-    json st{{"step", step},
-                {"epoch", epoch},
-                {"cursor", cursor},
-                {"optimizer_steps", optim.steps_taken()},
-                {"seed", cfg.runtime.seed},
-                {"rng", {{"sampler", "splitmix64(seed, step, round)"}, {"minibatch_order", "mt19937_64(splitmix64(seed, step, 1000 + pass))"}}},
-                {"stage", "grpo"},
-                {"world_size", dist.world_size()}};
-    if (cfg.curriculum.enabled) st["curriculum"] = curriculum.state();  // per-prompt pass rates and set-aside epochs
-    return st;
-  };
+  // 4 log.
+  json rec = step_metrics(traj, rewards_all, upd, c, step + 1, lr, sm);
+  if (cfg.opd.enabled()) add_opd_metrics(rec, opd, c.dist);
+  if (cfg.curriculum.enabled) {
+    rec["curriculum_set_aside"] = order.set_aside();  // prompts skipped in the current epoch
+    rec["curriculum_set_aside_new"] = newly_set_aside;
+    rec["curriculum_skipped_draws"] = order.skipped_draws();
+    rec["epoch"] = order.epoch();
+  }
+  rec["time_step_s"] = now_seconds() - t_step;
+  return rec;
+}
+
+// ---- checkpoints -----------------------------------------------------------------------------
+
+// The checkpoint's trainer state. The sampler's and the minibatch order's random streams are
+// functions of (seed, step), so the step, the epoch and the cursor into the prompt order (and
+// the curriculum's per-prompt pass rates and set-aside epochs) are the whole RNG state.
+json trainer_state(const GrpoConfig& cfg, int64_t step, const PromptOrder& order, const AdamW& optim, const DistContext& dist) {
+  json st{{"step", step},
+          {"epoch", order.epoch()},
+          {"cursor", order.cursor()},
+          {"optimizer_steps", optim.steps_taken()},
+          {"seed", cfg.runtime.seed},
+          {"rng", {{"sampler", "splitmix64(seed, step, round)"}, {"minibatch_order", "mt19937_64(splitmix64(seed, step, 1000 + pass))"}}},
+          {"stage", "grpo"},
+          {"world_size", dist.world_size()}};
+  if (cfg.curriculum.enabled) st["curriculum"] = order.curriculum_state();
+  return st;
+}
+
+// A resumable checkpoint (rank 0): the policy, the optimizer and the trainer state, written
+// atomically; the last keep_last kept.
+void write_checkpoint(const StepContext& c, Qwen2ForCausalLMImpl& policy, int64_t step, const PromptOrder& order, const AdamW& optim,
+                      const std::string& tokenizer_dir) {
+  save_training_checkpoint(c.cfg.run_dir, step, policy, optim, trainer_state(c.cfg, step, order, optim, c.dist), tokenizer_dir,
+                           c.cfg.keep_last);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vector<std::string>& overrides,
+                    const GrpoHooks& hooks) {
+  // ---- setup: config, device, run directory -------------------------------------------------
+  GrpoConfig cfg = parse_grpo_config(doc_in, where, overrides);
+  log_info(apply_runtime(cfg.runtime));
+  torch::Device device(resolve_device(cfg.runtime.device));
+  log_info("precision: " + apply_precision(cfg.runtime, device.str()));
+  const DistContext& dist = dist_context(device);
+  check_data_parallel(cfg, dist, where);
+  RunDir run(cfg.run_dir, /*lock=*/dist.is_main());  // ranks share the folder; rank 0 holds the lock
+  if (cfg.resume && latest_checkpoint(cfg.run_dir)) run.check_resumed_config(config_to_json(cfg), canonical_config<GrpoConfig>, kResumeFreeKeys);
+  if (dist.is_main()) run.save_resolved_config(config_to_json(cfg));
+
+  // ---- setup: tokenizer, prompts, verifiers --------------------------------------------------
+  const std::string tok_path = !cfg.tokenizer.empty() ? cfg.tokenizer : (fs::path(cfg.model) / "tokenizer.json").string();
+  Tokenizer tok = Tokenizer::from_file(tok_path);
+  const std::string tokenizer_dir = fs::path(tok_path).parent_path().string();
+  const PromptSet prompts = load_prompt_set(cfg.data, tok);
+  rewards::RewardSet reward_set(cfg.rewards, hooks.registry ? *hooks.registry : rewards::builtin_registry(), nullptr,
+                                /*allow_empty=*/cfg.opd.enabled());
+
+  // ---- setup: models, optimizer, sampler ----------------------------------------------------
+  GrpoModels models = load_models(cfg, tok, device, dist, where);
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  std::vector<torch::Tensor> params;
+  for (auto& p : models.policy->named_parameters()) {
+    named.emplace_back(p.key(), p.value());
+    params.push_back(p.value());
+  }
+  AdamW optim(named, cfg.optim);
+  const SamplerOptions sampler = sampler_options(cfg, models.policy->config(), tok);
+  const double lp_temperature = sampler.greedy ? 1.0 : cfg.sampling.temperature;  // as the sampler's log-probs
+
+  // ---- setup: resume -----------------------------------------------------------------------
+  GrpoResult result;
+  PromptOrder order(prompts.records.size(), static_cast<uint64_t>(cfg.runtime.seed), cfg.curriculum);
+  int64_t step = resume_from_checkpoint(cfg, *models.policy, optim, dist, order);
+  result.resumed_from = step;
+  RunLogs logs = open_logs(run, dist, step);
 
   // ---- train -----------------------------------------------------------------------------------
   std::unique_ptr<ProgressBar> bar;
@@ -1028,86 +1201,34 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
   NonFiniteGuard nonfinite("grpo", cfg.optim.skip_nonfinite, cfg.run_dir);
   const StepContext ctx{cfg, prompts, reward_set, tok, dist, sampler, device, lp_temperature};
   while (step < cfg.steps) {
-    const double t_step = now_seconds();
     GrpoStepMetrics sm;
-    sm.step = step + 1;
-    const double lr = learning_rate(cfg.optim, step, cfg.steps);
-
-    // 1 trajectory: sample + score (+ dynamic sampling's extra rounds).
-    skipped_draws = 0;
-    Trajectory traj = generate_trajectory(*policy, ctx, step, next_prompt);
-    // The curriculum sees every sampled group (dropped ones too), every rank's, in rank order.
-    int64_t newly_set_aside = 0;
-    if (cfg.curriculum.enabled) {
-      std::vector<double> ps = dist.all_gather(traj.sampled_prompt), rates = dist.all_gather(traj.sampled_pass_rate);
-      for (size_t i = 0; i < ps.size(); ++i) newly_set_aside += curriculum.record(static_cast<int64_t>(ps[i]), rates[i]);
-    }
-    // 2 advantages over the kept batch.
-    std::vector<double> rewards_all = compute_advantages(traj, ctx);
-    const int64_t n_global = static_cast<int64_t>(rewards_all.size());
-    sm.groups_dropped = traj.dropped;
-    sm.chains = n_global;
-    // 3 update. Under data parallel a rank may hold no group this step; it still joins every
-    //   gradient sum (with zeros), so that all ranks take the same optimizer steps.
-    UpdateStats upd;
-    OpdStats opd;
-    if (n_global > 0) {
-      GrpoBatch batch = gather_batch(traj.chains, prompts, sampler.pad_token_id, cfg.overlong == "mask");
-      if (cfg.opd.enabled() && !traj.chains.empty())
-        opd = apply_opd(batch, *opd_teacher, opd_teacher_is_anchor, cfg, device, lp_temperature);
-      upd = update_policy(policy.get(), anchor ? anchor.get() : nullptr, optim, params, batch, cfg, dist, device, lp_temperature,
-                          step, n_global, lr, nonfinite);
-      write_chains(traj.chains, upd, static_cast<bool>(anchor), step + 1, dist, chains.get(), cfg.opd.enabled() ? &opd : nullptr);
-    }
+    json rec = train_step(ctx, models, optim, params, order, nonfinite, logs.chains.get(), step, sm);
     ++step;
-
-    // 4 log.
-    json rec = step_metrics(traj, rewards_all, upd, ctx, step, lr, sm);
-    if (cfg.opd.enabled()) {
-      // Both parts of the advantage: the verifier's (per chain) and the distillation's (per
-      // token, weighted), and the mean reverse KL log pi_sampler - log pi_teacher per token.
-      auto v = dist.sum({opd.opd_sum, opd.opd_abs_sum, opd.reverse_kl_sum, opd.tokens, opd.verifier_sum, opd.verifier_abs_sum,
-                         opd.chains, opd.teacher_s});
-      auto per = [](double x, double n) { return n > 0 ? json(x / n) : json(nullptr); };
-      rec["adv_verifier_mean"] = per(v[4], v[6]);
-      rec["adv_verifier_abs_mean"] = per(v[5], v[6]);
-      rec["adv_opd_mean"] = per(v[0], v[3]);
-      rec["adv_opd_abs_mean"] = per(v[1], v[3]);
-      rec["opd_reverse_kl"] = per(v[2], v[3]);
-      rec["time_opd_teacher_s"] = opd.teacher_s;
-    }
-    if (cfg.curriculum.enabled) {
-      rec["curriculum_set_aside"] = curriculum.set_aside(epoch);  // prompts skipped in the current epoch
-      rec["curriculum_set_aside_new"] = newly_set_aside;
-      rec["curriculum_skipped_draws"] = skipped_draws;
-      rec["epoch"] = epoch;
-    }
-    rec["time_step_s"] = now_seconds() - t_step;
     const MemoryPeak mem = memory_peak();
     rec["peak_rss_mb"] = mem.rss_bytes / 1048576.0;
     if (mem.cuda_bytes >= 0) rec["peak_cuda_mb"] = mem.cuda_bytes / 1048576.0;
     result.steps.push_back(sm);
     const bool last = step == cfg.steps;
-    if (metrics && cfg.log_every > 0 && (step % cfg.log_every == 0 || last)) metrics->write(rec);
+    if (logs.metrics && cfg.log_every > 0 && (step % cfg.log_every == 0 || last)) logs.metrics->write(rec);
     char suffix[128];
     std::snprintf(suffix, sizeof suffix, "reward %.3f kl %.4f", sm.reward_mean, sm.kl);
     if (bar) bar->update(step, suffix + memory_suffix(mem));
 
     // 9: checkpoint (rank 0); the chains of this step reach the disk first.
     if (dist.is_main() && ((cfg.save_every > 0 && step % cfg.save_every == 0) || last)) {
-      chains->flush();
-      save_training_checkpoint(cfg.run_dir, step, *policy, optim, trainer_state(), tokenizer_dir, cfg.keep_last);
+      logs.chains->flush();
+      write_checkpoint(ctx, *models.policy, step, order, optim, tokenizer_dir);
     }
   }
   if (bar) bar->finish();
-  if (chains) chains->flush();
+  if (logs.chains) logs.chains->flush();
 
   // ---- save --------------------------------------------------------------------------------------
   result.output_dir = cfg.output.empty() ? run.file("final") : cfg.output;
   if (!dist.is_main()) return result;  // rank 0 writes the model
   SaveOptions so;
   so.tokenizer_dir = tokenizer_dir;
-  save_final_model(*policy, result.output_dir, so);
+  save_final_model(*models.policy, result.output_dir, so);
   log_info("grpo: wrote " + result.output_dir);
   return result;
 }
