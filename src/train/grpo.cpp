@@ -412,6 +412,147 @@ struct UpdateStats {
   double anchor_s = 0, old_s = 0, update_s = 0;
 };
 
+// Rows `rows` ([n] int64) of a batch tensor, on `device`.
+torch::Tensor rows_on(const torch::Tensor& t, const torch::Tensor& rows, torch::Device device) {
+  return t.index_select(0, rows).to(device);
+}
+
+// 5: the anchor's log-probs (batch.ref_logprobs [N, L], unless apply_opd kept the teacher's),
+//    and each chain's mean KL to it under the sampling policy (k-estimator of the loss, with
+//    the same single definition: grpo_loss with A = 0, beta = 1) into u.chain_kl [N].
+void anchor_kl(Qwen2ForCausalLMImpl& anchor, GrpoBatch& batch, const GrpoConfig& cfg, torch::Device device, double lp_temperature,
+               UpdateStats& u) {
+  const int64_t N = batch.ids.size(0);
+  double t0 = now_seconds();
+  torch::NoGradGuard ng;
+  if (!batch.ref_logprobs.defined())  // already there when the teacher is the anchor and opd is on (apply_opd)
+    batch.ref_logprobs = completion_logprobs(anchor, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);  // [N, L]
+  GrpoLossOptions klo = cfg.loss;
+  klo.beta = 1.0;
+  klo.aggregation = "sequence";
+  klo.top_entropy_quantile = 1.0;  // the KL term only (no policy term, no entropy)
+  klo.entropy_coef = 0.0;
+  auto zero = torch::zeros({1});
+  for (int64_t i = 0; i < N; ++i) {
+    GrpoLossStats st;
+    grpo_loss(batch.sample_logprobs[i].unsqueeze(0), batch.sample_logprobs[i].unsqueeze(0), batch.ref_logprobs[i].unsqueeze(0),
+              zero, batch.completion_mask[i].unsqueeze(0), klo, &st);
+    u.chain_kl[static_cast<size_t>(i)] = st.kl;
+  }
+  u.anchor_s = now_seconds() - t0;
+}
+
+// What every micro-batch of stage 7 reads.
+struct UpdatePlan {
+  const GrpoConfig& cfg;
+  const GrpoBatch& batch;
+  torch::Device device;
+  double lp_temperature;
+  std::vector<int64_t> row_tokens;  // [N] real tokens of each row (packing's lengths)
+  bool old_in_pass;                 // old log-probs from the micro-batch's own forward (stage 6)
+};
+
+// The micro-batches of the minibatch perm[mb, mb + n_mb) (batch rows): grad_accum equal row
+// counts, or by the token budget (train.micro_batch_tokens; a row's length is its real tokens
+// when packed, else P + L).
+std::vector<std::vector<int64_t>> micro_batches(const UpdatePlan& p, const std::vector<int64_t>& perm, int64_t mb, int64_t n_mb) {
+  const GrpoConfig& cfg = p.cfg;
+  std::vector<std::vector<int64_t>> parts;
+  if (cfg.train.micro_batch_tokens > 0) {
+    std::vector<int64_t> mb_rows(perm.begin() + mb, perm.begin() + mb + n_mb), lengths;
+    for (int64_t r : mb_rows) lengths.push_back(cfg.train.packing ? p.row_tokens[static_cast<size_t>(r)] : p.batch.P + p.batch.L);
+    for (const auto& part : split_by_token_budget(lengths, cfg.train.micro_batch_tokens, cfg.train.packing)) {
+      parts.emplace_back();
+      for (int64_t i : part) parts.back().push_back(mb_rows[static_cast<size_t>(i)]);
+    }
+  } else {
+    const int64_t micro = (n_mb + cfg.grad_accum - 1) / cfg.grad_accum;
+    for (int64_t m0 = mb; m0 < mb + n_mb; m0 += micro)
+      parts.emplace_back(perm.begin() + m0, perm.begin() + std::min(m0 + micro, mb + n_mb));
+  }
+  return parts;
+}
+
+// A micro-batch's share of its minibatch's loss (each part weighted, as the loss's backward).
+struct MicroLoss {
+  double loss = 0, policy = 0, kl = 0;
+};
+
+// One micro-batch of rows `part` ([n] batch rows) in pass `pass`: the policy's forward ([n, L]
+// log-probs with autograd, and the per-token entropy), the old log-probs and the rollout
+// correction's weights ([n, L]), the clipped-surrogate loss weighted to the minibatch's
+// aggregate (denominators seq_denom sequences, tok_denom tokens), its backward, and its
+// statistics added to u.
+MicroLoss micro_step(Qwen2ForCausalLMImpl& policy, const UpdatePlan& p, const std::vector<int64_t>& part, int pass, double seq_denom,
+                     double tok_denom, UpdateStats& u) {
+  const GrpoConfig& cfg = p.cfg;
+  const GrpoBatch& batch = p.batch;
+  const RolloutCorrectionOptions& rc = cfg.loss.rollout_correction;
+  const int64_t n = static_cast<int64_t>(part.size());
+  auto rows = torch::tensor(part);
+  const bool packed = cfg.train.micro_batch_tokens > 0 && cfg.train.packing;
+  int64_t micro_tokens = 0;
+  for (int64_t r : part) micro_tokens += packed ? p.row_tokens[static_cast<size_t>(r)] : batch.P + batch.L;
+  // The per-token entropy comes from the same chunked head pass; it keeps its gradient
+  // only for an entropy bonus.
+  torch::Tensor entropy;  // [n, L]
+  auto logp = completion_logprobs(policy, batch, rows, 0, p.lp_temperature, p.device, packed,
+                                  cfg.train.checkpoint(micro_tokens, policy.config().hidden_size, policy.config().num_hidden_layers),
+                                  &entropy, /*entropy_grad=*/cfg.loss.entropy_coef != 0.0);  // [n, L], with autograd
+  auto mask = rows_on(batch.loss_mask, rows, p.device);
+  torch::Tensor old, is_weight;  // [n, L]
+  if (p.old_in_pass) {
+    old = logp.detach();
+    is_weight = rollout_correction_weight(old, rows_on(batch.sample_logprobs, rows, p.device), rows_on(batch.completion_mask, rows, p.device),
+                                          rc, &u.mismatch);  // sync point (its statistics)
+  } else {
+    old = rows_on(batch.old_logprobs, rows, p.device);
+    is_weight = rows_on(batch.is_weight, rows, p.device);
+  }
+  if (pass == 0) {
+    torch::NoGradGuard ng;
+    u.entropy_sum += entropy.detach().sum().item<double>();  // 0 off the completion
+    u.entropy_tokens += rows_on(batch.completion_mask, rows, p.device).sum().item<double>();
+  }
+  GrpoLossStats st;
+  auto loss = grpo_loss(logp, old, batch.ref_logprobs.defined() ? rows_on(batch.ref_logprobs, rows, p.device) : torch::Tensor(),
+                        rows_on(batch.advantages, rows, p.device), mask, cfg.loss, &st, entropy, is_weight);
+  // Weight of this micro-batch in the minibatch's aggregate (see grpo_loss.h):
+  //   sequence, dr_grpo with the default N x max_completion_length divisor: its share of sequences;
+  //   token: its share of tokens; dr_grpo with a set constant: 1 (sums add up).
+  double w = static_cast<double>(n) / seq_denom;
+  if (cfg.loss.aggregation == "token") w = tok_denom > 0 ? st.tokens / tok_denom : 0.0;
+  if (cfg.loss.aggregation == "dr_grpo" && cfg.loss.dr_grpo_constant > 0) w = 1.0;
+  (loss * w).backward();
+  u.agg.kl += st.kl * st.tokens;
+  u.agg.clip_low += st.clip_low * st.tokens;
+  u.agg.clip_high += st.clip_high * st.tokens;
+  u.agg.dual_clipped += st.dual_clipped * st.tokens;
+  u.agg.ratio_mean += st.ratio_mean * st.tokens;
+  u.agg.entropy_kept += st.entropy_kept * st.tokens;
+  u.agg.policy_loss += st.policy_loss * w;
+  u.agg.tokens += st.tokens;
+  u.update_tokens += rows_on(batch.attention_mask, rows, p.device).sum().item<int64_t>();  // sync point
+  return MicroLoss{st.loss * w, st.policy_loss * w, st.kl * w};
+}
+
+// Under data parallel: the update's sums over every rank (the statistics of the combined batch).
+void reduce_update_stats(UpdateStats& u, const DistContext& dist) {
+  auto v = dist.sum({u.loss_sum, u.agg.kl, u.agg.clip_low, u.agg.clip_high, u.agg.dual_clipped, u.agg.ratio_mean, u.agg.policy_loss,
+                     u.agg.tokens, static_cast<double>(u.update_tokens)});
+  u.loss_sum = v[0], u.agg.kl = v[1], u.agg.clip_low = v[2], u.agg.clip_high = v[3], u.agg.dual_clipped = v[4];
+  u.agg.ratio_mean = v[5], u.agg.policy_loss = v[6], u.agg.tokens = v[7], u.update_tokens = static_cast<int64_t>(v[8]);
+  RolloutMismatchStats& mm = u.mismatch;
+  auto w = dist.sum({mm.tokens, mm.abs_sum, mm.over, mm.capped, mm.sequences, mm.masked, mm.weight_sum, u.entropy_sum,
+                     u.entropy_tokens, u.agg.entropy_kept});
+  mm.tokens = w[0], mm.abs_sum = w[1], mm.over = w[2], mm.capped = w[3], mm.sequences = w[4], mm.masked = w[5];
+  mm.weight_sum = w[6], u.entropy_sum = w[7], u.entropy_tokens = w[8], u.agg.entropy_kept = w[9];
+  mm.abs_max = dist.max(mm.abs_max);
+}
+
+// Stages 5-7 on this rank's batch (ids [N, P+L], N chains; n_global over every rank):
+// anchor KL, old log-probs, then mu passes of minibatch optimizer steps. Sets
+// batch.ref_logprobs / old_logprobs / is_weight ([N, L]) on the way.
 UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* anchor, AdamW& optim,
                           std::vector<torch::Tensor>& params, GrpoBatch& batch, const GrpoConfig& cfg,
                           const DistContext& dist, torch::Device device, double lp_temperature, int64_t step,
@@ -420,29 +561,9 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
   u.agg.entropy_kept = 0;  // a token-weighted sum below
   const int64_t N = batch.ids.size(0);
   u.chain_kl.assign(static_cast<size_t>(N), std::nan(""));
-  auto on_device = [&](const torch::Tensor& t, const torch::Tensor& rows) { return t.index_select(0, rows).to(device); };
 
-  // 5: the anchor's log-probs, and each chain's mean KL to it under the sampling policy
-  //    (k-estimator of the loss, with the same single definition: grpo_loss with A = 0, beta = 1).
-  if (anchor && N > 0) {
-    double t0 = now_seconds();
-    torch::NoGradGuard ng;
-    if (!batch.ref_logprobs.defined())  // already there when the teacher is the anchor and opd is on (apply_opd)
-      batch.ref_logprobs = completion_logprobs(*anchor, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);  // [N, L]
-    GrpoLossOptions klo = cfg.loss;
-    klo.beta = 1.0;
-    klo.aggregation = "sequence";
-    klo.top_entropy_quantile = 1.0;  // the KL term only (no policy term, no entropy)
-    klo.entropy_coef = 0.0;
-    auto zero = torch::zeros({1});
-    for (int64_t i = 0; i < N; ++i) {
-      GrpoLossStats st;
-      grpo_loss(batch.sample_logprobs[i].unsqueeze(0), batch.sample_logprobs[i].unsqueeze(0), batch.ref_logprobs[i].unsqueeze(0),
-                zero, batch.completion_mask[i].unsqueeze(0), klo, &st);
-      u.chain_kl[static_cast<size_t>(i)] = st.kl;
-    }
-    u.anchor_s = now_seconds() - t0;
-  }
+  // 5: the anchor's log-probs and each chain's KL to it.
+  if (anchor && N > 0) anchor_kl(*anchor, batch, cfg, device, lp_temperature, u);
 
   const int64_t M = cfg.minibatch_size > 0 ? std::min(cfg.minibatch_size, N) : N;
   // Data parallel: minibatch_size is 0, so one minibatch (this rank's whole slice) per pass.
@@ -457,24 +578,24 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
   //    mismatch with the sampler's log-probs is measured and, as configured, corrected
   //    (rollout_correction_weight in grpo_loss.h).
   const bool old_in_pass = cfg.mu == 1 && n_minibatches == 1;
-  const RolloutCorrectionOptions& rc = cfg.loss.rollout_correction;
   if (!old_in_pass && N > 0) {
     double t0 = now_seconds();
     torch::NoGradGuard ng;
     policy->eval();
     batch.old_logprobs = completion_logprobs(*policy, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);
     policy->train();
-    batch.is_weight = rollout_correction_weight(batch.old_logprobs, batch.sample_logprobs, batch.completion_mask, rc, &u.mismatch);
+    batch.is_weight = rollout_correction_weight(batch.old_logprobs, batch.sample_logprobs, batch.completion_mask,
+                                                cfg.loss.rollout_correction, &u.mismatch);
     u.old_s = now_seconds() - t0;
   }
 
   // 7: mu passes over the batch; each minibatch is one optimizer step, accumulated over
   //    grad_accum micro-batches whose losses are weighted to the minibatch's aggregation.
   double t0 = now_seconds();
-  std::vector<int64_t> row_tokens(static_cast<size_t>(N));  // real tokens of each row (packing's lengths)
+  UpdatePlan plan{cfg, batch, device, lp_temperature, std::vector<int64_t>(static_cast<size_t>(N)), old_in_pass};
   {
     auto counts = batch.attention_mask.sum(1);
-    for (int64_t i = 0; i < N; ++i) row_tokens[static_cast<size_t>(i)] = counts[i].item<int64_t>();
+    for (int64_t i = 0; i < N; ++i) plan.row_tokens[static_cast<size_t>(i)] = counts[i].item<int64_t>();
   }
   for (int pass = 0; pass < cfg.mu; ++pass) {
     std::vector<int64_t> perm(static_cast<size_t>(N));
@@ -490,71 +611,13 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
       // data parallel): each rank's loss is its share, and the gradient sum is the total.
       const double seq_denom = dist.enabled() ? static_cast<double>(n_global) : static_cast<double>(n_mb);
       const double tok_denom = dist.enabled() ? dist.sum(mb_tokens) : mb_tokens;  // sync point
-      // The minibatch's micro-batches: grad_accum equal row counts, or by the token budget.
-      std::vector<std::vector<int64_t>> parts;
-      if (cfg.train.micro_batch_tokens > 0) {
-        std::vector<int64_t> mb_rows(perm.begin() + mb, perm.begin() + mb + n_mb), lengths;
-        for (int64_t r : mb_rows) lengths.push_back(cfg.train.packing ? row_tokens[static_cast<size_t>(r)] : batch.P + batch.L);
-        for (const auto& part : split_by_token_budget(lengths, cfg.train.micro_batch_tokens, cfg.train.packing)) {
-          parts.emplace_back();
-          for (int64_t i : part) parts.back().push_back(mb_rows[static_cast<size_t>(i)]);
-        }
-      } else {
-        const int64_t micro = (n_mb + cfg.grad_accum - 1) / cfg.grad_accum;
-        for (int64_t m0 = mb; m0 < mb + n_mb; m0 += micro)
-          parts.emplace_back(perm.begin() + m0, perm.begin() + std::min(m0 + micro, mb + n_mb));
-      }
       double mb_loss = 0;
       std::map<std::string, double> mb_parts;  // policy and kl terms of this minibatch, for the non-finite check
-      for (const auto& part : parts) {
-        const int64_t n = static_cast<int64_t>(part.size());
-        auto rows = torch::tensor(part);
-        const bool packed = cfg.train.micro_batch_tokens > 0 && cfg.train.packing;
-        int64_t micro_tokens = 0;
-        for (int64_t r : part) micro_tokens += packed ? row_tokens[static_cast<size_t>(r)] : batch.P + batch.L;
-        // The per-token entropy comes from the same chunked head pass; it keeps its gradient
-        // only for an entropy bonus.
-        torch::Tensor entropy;  // [n, L]
-        auto logp = completion_logprobs(*policy, batch, rows, 0, lp_temperature, device, packed,
-                                        cfg.train.checkpoint(micro_tokens, policy->config().hidden_size, policy->config().num_hidden_layers),
-                                        &entropy, /*entropy_grad=*/cfg.loss.entropy_coef != 0.0);  // [n, L], with autograd
-        auto mask = on_device(batch.loss_mask, rows);
-        torch::Tensor old, is_weight;  // [n, L]
-        if (old_in_pass) {
-          old = logp.detach();
-          is_weight = rollout_correction_weight(old, on_device(batch.sample_logprobs, rows), on_device(batch.completion_mask, rows), rc,
-                                                &u.mismatch);  // sync point (its statistics)
-        } else {
-          old = on_device(batch.old_logprobs, rows);
-          is_weight = on_device(batch.is_weight, rows);
-        }
-        if (pass == 0) {
-          torch::NoGradGuard ng;
-          u.entropy_sum += entropy.detach().sum().item<double>();  // 0 off the completion
-          u.entropy_tokens += on_device(batch.completion_mask, rows).sum().item<double>();
-        }
-        GrpoLossStats st;
-        auto loss = grpo_loss(logp, old, batch.ref_logprobs.defined() ? on_device(batch.ref_logprobs, rows) : torch::Tensor(),
-                              on_device(batch.advantages, rows), mask, cfg.loss, &st, entropy, is_weight);
-        // Weight of this micro-batch in the minibatch's aggregate (see grpo_loss.h):
-        //   sequence, dr_grpo with the default N x max_completion_length divisor: its share of sequences;
-        //   token: its share of tokens; dr_grpo with a set constant: 1 (sums add up).
-        double w = static_cast<double>(n) / seq_denom;
-        if (cfg.loss.aggregation == "token") w = tok_denom > 0 ? st.tokens / tok_denom : 0.0;
-        if (cfg.loss.aggregation == "dr_grpo" && cfg.loss.dr_grpo_constant > 0) w = 1.0;
-        (loss * w).backward();
-        mb_loss += st.loss * w;
-        mb_parts["policy"] += st.policy_loss * w;
-        mb_parts["kl"] += st.kl * w;
-        u.agg.kl += st.kl * st.tokens;
-        u.agg.clip_low += st.clip_low * st.tokens;
-        u.agg.clip_high += st.clip_high * st.tokens;
-        u.agg.dual_clipped += st.dual_clipped * st.tokens;
-        u.agg.ratio_mean += st.ratio_mean * st.tokens;
-        u.agg.entropy_kept += st.entropy_kept * st.tokens;
-        u.agg.policy_loss += st.policy_loss * w;
-        u.agg.tokens += st.tokens;
-        u.update_tokens += on_device(batch.attention_mask, rows).sum().item<int64_t>();  // sync point
+      for (const auto& part : micro_batches(plan, perm, mb, n_mb)) {
+        const MicroLoss l = micro_step(*policy, plan, part, pass, seq_denom, tok_denom, u);
+        mb_loss += l.loss;
+        mb_parts["policy"] += l.policy;
+        mb_parts["kl"] += l.kl;
       }
       dist.all_reduce_gradients(params);  // sync point (no-op in a single process)
       u.grad_norm = clip_grad_norm(params, cfg.optim.grad_clip);
@@ -565,18 +628,7 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
     }
   }
   u.update_s = now_seconds() - t0;
-  if (dist.enabled()) {
-    auto v = dist.sum({u.loss_sum, u.agg.kl, u.agg.clip_low, u.agg.clip_high, u.agg.dual_clipped, u.agg.ratio_mean, u.agg.policy_loss,
-                       u.agg.tokens, static_cast<double>(u.update_tokens)});
-    u.loss_sum = v[0], u.agg.kl = v[1], u.agg.clip_low = v[2], u.agg.clip_high = v[3], u.agg.dual_clipped = v[4];
-    u.agg.ratio_mean = v[5], u.agg.policy_loss = v[6], u.agg.tokens = v[7], u.update_tokens = static_cast<int64_t>(v[8]);
-    RolloutMismatchStats& mm = u.mismatch;
-    auto w = dist.sum({mm.tokens, mm.abs_sum, mm.over, mm.capped, mm.sequences, mm.masked, mm.weight_sum, u.entropy_sum,
-                       u.entropy_tokens, u.agg.entropy_kept});
-    mm.tokens = w[0], mm.abs_sum = w[1], mm.over = w[2], mm.capped = w[3], mm.sequences = w[4], mm.masked = w[5];
-    mm.weight_sum = w[6], u.entropy_sum = w[7], u.entropy_tokens = w[8], u.agg.entropy_kept = w[9];
-    mm.abs_max = dist.max(mm.abs_max);
-  }
+  if (dist.enabled()) reduce_update_stats(u, dist);
   return u;
 }
 
@@ -637,6 +689,24 @@ struct StepContext {
   double lp_temperature;          // the sampler's log-prob temperature (1 when greedy)
 };
 
+// The pass rate of group g (rows g*G .. g*G+G-1 of the table): the share of its completions
+// that every applicable verifier passed, over those that some verifier applied to; NaN when
+// none applied.
+double group_pass_rate(const rewards::RewardTable& table, int64_t g, int64_t G) {
+  int64_t passed = 0, applicable = 0;
+  for (int64_t j = 0; j < G; ++j) {
+    bool any = false, all = true;
+    for (int k = 0; k < table.k; ++k) {
+      if (std::isnan(table.reward(static_cast<int>(g * G + j), k))) continue;
+      any = true;
+      all = all && table.passed[static_cast<size_t>(g * G + j) * table.k + k] != 0;
+    }
+    applicable += any;
+    passed += any && all;
+  }
+  return applicable > 0 ? static_cast<double>(passed) / applicable : std::nan("");
+}
+
 // 1 trajectory: B prompts x G completions through the one scored-rollout path (each finished
 // completion goes to the verifiers at once); with dynamic sampling (DAPO) groups whose rewards
 // are all equal teach nothing (zero advantage): they are dropped and more prompts are drawn,
@@ -678,21 +748,8 @@ Trajectory generate_trajectory(Qwen2ForCausalLMImpl& policy, const StepContext& 
       for (int64_t g = 0; g < static_cast<int64_t>(idx.size()); ++g) {
         const bool equal = all_equal(s.table.total, static_cast<size_t>(g * G), static_cast<size_t>(G));
         t.all_equal_groups += equal;
-        {
-          int64_t passed = 0, applicable = 0;
-          for (int64_t j = 0; j < G; ++j) {
-            bool any = false, all = true;
-            for (int k = 0; k < s.table.k; ++k) {
-              if (std::isnan(s.table.reward(static_cast<int>(g * G + j), k))) continue;
-              any = true;
-              all = all && s.table.passed[static_cast<size_t>(g * G + j) * s.table.k + k] != 0;
-            }
-            applicable += any;
-            passed += any && all;
-          }
-          t.sampled_prompt.push_back(static_cast<double>(idx[static_cast<size_t>(g)]));
-          t.sampled_pass_rate.push_back(applicable > 0 ? static_cast<double>(passed) / applicable : std::nan(""));
-        }
+        t.sampled_prompt.push_back(static_cast<double>(idx[static_cast<size_t>(g)]));
+        t.sampled_pass_rate.push_back(group_pass_rate(s.table, g, G));
         for (int64_t j = 0; j < G; ++j) t.sampled_tokens += static_cast<int64_t>(s.rollout.completions[static_cast<size_t>(g * G + j)].size());
         // Without a verifier (on-policy distillation alone) every group is equal and every
         // group still has its per-token advantage: none is dropped.
@@ -768,23 +825,14 @@ void write_chains(std::vector<Chain>& chains, const UpdateStats& u, bool has_anc
   }
 }
 
-// 4 log (metrics): rewards per verifier, pass rates, KL, clipping, lengths, stage times; of the
-// combined batch (the dist calls return their input in a single process).
-json step_metrics(const Trajectory& t, const std::vector<double>& rewards_all, const UpdateStats& u, const StepContext& c,
-                  int64_t step, double lr, GrpoStepMetrics& sm) {
+// The kept chains' metrics, of the combined batch: reward, pass rate per verifier, completion
+// lengths, truncated share and the sampled tokens' mean -log p.
+void chain_metrics(const Trajectory& t, const StepContext& c, json& rec) {
   const std::vector<std::string>& vnames = c.rewards.names();
   const DistContext& dist = c.dist;
-  json rec = {{"step", step}};
-  rec["groups_all_equal"] = t.all_equal_groups;
-  rec["groups_dropped"] = t.dropped;
-  rec["sampling_rounds"] = t.rounds;
-  rec["groups"] = t.groups_global;
-  MeanStd total = mean_std(rewards_all);
-  rec["reward_mean"] = finite_or_null(total.mean);
-  rec["reward_std"] = finite_or_null(total.std);
   std::vector<std::vector<double>> per(vnames.size());
   std::vector<int64_t> passed(vnames.size(), 0), applicable(vnames.size(), 0);
-  std::vector<double> lengths, kls(u.chain_kl);
+  std::vector<double> lengths;
   int64_t truncated = 0;
   double neg_logp = 0, comp_tokens = 0;
   for (const auto& ch : t.chains) {
@@ -825,8 +873,12 @@ json step_metrics(const Trajectory& t, const std::vector<double>& rewards_all, c
   rec["completion_length_max"] = lengths.empty() ? json(nullptr) : json(*std::max_element(lengths.begin(), lengths.end()));
   rec["truncated_share"] = lengths.empty() ? json(nullptr) : json(static_cast<double>(truncated) / lengths.size());
   // Mean -log p of the sampled tokens under the sampler: the entropy's Monte Carlo estimate
-  // (unbiased only without top-k / top-p); "entropy" below is the exact per-token entropy.
+  // (unbiased only without top-k / top-p); "entropy" (rollout_metrics) is the exact per-token entropy.
   rec["neg_logp_mean"] = comp_tokens > 0 ? json(neg_logp / comp_tokens) : json(nullptr);
+}
+
+// The first pass's per-token entropy, and the sampler vs trainer mismatch and its correction.
+void rollout_metrics(const UpdateStats& u, json& rec) {
   // The policy's per-token entropy at the sampling temperature over the completion tokens, from
   // the first pass's training forwards.
   rec["entropy"] = u.entropy_tokens > 0 ? json(u.entropy_sum / u.entropy_tokens) : json(nullptr);
@@ -839,8 +891,24 @@ json step_metrics(const Trajectory& t, const std::vector<double>& rewards_all, c
   rec["rollout_weight_mean"] = compared ? json(mm.weight_sum / mm.tokens) : json(nullptr);  // 1: nothing corrected
   rec["rollout_capped_frac"] = compared ? json(mm.capped / mm.tokens) : json(nullptr);      // tis: tokens truncated at the cap
   rec["rollout_masked_frac"] = mm.sequences > 0 ? json(mm.masked / mm.sequences) : json(nullptr);  // sequence_mask: sequences dropped
-  kls = dist.all_gather(kls);
-  MeanStd kl = mean_std(kls);
+}
+
+// 4 log (metrics): rewards per verifier, pass rates, KL, clipping, lengths, stage times; of the
+// combined batch (the dist calls return their input in a single process).
+json step_metrics(const Trajectory& t, const std::vector<double>& rewards_all, const UpdateStats& u, const StepContext& c,
+                  int64_t step, double lr, GrpoStepMetrics& sm) {
+  const DistContext& dist = c.dist;
+  json rec = {{"step", step}};
+  rec["groups_all_equal"] = t.all_equal_groups;
+  rec["groups_dropped"] = t.dropped;
+  rec["sampling_rounds"] = t.rounds;
+  rec["groups"] = t.groups_global;
+  MeanStd total = mean_std(rewards_all);
+  rec["reward_mean"] = finite_or_null(total.mean);
+  rec["reward_std"] = finite_or_null(total.std);
+  chain_metrics(t, c, rec);
+  rollout_metrics(u, rec);
+  MeanStd kl = mean_std(dist.all_gather(u.chain_kl));
   sm.kl = kl.mean;
   rec["kl"] = finite_or_null(kl.mean);
   const GrpoLossStats& agg = u.agg;
