@@ -5,7 +5,6 @@
 #include <cmath>               // defines: std::sqrt, std::isnan
 #include <filesystem>          // defines: std::filesystem
 #include <random>              // defines: std::mt19937_64
-#include <functional>          // defines: std::function
 #include <map>                 // defines: std::map
 #include <set>                 // defines: std::set
 
@@ -189,6 +188,57 @@ struct Curriculum {
   }
 };
 
+// Where training is in the prompts: the epoch, the next place in the epoch's order
+// (epoch_order of (seed, epoch)) and the pass-rate curriculum that skips set-aside prompts as
+// they come up. Together with the step, the whole RNG state of a run (trainer_state).
+class PromptOrder {
+ public:
+  PromptOrder(size_t n_prompts, uint64_t seed, const CurriculumConfig& cfg) : n_(n_prompts), seed_(seed) { curriculum_.cfg = cfg; }
+  // Continues at (epoch, cursor), as a checkpoint recorded them.
+  void seek(int64_t epoch, int64_t cursor) {
+    epoch_ = epoch;
+    cursor_ = cursor;
+    order_ = epoch_order(n_, seed_, epoch_);
+  }
+  // The next prompt the curriculum does not skip; the next epoch's order once this one is used
+  // up. Ends: every set-aside prompt returns after finitely many epochs.
+  int64_t next() {
+    for (;;) {
+      if (cursor_ >= static_cast<int64_t>(order_.size())) seek(epoch_ + 1, 0);
+      const int64_t p = order_[static_cast<size_t>(cursor_++)];
+      if (curriculum_.cfg.enabled && curriculum_.skips(p, epoch_)) {
+        ++skipped_draws_;
+        continue;
+      }
+      curriculum_.drawn_in[p] = epoch_;
+      return p;
+    }
+  }
+  // A new step: its count of skipped draws starts at 0.
+  void begin_step() { skipped_draws_ = 0; }
+  // The step's sampled groups, every rank's in rank order: prompts[i] (a PromptSet index, as
+  // a double) sampled with pass rate rates[i] (NaN: no verifier applied). -> how many prompts
+  // the curriculum set aside by them.
+  int64_t record(const std::vector<double>& prompts, const std::vector<double>& rates) {
+    int64_t newly = 0;
+    for (size_t i = 0; i < prompts.size(); ++i) newly += curriculum_.record(static_cast<int64_t>(prompts[i]), rates[i]);
+    return newly;
+  }
+  void restore_curriculum(const json& st) { curriculum_.restore(st); }
+  json curriculum_state() const { return curriculum_.state(); }
+  int64_t set_aside() const { return curriculum_.set_aside(epoch_); }  // prompts skipped in the current epoch
+  int64_t skipped_draws() const { return skipped_draws_; }               // this step's draws of set-aside prompts
+  int64_t epoch() const { return epoch_; }
+  int64_t cursor() const { return cursor_; }
+
+ private:
+  size_t n_;
+  uint64_t seed_;
+  int64_t epoch_ = 0, cursor_ = 0, skipped_draws_ = 0;
+  std::vector<int64_t> order_;
+  Curriculum curriculum_;
+};
+
 // ---- 1 trajectory: sample + score -----------------------------------------------------------
 
 // One chain of the step: a completion of a prompt with its rewards, advantage and KL. The
@@ -362,6 +412,147 @@ struct UpdateStats {
   double anchor_s = 0, old_s = 0, update_s = 0;
 };
 
+// Rows `rows` ([n] int64) of a batch tensor, on `device`.
+torch::Tensor rows_on(const torch::Tensor& t, const torch::Tensor& rows, torch::Device device) {
+  return t.index_select(0, rows).to(device);
+}
+
+// 5: the anchor's log-probs (batch.ref_logprobs [N, L], unless apply_opd kept the teacher's),
+//    and each chain's mean KL to it under the sampling policy (k-estimator of the loss, with
+//    the same single definition: grpo_loss with A = 0, beta = 1) into u.chain_kl [N].
+void anchor_kl(Qwen2ForCausalLMImpl& anchor, GrpoBatch& batch, const GrpoConfig& cfg, torch::Device device, double lp_temperature,
+               UpdateStats& u) {
+  const int64_t N = batch.ids.size(0);
+  double t0 = now_seconds();
+  torch::NoGradGuard ng;
+  if (!batch.ref_logprobs.defined())  // already there when the teacher is the anchor and opd is on (apply_opd)
+    batch.ref_logprobs = completion_logprobs(anchor, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);  // [N, L]
+  GrpoLossOptions klo = cfg.loss;
+  klo.beta = 1.0;
+  klo.aggregation = "sequence";
+  klo.top_entropy_quantile = 1.0;  // the KL term only (no policy term, no entropy)
+  klo.entropy_coef = 0.0;
+  auto zero = torch::zeros({1});
+  for (int64_t i = 0; i < N; ++i) {
+    GrpoLossStats st;
+    grpo_loss(batch.sample_logprobs[i].unsqueeze(0), batch.sample_logprobs[i].unsqueeze(0), batch.ref_logprobs[i].unsqueeze(0),
+              zero, batch.completion_mask[i].unsqueeze(0), klo, &st);
+    u.chain_kl[static_cast<size_t>(i)] = st.kl;
+  }
+  u.anchor_s = now_seconds() - t0;
+}
+
+// What every micro-batch of stage 7 reads.
+struct UpdatePlan {
+  const GrpoConfig& cfg;
+  const GrpoBatch& batch;
+  torch::Device device;
+  double lp_temperature;
+  std::vector<int64_t> row_tokens;  // [N] real tokens of each row (packing's lengths)
+  bool old_in_pass;                 // old log-probs from the micro-batch's own forward (stage 6)
+};
+
+// The micro-batches of the minibatch perm[mb, mb + n_mb) (batch rows): grad_accum equal row
+// counts, or by the token budget (train.micro_batch_tokens; a row's length is its real tokens
+// when packed, else P + L).
+std::vector<std::vector<int64_t>> micro_batches(const UpdatePlan& p, const std::vector<int64_t>& perm, int64_t mb, int64_t n_mb) {
+  const GrpoConfig& cfg = p.cfg;
+  std::vector<std::vector<int64_t>> parts;
+  if (cfg.train.micro_batch_tokens > 0) {
+    std::vector<int64_t> mb_rows(perm.begin() + mb, perm.begin() + mb + n_mb), lengths;
+    for (int64_t r : mb_rows) lengths.push_back(cfg.train.packing ? p.row_tokens[static_cast<size_t>(r)] : p.batch.P + p.batch.L);
+    for (const auto& part : split_by_token_budget(lengths, cfg.train.micro_batch_tokens, cfg.train.packing)) {
+      parts.emplace_back();
+      for (int64_t i : part) parts.back().push_back(mb_rows[static_cast<size_t>(i)]);
+    }
+  } else {
+    const int64_t micro = (n_mb + cfg.grad_accum - 1) / cfg.grad_accum;
+    for (int64_t m0 = mb; m0 < mb + n_mb; m0 += micro)
+      parts.emplace_back(perm.begin() + m0, perm.begin() + std::min(m0 + micro, mb + n_mb));
+  }
+  return parts;
+}
+
+// A micro-batch's share of its minibatch's loss (each part weighted, as the loss's backward).
+struct MicroLoss {
+  double loss = 0, policy = 0, kl = 0;
+};
+
+// One micro-batch of rows `part` ([n] batch rows) in pass `pass`: the policy's forward ([n, L]
+// log-probs with autograd, and the per-token entropy), the old log-probs and the rollout
+// correction's weights ([n, L]), the clipped-surrogate loss weighted to the minibatch's
+// aggregate (denominators seq_denom sequences, tok_denom tokens), its backward, and its
+// statistics added to u.
+MicroLoss micro_step(Qwen2ForCausalLMImpl& policy, const UpdatePlan& p, const std::vector<int64_t>& part, int pass, double seq_denom,
+                     double tok_denom, UpdateStats& u) {
+  const GrpoConfig& cfg = p.cfg;
+  const GrpoBatch& batch = p.batch;
+  const RolloutCorrectionOptions& rc = cfg.loss.rollout_correction;
+  const int64_t n = static_cast<int64_t>(part.size());
+  auto rows = torch::tensor(part);
+  const bool packed = cfg.train.micro_batch_tokens > 0 && cfg.train.packing;
+  int64_t micro_tokens = 0;
+  for (int64_t r : part) micro_tokens += packed ? p.row_tokens[static_cast<size_t>(r)] : batch.P + batch.L;
+  // The per-token entropy comes from the same chunked head pass; it keeps its gradient
+  // only for an entropy bonus.
+  torch::Tensor entropy;  // [n, L]
+  auto logp = completion_logprobs(policy, batch, rows, 0, p.lp_temperature, p.device, packed,
+                                  cfg.train.checkpoint(micro_tokens, policy.config().hidden_size, policy.config().num_hidden_layers),
+                                  &entropy, /*entropy_grad=*/cfg.loss.entropy_coef != 0.0);  // [n, L], with autograd
+  auto mask = rows_on(batch.loss_mask, rows, p.device);
+  torch::Tensor old, is_weight;  // [n, L]
+  if (p.old_in_pass) {
+    old = logp.detach();
+    is_weight = rollout_correction_weight(old, rows_on(batch.sample_logprobs, rows, p.device), rows_on(batch.completion_mask, rows, p.device),
+                                          rc, &u.mismatch);  // sync point (its statistics)
+  } else {
+    old = rows_on(batch.old_logprobs, rows, p.device);
+    is_weight = rows_on(batch.is_weight, rows, p.device);
+  }
+  if (pass == 0) {
+    torch::NoGradGuard ng;
+    u.entropy_sum += entropy.detach().sum().item<double>();  // 0 off the completion
+    u.entropy_tokens += rows_on(batch.completion_mask, rows, p.device).sum().item<double>();
+  }
+  GrpoLossStats st;
+  auto loss = grpo_loss(logp, old, batch.ref_logprobs.defined() ? rows_on(batch.ref_logprobs, rows, p.device) : torch::Tensor(),
+                        rows_on(batch.advantages, rows, p.device), mask, cfg.loss, &st, entropy, is_weight);
+  // Weight of this micro-batch in the minibatch's aggregate (see grpo_loss.h):
+  //   sequence, dr_grpo with the default N x max_completion_length divisor: its share of sequences;
+  //   token: its share of tokens; dr_grpo with a set constant: 1 (sums add up).
+  double w = static_cast<double>(n) / seq_denom;
+  if (cfg.loss.aggregation == "token") w = tok_denom > 0 ? st.tokens / tok_denom : 0.0;
+  if (cfg.loss.aggregation == "dr_grpo" && cfg.loss.dr_grpo_constant > 0) w = 1.0;
+  (loss * w).backward();
+  u.agg.kl += st.kl * st.tokens;
+  u.agg.clip_low += st.clip_low * st.tokens;
+  u.agg.clip_high += st.clip_high * st.tokens;
+  u.agg.dual_clipped += st.dual_clipped * st.tokens;
+  u.agg.ratio_mean += st.ratio_mean * st.tokens;
+  u.agg.entropy_kept += st.entropy_kept * st.tokens;
+  u.agg.policy_loss += st.policy_loss * w;
+  u.agg.tokens += st.tokens;
+  u.update_tokens += rows_on(batch.attention_mask, rows, p.device).sum().item<int64_t>();  // sync point
+  return MicroLoss{st.loss * w, st.policy_loss * w, st.kl * w};
+}
+
+// Under data parallel: the update's sums over every rank (the statistics of the combined batch).
+void reduce_update_stats(UpdateStats& u, const DistContext& dist) {
+  auto v = dist.sum({u.loss_sum, u.agg.kl, u.agg.clip_low, u.agg.clip_high, u.agg.dual_clipped, u.agg.ratio_mean, u.agg.policy_loss,
+                     u.agg.tokens, static_cast<double>(u.update_tokens)});
+  u.loss_sum = v[0], u.agg.kl = v[1], u.agg.clip_low = v[2], u.agg.clip_high = v[3], u.agg.dual_clipped = v[4];
+  u.agg.ratio_mean = v[5], u.agg.policy_loss = v[6], u.agg.tokens = v[7], u.update_tokens = static_cast<int64_t>(v[8]);
+  RolloutMismatchStats& mm = u.mismatch;
+  auto w = dist.sum({mm.tokens, mm.abs_sum, mm.over, mm.capped, mm.sequences, mm.masked, mm.weight_sum, u.entropy_sum,
+                     u.entropy_tokens, u.agg.entropy_kept});
+  mm.tokens = w[0], mm.abs_sum = w[1], mm.over = w[2], mm.capped = w[3], mm.sequences = w[4], mm.masked = w[5];
+  mm.weight_sum = w[6], u.entropy_sum = w[7], u.entropy_tokens = w[8], u.agg.entropy_kept = w[9];
+  mm.abs_max = dist.max(mm.abs_max);
+}
+
+// Stages 5-7 on this rank's batch (ids [N, P+L], N chains; n_global over every rank):
+// anchor KL, old log-probs, then mu passes of minibatch optimizer steps. Sets
+// batch.ref_logprobs / old_logprobs / is_weight ([N, L]) on the way.
 UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* anchor, AdamW& optim,
                           std::vector<torch::Tensor>& params, GrpoBatch& batch, const GrpoConfig& cfg,
                           const DistContext& dist, torch::Device device, double lp_temperature, int64_t step,
@@ -370,29 +561,9 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
   u.agg.entropy_kept = 0;  // a token-weighted sum below
   const int64_t N = batch.ids.size(0);
   u.chain_kl.assign(static_cast<size_t>(N), std::nan(""));
-  auto on_device = [&](const torch::Tensor& t, const torch::Tensor& rows) { return t.index_select(0, rows).to(device); };
 
-  // 5: the anchor's log-probs, and each chain's mean KL to it under the sampling policy
-  //    (k-estimator of the loss, with the same single definition: grpo_loss with A = 0, beta = 1).
-  if (anchor && N > 0) {
-    double t0 = now_seconds();
-    torch::NoGradGuard ng;
-    if (!batch.ref_logprobs.defined())  // already there when the teacher is the anchor and opd is on (apply_opd)
-      batch.ref_logprobs = completion_logprobs(*anchor, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);  // [N, L]
-    GrpoLossOptions klo = cfg.loss;
-    klo.beta = 1.0;
-    klo.aggregation = "sequence";
-    klo.top_entropy_quantile = 1.0;  // the KL term only (no policy term, no entropy)
-    klo.entropy_coef = 0.0;
-    auto zero = torch::zeros({1});
-    for (int64_t i = 0; i < N; ++i) {
-      GrpoLossStats st;
-      grpo_loss(batch.sample_logprobs[i].unsqueeze(0), batch.sample_logprobs[i].unsqueeze(0), batch.ref_logprobs[i].unsqueeze(0),
-                zero, batch.completion_mask[i].unsqueeze(0), klo, &st);
-      u.chain_kl[static_cast<size_t>(i)] = st.kl;
-    }
-    u.anchor_s = now_seconds() - t0;
-  }
+  // 5: the anchor's log-probs and each chain's KL to it.
+  if (anchor && N > 0) anchor_kl(*anchor, batch, cfg, device, lp_temperature, u);
 
   const int64_t M = cfg.minibatch_size > 0 ? std::min(cfg.minibatch_size, N) : N;
   // Data parallel: minibatch_size is 0, so one minibatch (this rank's whole slice) per pass.
@@ -407,24 +578,24 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
   //    mismatch with the sampler's log-probs is measured and, as configured, corrected
   //    (rollout_correction_weight in grpo_loss.h).
   const bool old_in_pass = cfg.mu == 1 && n_minibatches == 1;
-  const RolloutCorrectionOptions& rc = cfg.loss.rollout_correction;
   if (!old_in_pass && N > 0) {
     double t0 = now_seconds();
     torch::NoGradGuard ng;
     policy->eval();
     batch.old_logprobs = completion_logprobs(*policy, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);
     policy->train();
-    batch.is_weight = rollout_correction_weight(batch.old_logprobs, batch.sample_logprobs, batch.completion_mask, rc, &u.mismatch);
+    batch.is_weight = rollout_correction_weight(batch.old_logprobs, batch.sample_logprobs, batch.completion_mask,
+                                                cfg.loss.rollout_correction, &u.mismatch);
     u.old_s = now_seconds() - t0;
   }
 
   // 7: mu passes over the batch; each minibatch is one optimizer step, accumulated over
   //    grad_accum micro-batches whose losses are weighted to the minibatch's aggregation.
   double t0 = now_seconds();
-  std::vector<int64_t> row_tokens(static_cast<size_t>(N));  // real tokens of each row (packing's lengths)
+  UpdatePlan plan{cfg, batch, device, lp_temperature, std::vector<int64_t>(static_cast<size_t>(N)), old_in_pass};
   {
     auto counts = batch.attention_mask.sum(1);
-    for (int64_t i = 0; i < N; ++i) row_tokens[static_cast<size_t>(i)] = counts[i].item<int64_t>();
+    for (int64_t i = 0; i < N; ++i) plan.row_tokens[static_cast<size_t>(i)] = counts[i].item<int64_t>();
   }
   for (int pass = 0; pass < cfg.mu; ++pass) {
     std::vector<int64_t> perm(static_cast<size_t>(N));
@@ -440,71 +611,13 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
       // data parallel): each rank's loss is its share, and the gradient sum is the total.
       const double seq_denom = dist.enabled() ? static_cast<double>(n_global) : static_cast<double>(n_mb);
       const double tok_denom = dist.enabled() ? dist.sum(mb_tokens) : mb_tokens;  // sync point
-      // The minibatch's micro-batches: grad_accum equal row counts, or by the token budget.
-      std::vector<std::vector<int64_t>> parts;
-      if (cfg.train.micro_batch_tokens > 0) {
-        std::vector<int64_t> mb_rows(perm.begin() + mb, perm.begin() + mb + n_mb), lengths;
-        for (int64_t r : mb_rows) lengths.push_back(cfg.train.packing ? row_tokens[static_cast<size_t>(r)] : batch.P + batch.L);
-        for (const auto& part : split_by_token_budget(lengths, cfg.train.micro_batch_tokens, cfg.train.packing)) {
-          parts.emplace_back();
-          for (int64_t i : part) parts.back().push_back(mb_rows[static_cast<size_t>(i)]);
-        }
-      } else {
-        const int64_t micro = (n_mb + cfg.grad_accum - 1) / cfg.grad_accum;
-        for (int64_t m0 = mb; m0 < mb + n_mb; m0 += micro)
-          parts.emplace_back(perm.begin() + m0, perm.begin() + std::min(m0 + micro, mb + n_mb));
-      }
       double mb_loss = 0;
       std::map<std::string, double> mb_parts;  // policy and kl terms of this minibatch, for the non-finite check
-      for (const auto& part : parts) {
-        const int64_t n = static_cast<int64_t>(part.size());
-        auto rows = torch::tensor(part);
-        const bool packed = cfg.train.micro_batch_tokens > 0 && cfg.train.packing;
-        int64_t micro_tokens = 0;
-        for (int64_t r : part) micro_tokens += packed ? row_tokens[static_cast<size_t>(r)] : batch.P + batch.L;
-        // The per-token entropy comes from the same chunked head pass; it keeps its gradient
-        // only for an entropy bonus.
-        torch::Tensor entropy;  // [n, L]
-        auto logp = completion_logprobs(*policy, batch, rows, 0, lp_temperature, device, packed,
-                                        cfg.train.checkpoint(micro_tokens, policy->config().hidden_size, policy->config().num_hidden_layers),
-                                        &entropy, /*entropy_grad=*/cfg.loss.entropy_coef != 0.0);  // [n, L], with autograd
-        auto mask = on_device(batch.loss_mask, rows);
-        torch::Tensor old, is_weight;  // [n, L]
-        if (old_in_pass) {
-          old = logp.detach();
-          is_weight = rollout_correction_weight(old, on_device(batch.sample_logprobs, rows), on_device(batch.completion_mask, rows), rc,
-                                                &u.mismatch);  // sync point (its statistics)
-        } else {
-          old = on_device(batch.old_logprobs, rows);
-          is_weight = on_device(batch.is_weight, rows);
-        }
-        if (pass == 0) {
-          torch::NoGradGuard ng;
-          u.entropy_sum += entropy.detach().sum().item<double>();  // 0 off the completion
-          u.entropy_tokens += on_device(batch.completion_mask, rows).sum().item<double>();
-        }
-        GrpoLossStats st;
-        auto loss = grpo_loss(logp, old, batch.ref_logprobs.defined() ? on_device(batch.ref_logprobs, rows) : torch::Tensor(),
-                              on_device(batch.advantages, rows), mask, cfg.loss, &st, entropy, is_weight);
-        // Weight of this micro-batch in the minibatch's aggregate (see grpo_loss.h):
-        //   sequence, dr_grpo with the default N x max_completion_length divisor: its share of sequences;
-        //   token: its share of tokens; dr_grpo with a set constant: 1 (sums add up).
-        double w = static_cast<double>(n) / seq_denom;
-        if (cfg.loss.aggregation == "token") w = tok_denom > 0 ? st.tokens / tok_denom : 0.0;
-        if (cfg.loss.aggregation == "dr_grpo" && cfg.loss.dr_grpo_constant > 0) w = 1.0;
-        (loss * w).backward();
-        mb_loss += st.loss * w;
-        mb_parts["policy"] += st.policy_loss * w;
-        mb_parts["kl"] += st.kl * w;
-        u.agg.kl += st.kl * st.tokens;
-        u.agg.clip_low += st.clip_low * st.tokens;
-        u.agg.clip_high += st.clip_high * st.tokens;
-        u.agg.dual_clipped += st.dual_clipped * st.tokens;
-        u.agg.ratio_mean += st.ratio_mean * st.tokens;
-        u.agg.entropy_kept += st.entropy_kept * st.tokens;
-        u.agg.policy_loss += st.policy_loss * w;
-        u.agg.tokens += st.tokens;
-        u.update_tokens += on_device(batch.attention_mask, rows).sum().item<int64_t>();  // sync point
+      for (const auto& part : micro_batches(plan, perm, mb, n_mb)) {
+        const MicroLoss l = micro_step(*policy, plan, part, pass, seq_denom, tok_denom, u);
+        mb_loss += l.loss;
+        mb_parts["policy"] += l.policy;
+        mb_parts["kl"] += l.kl;
       }
       dist.all_reduce_gradients(params);  // sync point (no-op in a single process)
       u.grad_norm = clip_grad_norm(params, cfg.optim.grad_clip);
@@ -515,18 +628,7 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
     }
   }
   u.update_s = now_seconds() - t0;
-  if (dist.enabled()) {
-    auto v = dist.sum({u.loss_sum, u.agg.kl, u.agg.clip_low, u.agg.clip_high, u.agg.dual_clipped, u.agg.ratio_mean, u.agg.policy_loss,
-                       u.agg.tokens, static_cast<double>(u.update_tokens)});
-    u.loss_sum = v[0], u.agg.kl = v[1], u.agg.clip_low = v[2], u.agg.clip_high = v[3], u.agg.dual_clipped = v[4];
-    u.agg.ratio_mean = v[5], u.agg.policy_loss = v[6], u.agg.tokens = v[7], u.update_tokens = static_cast<int64_t>(v[8]);
-    RolloutMismatchStats& mm = u.mismatch;
-    auto w = dist.sum({mm.tokens, mm.abs_sum, mm.over, mm.capped, mm.sequences, mm.masked, mm.weight_sum, u.entropy_sum,
-                       u.entropy_tokens, u.agg.entropy_kept});
-    mm.tokens = w[0], mm.abs_sum = w[1], mm.over = w[2], mm.capped = w[3], mm.sequences = w[4], mm.masked = w[5];
-    mm.weight_sum = w[6], u.entropy_sum = w[7], u.entropy_tokens = w[8], u.agg.entropy_kept = w[9];
-    mm.abs_max = dist.max(mm.abs_max);
-  }
+  if (dist.enabled()) reduce_update_stats(u, dist);
   return u;
 }
 
@@ -587,13 +689,32 @@ struct StepContext {
   double lp_temperature;          // the sampler's log-prob temperature (1 when greedy)
 };
 
+// The pass rate of group g (rows g*G .. g*G+G-1 of the table): the share of its completions
+// that every applicable verifier passed, over those that some verifier applied to; NaN when
+// none applied.
+double group_pass_rate(const rewards::RewardTable& table, int64_t g, int64_t G) {
+  int64_t passed = 0, applicable = 0;
+  for (int64_t j = 0; j < G; ++j) {
+    bool any = false, all = true;
+    for (int k = 0; k < table.k; ++k) {
+      if (std::isnan(table.reward(static_cast<int>(g * G + j), k))) continue;
+      any = true;
+      all = all && table.passed[static_cast<size_t>(g * G + j) * table.k + k] != 0;
+    }
+    applicable += any;
+    passed += any && all;
+  }
+  return applicable > 0 ? static_cast<double>(passed) / applicable : std::nan("");
+}
+
 // 1 trajectory: B prompts x G completions through the one scored-rollout path (each finished
 // completion goes to the verifiers at once); with dynamic sampling (DAPO) groups whose rewards
 // are all equal teach nothing (zero advantage): they are dropped and more prompts are drawn,
 // at most max_retries more rounds. Under data parallel every rank draws the same prompts and
-// samples its slice of each round.
+// samples its slice of each round. Prompts come from `order` (the curriculum skips set-aside
+// ones).
 Trajectory generate_trajectory(Qwen2ForCausalLMImpl& policy, const StepContext& c, int64_t step,
-                               const std::function<int64_t()>& next_prompt) {
+                               PromptOrder& order) {
   const GrpoConfig& cfg = c.cfg;
   const int64_t B = cfg.prompts_per_step, G = cfg.group_size;
   Trajectory t;
@@ -602,7 +723,7 @@ Trajectory generate_trajectory(Qwen2ForCausalLMImpl& policy, const StepContext& 
     if (want <= 0) break;
     ++t.rounds;
     std::vector<int64_t> idx;
-    for (int64_t i = 0; i < want; ++i) idx.push_back(next_prompt());
+    for (int64_t i = 0; i < want; ++i) idx.push_back(order.next());
     ShardRange mine = shard_range(want, c.dist.rank(), c.dist.world_size());
     idx = std::vector<int64_t>(idx.begin() + mine.begin, idx.begin() + mine.end);
     int64_t kept_here = 0;
@@ -627,21 +748,8 @@ Trajectory generate_trajectory(Qwen2ForCausalLMImpl& policy, const StepContext& 
       for (int64_t g = 0; g < static_cast<int64_t>(idx.size()); ++g) {
         const bool equal = all_equal(s.table.total, static_cast<size_t>(g * G), static_cast<size_t>(G));
         t.all_equal_groups += equal;
-        {
-          int64_t passed = 0, applicable = 0;
-          for (int64_t j = 0; j < G; ++j) {
-            bool any = false, all = true;
-            for (int k = 0; k < s.table.k; ++k) {
-              if (std::isnan(s.table.reward(static_cast<int>(g * G + j), k))) continue;
-              any = true;
-              all = all && s.table.passed[static_cast<size_t>(g * G + j) * s.table.k + k] != 0;
-            }
-            applicable += any;
-            passed += any && all;
-          }
-          t.sampled_prompt.push_back(static_cast<double>(idx[static_cast<size_t>(g)]));
-          t.sampled_pass_rate.push_back(applicable > 0 ? static_cast<double>(passed) / applicable : std::nan(""));
-        }
+        t.sampled_prompt.push_back(static_cast<double>(idx[static_cast<size_t>(g)]));
+        t.sampled_pass_rate.push_back(group_pass_rate(s.table, g, G));
         for (int64_t j = 0; j < G; ++j) t.sampled_tokens += static_cast<int64_t>(s.rollout.completions[static_cast<size_t>(g * G + j)].size());
         // Without a verifier (on-policy distillation alone) every group is equal and every
         // group still has its per-token advantage: none is dropped.
@@ -717,23 +825,14 @@ void write_chains(std::vector<Chain>& chains, const UpdateStats& u, bool has_anc
   }
 }
 
-// 4 log (metrics): rewards per verifier, pass rates, KL, clipping, lengths, stage times; of the
-// combined batch (the dist calls return their input in a single process).
-json step_metrics(const Trajectory& t, const std::vector<double>& rewards_all, const UpdateStats& u, const StepContext& c,
-                  int64_t step, double lr, GrpoStepMetrics& sm) {
+// The kept chains' metrics, of the combined batch: reward, pass rate per verifier, completion
+// lengths, truncated share and the sampled tokens' mean -log p.
+void chain_metrics(const Trajectory& t, const StepContext& c, json& rec) {
   const std::vector<std::string>& vnames = c.rewards.names();
   const DistContext& dist = c.dist;
-  json rec = {{"step", step}};
-  rec["groups_all_equal"] = t.all_equal_groups;
-  rec["groups_dropped"] = t.dropped;
-  rec["sampling_rounds"] = t.rounds;
-  rec["groups"] = t.groups_global;
-  MeanStd total = mean_std(rewards_all);
-  rec["reward_mean"] = finite_or_null(total.mean);
-  rec["reward_std"] = finite_or_null(total.std);
   std::vector<std::vector<double>> per(vnames.size());
   std::vector<int64_t> passed(vnames.size(), 0), applicable(vnames.size(), 0);
-  std::vector<double> lengths, kls(u.chain_kl);
+  std::vector<double> lengths;
   int64_t truncated = 0;
   double neg_logp = 0, comp_tokens = 0;
   for (const auto& ch : t.chains) {
@@ -774,8 +873,12 @@ json step_metrics(const Trajectory& t, const std::vector<double>& rewards_all, c
   rec["completion_length_max"] = lengths.empty() ? json(nullptr) : json(*std::max_element(lengths.begin(), lengths.end()));
   rec["truncated_share"] = lengths.empty() ? json(nullptr) : json(static_cast<double>(truncated) / lengths.size());
   // Mean -log p of the sampled tokens under the sampler: the entropy's Monte Carlo estimate
-  // (unbiased only without top-k / top-p); "entropy" below is the exact per-token entropy.
+  // (unbiased only without top-k / top-p); "entropy" (rollout_metrics) is the exact per-token entropy.
   rec["neg_logp_mean"] = comp_tokens > 0 ? json(neg_logp / comp_tokens) : json(nullptr);
+}
+
+// The first pass's per-token entropy, and the sampler vs trainer mismatch and its correction.
+void rollout_metrics(const UpdateStats& u, json& rec) {
   // The policy's per-token entropy at the sampling temperature over the completion tokens, from
   // the first pass's training forwards.
   rec["entropy"] = u.entropy_tokens > 0 ? json(u.entropy_sum / u.entropy_tokens) : json(nullptr);
@@ -788,8 +891,24 @@ json step_metrics(const Trajectory& t, const std::vector<double>& rewards_all, c
   rec["rollout_weight_mean"] = compared ? json(mm.weight_sum / mm.tokens) : json(nullptr);  // 1: nothing corrected
   rec["rollout_capped_frac"] = compared ? json(mm.capped / mm.tokens) : json(nullptr);      // tis: tokens truncated at the cap
   rec["rollout_masked_frac"] = mm.sequences > 0 ? json(mm.masked / mm.sequences) : json(nullptr);  // sequence_mask: sequences dropped
-  kls = dist.all_gather(kls);
-  MeanStd kl = mean_std(kls);
+}
+
+// 4 log (metrics): rewards per verifier, pass rates, KL, clipping, lengths, stage times; of the
+// combined batch (the dist calls return their input in a single process).
+json step_metrics(const Trajectory& t, const std::vector<double>& rewards_all, const UpdateStats& u, const StepContext& c,
+                  int64_t step, double lr, GrpoStepMetrics& sm) {
+  const DistContext& dist = c.dist;
+  json rec = {{"step", step}};
+  rec["groups_all_equal"] = t.all_equal_groups;
+  rec["groups_dropped"] = t.dropped;
+  rec["sampling_rounds"] = t.rounds;
+  rec["groups"] = t.groups_global;
+  MeanStd total = mean_std(rewards_all);
+  rec["reward_mean"] = finite_or_null(total.mean);
+  rec["reward_std"] = finite_or_null(total.std);
+  chain_metrics(t, c, rec);
+  rollout_metrics(u, rec);
+  MeanStd kl = mean_std(dist.all_gather(u.chain_kl));
   sm.kl = kl.mean;
   rec["kl"] = finite_or_null(kl.mean);
   const GrpoLossStats& agg = u.agg;
@@ -820,19 +939,12 @@ json step_metrics(const Trajectory& t, const std::vector<double>& rewards_all, c
   return rec;
 }
 
-}  // namespace
+// ---- setup ---------------------------------------------------------------------------------
 
-// ---------------------------------------------------------------------------------------------
-
-GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vector<std::string>& overrides,
-                    const GrpoHooks& hooks) {
-  // ---- setup: config ---------------------------------------------------------------------
-  json doc = doc_in;
-  for (const auto& o : overrides) apply_override(doc, o);
-  GrpoConfig cfg = parse_config<GrpoConfig>(doc, where);
-  // Dr. GRPO divides by N x the maximum completion length (not the batch's longest, which
-  // would make the loss depend on padding).
-  cfg.loss.max_completion_length = cfg.sampling.max_new_tokens;
+// The checks the binder cannot make, in this order: prompts given, exactly one of model /
+// model_config, positive sizes, a verifier (or on-policy distillation), the teachers, the
+// curriculum's bounds, the overlong mode, the anchor, then the train block's options.
+void check_grpo_config(const GrpoConfig& cfg, const std::string& where) {
   if (cfg.data.prompts.empty()) throw Error(ErrorInfo{"no prompts given", where, "data.prompts = a JSONL file", "\"\"", ""});
   if (cfg.model.empty() == cfg.model_config.is_null()) {
     throw Error(ErrorInfo{"give exactly one of 'model' (a checkpoint folder) and 'model_config' (a config.json object)", where,
@@ -880,87 +992,102 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
                           std::to_string(cfg.loss.beta), "set anchor=teacher or reference, or loss.beta=0"});
   }
   cfg.train.validate(where);
-  log_info(apply_runtime(cfg.runtime));
-  torch::Device device(resolve_device(cfg.runtime.device));
-  log_info("precision: " + apply_precision(cfg.runtime, device.str()));
-  const DistContext& dist = dist_context(device);
+}
+
+// The config with the overrides applied, checked (check_grpo_config).
+GrpoConfig parse_grpo_config(const json& doc_in, const std::string& where, const std::vector<std::string>& overrides) {
+  json doc = doc_in;
+  for (const auto& o : overrides) apply_override(doc, o);
+  GrpoConfig cfg = parse_config<GrpoConfig>(doc, where);
+  // Dr. GRPO divides by N x the maximum completion length (not the batch's longest, which
+  // would make the loss depend on padding).
+  cfg.loss.max_completion_length = cfg.sampling.max_new_tokens;
+  check_grpo_config(cfg, where);
+  return cfg;
+}
+
+// Data parallel (RANK/WORLD_SIZE set) takes one optimizer step per pass over the combined
+// batch: minibatches would split it differently on each rank.
+void check_data_parallel(const GrpoConfig& cfg, const DistContext& dist, const std::string& where) {
   if (dist.enabled() && cfg.minibatch_size > 0) {
     throw Error(ErrorInfo{"data parallel GRPO takes one optimizer step per pass over the whole batch", where + ": minibatch_size",
                           "minibatch_size = 0 under RANK/WORLD_SIZE", std::to_string(cfg.minibatch_size),
                           "set minibatch_size=0 (use mu for more updates per batch, grad_accum to bound memory)"});
   }
-  RunDir run(cfg.run_dir, /*lock=*/dist.is_main());  // ranks share the folder; rank 0 holds the lock
-  if (cfg.resume && latest_checkpoint(cfg.run_dir)) run.check_resumed_config(config_to_json(cfg), canonical_config<GrpoConfig>, kResumeFreeKeys);
-  if (dist.is_main()) run.save_resolved_config(config_to_json(cfg));
+}
 
-  // ---- setup: tokenizer, prompts, verifiers --------------------------------------------------
-  std::string tok_path = !cfg.tokenizer.empty() ? cfg.tokenizer : (fs::path(cfg.model) / "tokenizer.json").string();
-  Tokenizer tok = Tokenizer::from_file(tok_path);
-  std::string tokenizer_dir = fs::path(tok_path).parent_path().string();
-  PromptSet prompts = load_prompt_set(cfg.data, tok);
-  rewards::RewardSet reward_set(cfg.rewards, hooks.registry ? *hooks.registry : rewards::builtin_registry(), nullptr,
-                                /*allow_empty=*/cfg.opd.enabled());
+// The teacher checkpoint, frozen (eval mode, no gradients); its vocabulary must cover the
+// tokenizer's, as the anchor's and the distillation's log-probs index it by the policy's ids.
+Qwen2ForCausalLM load_teacher(const GrpoConfig& cfg, const Tokenizer& tok, torch::Device device) {
+  Qwen2ForCausalLM t = load_model(cfg.teacher, LoadOptions{device.str(), "auto"});
+  t->eval();
+  for (auto& p : t->parameters()) p.set_requires_grad(false);
+  if (t->config().vocab_size < tok.vocab_size()) {
+    throw Error(ErrorInfo{"the teacher's vocabulary does not cover the tokenizer", cfg.teacher,
+                          "vocab_size >= " + std::to_string(tok.vocab_size()), std::to_string(t->config().vocab_size),
+                          "the KL anchor and the distillation teacher must share the policy's tokenizer"});
+  }
+  return t;
+}
 
-  // ---- setup: models ----------------------------------------------------------------------------
-  // The policy; the reference copy is taken before any resume so that it is the initial policy.
-  Qwen2ForCausalLM policy = cfg.model.empty() ? Qwen2ForCausalLM(ModelConfig::from_json(cfg.model_config, where + ": model_config"))
-                                              : load_model(cfg.model, LoadOptions{device.str(), "float32"});
-  policy->to(device);
-  policy->train();
-  dist.broadcast(policy->parameters());  // every rank (and the reference copy) starts from rank 0's weights
-  if (policy->config().vocab_size < tok.vocab_size()) {
+// The run's models on `device`. anchor and opd_teacher are null when not configured.
+struct GrpoModels {
+  Qwen2ForCausalLM policy{nullptr};       // trained; float32, training mode
+  Qwen2ForCausalLM anchor{nullptr};       // the KL anchor: the frozen initial policy (reference) or the teacher
+  Qwen2ForCausalLM opd_teacher{nullptr};  // on-policy distillation's teacher: the anchor when the anchor is the teacher
+  bool opd_teacher_is_anchor = false;     // loaded once, its log-probs serve both (apply_opd)
+};
+
+// The policy (a checkpoint, or random weights from model_config), with rank 0's weights on
+// every rank and a vocabulary that covers the tokenizer's; then the anchor and the teacher.
+// The reference copy is taken here, before any resume, so that it is the initial policy.
+GrpoModels load_models(const GrpoConfig& cfg, const Tokenizer& tok, torch::Device device, const DistContext& dist,
+                       const std::string& where) {
+  GrpoModels m;
+  m.policy = cfg.model.empty() ? Qwen2ForCausalLM(ModelConfig::from_json(cfg.model_config, where + ": model_config"))
+                               : load_model(cfg.model, LoadOptions{device.str(), "float32"});
+  m.policy->to(device);
+  m.policy->train();
+  dist.broadcast(m.policy->parameters());  // every rank (and the reference copy) starts from rank 0's weights
+  if (m.policy->config().vocab_size < tok.vocab_size()) {
     throw Error(ErrorInfo{"the tokenizer has more tokens than the model's vocabulary", where, "vocab_size >= " + std::to_string(tok.vocab_size()),
-                          std::to_string(policy->config().vocab_size), "use the model's own tokenizer"});
+                          std::to_string(m.policy->config().vocab_size), "use the model's own tokenizer"});
   }
-  auto load_teacher = [&]() {
-    Qwen2ForCausalLM t = load_model(cfg.teacher, LoadOptions{device.str(), "auto"});
-    t->eval();
-    for (auto& p : t->parameters()) p.set_requires_grad(false);
-    if (t->config().vocab_size < tok.vocab_size()) {
-      throw Error(ErrorInfo{"the teacher's vocabulary does not cover the tokenizer", cfg.teacher,
-                            "vocab_size >= " + std::to_string(tok.vocab_size()), std::to_string(t->config().vocab_size),
-                            "the KL anchor and the distillation teacher must share the policy's tokenizer"});
-    }
-    return t;
-  };
-  Qwen2ForCausalLM anchor{nullptr};
   if (cfg.anchor == "reference") {
-    anchor = copy_model(*policy, device);
+    m.anchor = copy_model(*m.policy, device);
   } else if (cfg.anchor == "teacher") {
-    anchor = load_teacher();
+    m.anchor = load_teacher(cfg, tok, device);
   }
-  // On-policy distillation's teacher: the anchor when the anchor is the teacher (loaded once).
-  const bool opd_teacher_is_anchor = cfg.anchor == "teacher";
-  Qwen2ForCausalLM opd_teacher{nullptr};
-  if (cfg.opd.enabled()) opd_teacher = opd_teacher_is_anchor ? anchor : load_teacher();
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  std::vector<torch::Tensor> params;
-  for (auto& p : policy->named_parameters()) {
-    named.emplace_back(p.key(), p.value());
-    params.push_back(p.value());
-  }
-  AdamW optim(named, cfg.optim);
+  m.opd_teacher_is_anchor = cfg.anchor == "teacher";
+  if (cfg.opd.enabled()) m.opd_teacher = m.opd_teacher_is_anchor ? m.anchor : load_teacher(cfg, tok, device);
+  return m;
+}
 
-  SamplerOptions sampler;
-  sampler.group_size = cfg.group_size;
-  sampler.max_new_tokens = cfg.sampling.max_new_tokens;
-  sampler.temperature = cfg.sampling.temperature;
-  sampler.top_p = cfg.sampling.top_p;
-  sampler.top_k = cfg.sampling.top_k;
-  sampler.greedy = cfg.sampling.temperature <= 0;
-  const double lp_temperature = sampler.greedy ? 1.0 : cfg.sampling.temperature;  // as the sampler's log-probs
-  sampler.stop_token_ids = sampler_stop_ids(policy->config(), tok, ChatTemplate::by_name(cfg.data.format.chat_template));
-  sampler.kv_cache_mb = cfg.sampling.kv_cache_mb;
-  sampler.pad_token_id = 0;
+// The config's sampling options (B prompts x G completions, stopping at the chat template's
+// end-of-turn and the eos token); seeds are set per round (generate_trajectory).
+SamplerOptions sampler_options(const GrpoConfig& cfg, const ModelConfig& mc, const Tokenizer& tok) {
+  SamplerOptions s;
+  s.group_size = cfg.group_size;
+  s.max_new_tokens = cfg.sampling.max_new_tokens;
+  s.temperature = cfg.sampling.temperature;
+  s.top_p = cfg.sampling.top_p;
+  s.top_k = cfg.sampling.top_k;
+  s.greedy = cfg.sampling.temperature <= 0;
+  s.stop_token_ids = sampler_stop_ids(mc, tok, ChatTemplate::by_name(cfg.data.format.chat_template));
+  s.kv_cache_mb = cfg.sampling.kv_cache_mb;
+  s.pad_token_id = 0;
+  return s;
+}
 
-  // ---- setup: resume -----------------------------------------------------------------------
+// The newest checkpoint in run_dir (when resume is on), which must be a GRPO one of the same
+// world size: the weights, the optimizer, the place in the prompt order and the curriculum's
+// state. -> the step it was written at (0 = fresh).
+int64_t resume_from_checkpoint(const GrpoConfig& cfg, Qwen2ForCausalLMImpl& policy, AdamW& optim, const DistContext& dist,
+                               PromptOrder& order) {
   int64_t step = 0, epoch = 0, cursor = 0;
-  Curriculum curriculum;
-  curriculum.cfg = cfg.curriculum;
-  GrpoResult result;
   if (cfg.resume) {
     if (auto ckpt = latest_checkpoint(cfg.run_dir)) {
-      json st = load_training_checkpoint(*ckpt, *policy, optim);
+      json st = load_training_checkpoint(*ckpt, policy, optim);
       if (st.value("stage", "") != "grpo") {
         throw Error(ErrorInfo{"the run directory holds a checkpoint of another stage", *ckpt, "stage grpo", st.value("stage", "?"),
                               "give this GRPO run its own run_dir"});
@@ -969,55 +1096,169 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
       step = st.at("step");
       epoch = st.at("epoch");
       cursor = st.at("cursor");
-      if (cfg.curriculum.enabled) curriculum.restore(st.at("curriculum"));
-      result.resumed_from = step;
+      if (cfg.curriculum.enabled) order.restore_curriculum(st.at("curriculum"));
       log_info("resumed from " + *ckpt + " at step " + std::to_string(step));
     }
   }
-  // What a killed run wrote after its last checkpoint goes; the resumed run writes it again.
+  order.seek(epoch, cursor);
+  return step;
+}
+
+// The run's logs (rank 0; null elsewhere): metrics.jsonl and chains.jsonl. What a killed run
+// wrote after its last checkpoint (step) goes; the resumed run writes it again.
+struct RunLogs {
   std::unique_ptr<MetricsWriter> metrics;
   std::unique_ptr<ChainLog> chains;
+};
+
+RunLogs open_logs(const RunDir& run, const DistContext& dist, int64_t step) {
+  RunLogs logs;
   if (dist.is_main()) {
     truncate_jsonl_after_step(run.file("metrics.jsonl"), step);
     truncate_jsonl_after_step(run.file("chains.jsonl"), step);
-    metrics = std::make_unique<MetricsWriter>(run.file("metrics.jsonl"));
-    chains = std::make_unique<ChainLog>(run.file("chains.jsonl"));
+    logs.metrics = std::make_unique<MetricsWriter>(run.file("metrics.jsonl"));
+    logs.chains = std::make_unique<ChainLog>(run.file("chains.jsonl"));
+  }
+  return logs;
+}
+
+// ---- one step ------------------------------------------------------------------------------
+
+// On-policy distillation's metrics, over every rank: both parts of the advantage, the
+// verifier's (per chain) and the distillation's (per token, weighted), and the mean reverse
+// KL log pi_sampler - log pi_teacher per token.
+void add_opd_metrics(json& rec, const OpdStats& opd, const DistContext& dist) {
+  auto v = dist.sum({opd.opd_sum, opd.opd_abs_sum, opd.reverse_kl_sum, opd.tokens, opd.verifier_sum, opd.verifier_abs_sum,
+                     opd.chains, opd.teacher_s});
+  auto per = [](double x, double n) { return n > 0 ? json(x / n) : json(nullptr); };
+  rec["adv_verifier_mean"] = per(v[4], v[6]);
+  rec["adv_verifier_abs_mean"] = per(v[5], v[6]);
+  rec["adv_opd_mean"] = per(v[0], v[3]);
+  rec["adv_opd_abs_mean"] = per(v[1], v[3]);
+  rec["opd_reverse_kl"] = per(v[2], v[3]);
+  rec["time_opd_teacher_s"] = opd.teacher_s;
+}
+
+// One step (the 1-based step + 1): 1 trajectory (sample + score, dynamic sampling's extra
+// rounds; the curriculum records every sampled group), 2 advantages over the kept batch,
+// 3 update on the padded batch ([N, P+L], N = this rank's kept chains), 4 log its chains to
+// `chains` (null off rank 0). -> the step's metrics record (without the memory peak); fills sm.
+json train_step(const StepContext& c, GrpoModels& m, AdamW& optim, std::vector<torch::Tensor>& params, PromptOrder& order,
+                NonFiniteGuard& nonfinite, ChainLog* chains, int64_t step, GrpoStepMetrics& sm) {
+  const GrpoConfig& cfg = c.cfg;
+  const double t_step = now_seconds();
+  sm.step = step + 1;
+  const double lr = learning_rate(cfg.optim, step, cfg.steps);
+
+  // 1 trajectory: sample + score (+ dynamic sampling's extra rounds).
+  order.begin_step();
+  Trajectory traj = generate_trajectory(*m.policy, c, step, order);
+  // The curriculum sees every sampled group (dropped ones too), every rank's, in rank order.
+  int64_t newly_set_aside = 0;
+  if (cfg.curriculum.enabled) {
+    std::vector<double> ps = c.dist.all_gather(traj.sampled_prompt), rates = c.dist.all_gather(traj.sampled_pass_rate);
+    newly_set_aside = order.record(ps, rates);
+  }
+  // 2 advantages over the kept batch.
+  std::vector<double> rewards_all = compute_advantages(traj, c);
+  const int64_t n_global = static_cast<int64_t>(rewards_all.size());
+  sm.groups_dropped = traj.dropped;
+  sm.chains = n_global;
+  // 3 update. Under data parallel a rank may hold no group this step; it still joins every
+  //   gradient sum (with zeros), so that all ranks take the same optimizer steps.
+  UpdateStats upd;
+  OpdStats opd;
+  if (n_global > 0) {
+    GrpoBatch batch = gather_batch(traj.chains, c.prompts, c.sampler.pad_token_id, cfg.overlong == "mask");
+    if (cfg.opd.enabled() && !traj.chains.empty())
+      opd = apply_opd(batch, *m.opd_teacher, m.opd_teacher_is_anchor, cfg, c.device, c.lp_temperature);
+    upd = update_policy(m.policy.get(), m.anchor ? m.anchor.get() : nullptr, optim, params, batch, cfg, c.dist, c.device,
+                        c.lp_temperature, step, n_global, lr, nonfinite);
+    write_chains(traj.chains, upd, static_cast<bool>(m.anchor), step + 1, c.dist, chains, cfg.opd.enabled() ? &opd : nullptr);
   }
 
-  const uint64_t seed = static_cast<uint64_t>(cfg.runtime.seed);
-  std::vector<int64_t> order = epoch_order(prompts.records.size(), seed, epoch);
-  int64_t skipped_draws = 0;  // this step's draws of set-aside prompts (curriculum)
-  auto next_prompt = [&]() {
-    // Ends: every set-aside prompt returns after finitely many epochs.
-    for (;;) {
-      if (cursor >= static_cast<int64_t>(order.size())) {
-        ++epoch;
-        cursor = 0;
-        order = epoch_order(prompts.records.size(), seed, epoch);
-      }
-      const int64_t p = order[static_cast<size_t>(cursor++)];
-      if (curriculum.cfg.enabled && curriculum.skips(p, epoch)) {
-        ++skipped_draws;
-        continue;
-      }
-      curriculum.drawn_in[p] = epoch;
-      return p;
-    }
-  };
-  auto trainer_state = [&]() {
-    // The sampler's and the minibatch order's random streams are functions of (seed, step),
-    // so the step, the epoch and the cursor into the prompt order are the whole RNG state.
-    json st{{"step", step},
-                {"epoch", epoch},
-                {"cursor", cursor},
-                {"optimizer_steps", optim.steps_taken()},
-                {"seed", cfg.runtime.seed},
-                {"rng", {{"sampler", "splitmix64(seed, step, round)"}, {"minibatch_order", "mt19937_64(splitmix64(seed, step, 1000 + pass))"}}},
-                {"stage", "grpo"},
-                {"world_size", dist.world_size()}};
-    if (cfg.curriculum.enabled) st["curriculum"] = curriculum.state();  // per-prompt pass rates and set-aside epochs
-    return st;
-  };
+  // 4 log.
+  json rec = step_metrics(traj, rewards_all, upd, c, step + 1, lr, sm);
+  if (cfg.opd.enabled()) add_opd_metrics(rec, opd, c.dist);
+  if (cfg.curriculum.enabled) {
+    rec["curriculum_set_aside"] = order.set_aside();  // prompts skipped in the current epoch
+    rec["curriculum_set_aside_new"] = newly_set_aside;
+    rec["curriculum_skipped_draws"] = order.skipped_draws();
+    rec["epoch"] = order.epoch();
+  }
+  rec["time_step_s"] = now_seconds() - t_step;
+  return rec;
+}
+
+// ---- checkpoints -----------------------------------------------------------------------------
+
+// The checkpoint's trainer state. The sampler's and the minibatch order's random streams are
+// functions of (seed, step), so the step, the epoch and the cursor into the prompt order (and
+// the curriculum's per-prompt pass rates and set-aside epochs) are the whole RNG state.
+json trainer_state(const GrpoConfig& cfg, int64_t step, const PromptOrder& order, const AdamW& optim, const DistContext& dist) {
+  json st{{"step", step},
+          {"epoch", order.epoch()},
+          {"cursor", order.cursor()},
+          {"optimizer_steps", optim.steps_taken()},
+          {"seed", cfg.runtime.seed},
+          {"rng", {{"sampler", "splitmix64(seed, step, round)"}, {"minibatch_order", "mt19937_64(splitmix64(seed, step, 1000 + pass))"}}},
+          {"stage", "grpo"},
+          {"world_size", dist.world_size()}};
+  if (cfg.curriculum.enabled) st["curriculum"] = order.curriculum_state();
+  return st;
+}
+
+// A resumable checkpoint (rank 0): the policy, the optimizer and the trainer state, written
+// atomically; the last keep_last kept.
+void write_checkpoint(const StepContext& c, Qwen2ForCausalLMImpl& policy, int64_t step, const PromptOrder& order, const AdamW& optim,
+                      const std::string& tokenizer_dir) {
+  save_training_checkpoint(c.cfg.run_dir, step, policy, optim, trainer_state(c.cfg, step, order, optim, c.dist), tokenizer_dir,
+                           c.cfg.keep_last);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vector<std::string>& overrides,
+                    const GrpoHooks& hooks) {
+  // ---- setup: config, device, run directory -------------------------------------------------
+  GrpoConfig cfg = parse_grpo_config(doc_in, where, overrides);
+  log_info(apply_runtime(cfg.runtime));
+  torch::Device device(resolve_device(cfg.runtime.device));
+  log_info("precision: " + apply_precision(cfg.runtime, device.str()));
+  const DistContext& dist = dist_context(device);
+  check_data_parallel(cfg, dist, where);
+  RunDir run(cfg.run_dir, /*lock=*/dist.is_main());  // ranks share the folder; rank 0 holds the lock
+  if (cfg.resume && latest_checkpoint(cfg.run_dir)) run.check_resumed_config(config_to_json(cfg), canonical_config<GrpoConfig>, kResumeFreeKeys);
+  if (dist.is_main()) run.save_resolved_config(config_to_json(cfg));
+
+  // ---- setup: tokenizer, prompts, verifiers --------------------------------------------------
+  const std::string tok_path = !cfg.tokenizer.empty() ? cfg.tokenizer : (fs::path(cfg.model) / "tokenizer.json").string();
+  Tokenizer tok = Tokenizer::from_file(tok_path);
+  const std::string tokenizer_dir = fs::path(tok_path).parent_path().string();
+  const PromptSet prompts = load_prompt_set(cfg.data, tok);
+  rewards::RewardSet reward_set(cfg.rewards, hooks.registry ? *hooks.registry : rewards::builtin_registry(), nullptr,
+                                /*allow_empty=*/cfg.opd.enabled());
+
+  // ---- setup: models, optimizer, sampler ----------------------------------------------------
+  GrpoModels models = load_models(cfg, tok, device, dist, where);
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  std::vector<torch::Tensor> params;
+  for (auto& p : models.policy->named_parameters()) {
+    named.emplace_back(p.key(), p.value());
+    params.push_back(p.value());
+  }
+  AdamW optim(named, cfg.optim);
+  const SamplerOptions sampler = sampler_options(cfg, models.policy->config(), tok);
+  const double lp_temperature = sampler.greedy ? 1.0 : cfg.sampling.temperature;  // as the sampler's log-probs
+
+  // ---- setup: resume -----------------------------------------------------------------------
+  GrpoResult result;
+  PromptOrder order(prompts.records.size(), static_cast<uint64_t>(cfg.runtime.seed), cfg.curriculum);
+  int64_t step = resume_from_checkpoint(cfg, *models.policy, optim, dist, order);
+  result.resumed_from = step;
+  RunLogs logs = open_logs(run, dist, step);
 
   // ---- train -----------------------------------------------------------------------------------
   std::unique_ptr<ProgressBar> bar;
@@ -1028,86 +1269,34 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
   NonFiniteGuard nonfinite("grpo", cfg.optim.skip_nonfinite, cfg.run_dir);
   const StepContext ctx{cfg, prompts, reward_set, tok, dist, sampler, device, lp_temperature};
   while (step < cfg.steps) {
-    const double t_step = now_seconds();
     GrpoStepMetrics sm;
-    sm.step = step + 1;
-    const double lr = learning_rate(cfg.optim, step, cfg.steps);
-
-    // 1 trajectory: sample + score (+ dynamic sampling's extra rounds).
-    skipped_draws = 0;
-    Trajectory traj = generate_trajectory(*policy, ctx, step, next_prompt);
-    // The curriculum sees every sampled group (dropped ones too), every rank's, in rank order.
-    int64_t newly_set_aside = 0;
-    if (cfg.curriculum.enabled) {
-      std::vector<double> ps = dist.all_gather(traj.sampled_prompt), rates = dist.all_gather(traj.sampled_pass_rate);
-      for (size_t i = 0; i < ps.size(); ++i) newly_set_aside += curriculum.record(static_cast<int64_t>(ps[i]), rates[i]);
-    }
-    // 2 advantages over the kept batch.
-    std::vector<double> rewards_all = compute_advantages(traj, ctx);
-    const int64_t n_global = static_cast<int64_t>(rewards_all.size());
-    sm.groups_dropped = traj.dropped;
-    sm.chains = n_global;
-    // 3 update. Under data parallel a rank may hold no group this step; it still joins every
-    //   gradient sum (with zeros), so that all ranks take the same optimizer steps.
-    UpdateStats upd;
-    OpdStats opd;
-    if (n_global > 0) {
-      GrpoBatch batch = gather_batch(traj.chains, prompts, sampler.pad_token_id, cfg.overlong == "mask");
-      if (cfg.opd.enabled() && !traj.chains.empty())
-        opd = apply_opd(batch, *opd_teacher, opd_teacher_is_anchor, cfg, device, lp_temperature);
-      upd = update_policy(policy.get(), anchor ? anchor.get() : nullptr, optim, params, batch, cfg, dist, device, lp_temperature,
-                          step, n_global, lr, nonfinite);
-      write_chains(traj.chains, upd, static_cast<bool>(anchor), step + 1, dist, chains.get(), cfg.opd.enabled() ? &opd : nullptr);
-    }
+    json rec = train_step(ctx, models, optim, params, order, nonfinite, logs.chains.get(), step, sm);
     ++step;
-
-    // 4 log.
-    json rec = step_metrics(traj, rewards_all, upd, ctx, step, lr, sm);
-    if (cfg.opd.enabled()) {
-      // Both parts of the advantage: the verifier's (per chain) and the distillation's (per
-      // token, weighted), and the mean reverse KL log pi_sampler - log pi_teacher per token.
-      auto v = dist.sum({opd.opd_sum, opd.opd_abs_sum, opd.reverse_kl_sum, opd.tokens, opd.verifier_sum, opd.verifier_abs_sum,
-                         opd.chains, opd.teacher_s});
-      auto per = [](double x, double n) { return n > 0 ? json(x / n) : json(nullptr); };
-      rec["adv_verifier_mean"] = per(v[4], v[6]);
-      rec["adv_verifier_abs_mean"] = per(v[5], v[6]);
-      rec["adv_opd_mean"] = per(v[0], v[3]);
-      rec["adv_opd_abs_mean"] = per(v[1], v[3]);
-      rec["opd_reverse_kl"] = per(v[2], v[3]);
-      rec["time_opd_teacher_s"] = opd.teacher_s;
-    }
-    if (cfg.curriculum.enabled) {
-      rec["curriculum_set_aside"] = curriculum.set_aside(epoch);  // prompts skipped in the current epoch
-      rec["curriculum_set_aside_new"] = newly_set_aside;
-      rec["curriculum_skipped_draws"] = skipped_draws;
-      rec["epoch"] = epoch;
-    }
-    rec["time_step_s"] = now_seconds() - t_step;
     const MemoryPeak mem = memory_peak();
     rec["peak_rss_mb"] = mem.rss_bytes / 1048576.0;
     if (mem.cuda_bytes >= 0) rec["peak_cuda_mb"] = mem.cuda_bytes / 1048576.0;
     result.steps.push_back(sm);
     const bool last = step == cfg.steps;
-    if (metrics && cfg.log_every > 0 && (step % cfg.log_every == 0 || last)) metrics->write(rec);
+    if (logs.metrics && cfg.log_every > 0 && (step % cfg.log_every == 0 || last)) logs.metrics->write(rec);
     char suffix[128];
     std::snprintf(suffix, sizeof suffix, "reward %.3f kl %.4f", sm.reward_mean, sm.kl);
     if (bar) bar->update(step, suffix + memory_suffix(mem));
 
     // 9: checkpoint (rank 0); the chains of this step reach the disk first.
     if (dist.is_main() && ((cfg.save_every > 0 && step % cfg.save_every == 0) || last)) {
-      chains->flush();
-      save_training_checkpoint(cfg.run_dir, step, *policy, optim, trainer_state(), tokenizer_dir, cfg.keep_last);
+      logs.chains->flush();
+      write_checkpoint(ctx, *models.policy, step, order, optim, tokenizer_dir);
     }
   }
   if (bar) bar->finish();
-  if (chains) chains->flush();
+  if (logs.chains) logs.chains->flush();
 
   // ---- save --------------------------------------------------------------------------------------
   result.output_dir = cfg.output.empty() ? run.file("final") : cfg.output;
   if (!dist.is_main()) return result;  // rank 0 writes the model
   SaveOptions so;
   so.tokenizer_dir = tokenizer_dir;
-  save_final_model(*policy, result.output_dir, so);
+  save_final_model(*models.policy, result.output_dir, so);
   log_info("grpo: wrote " + result.output_dir);
   return result;
 }
