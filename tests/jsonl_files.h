@@ -7,6 +7,7 @@
 #include <vector>   // defines: std::vector
 
 #include <nlohmann/json.hpp>  // defines: nlohmann::json
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 inline std::vector<nlohmann::json> read_jsonl(const std::string& path) {
   std::vector<nlohmann::json> out;

@@ -5,6 +5,7 @@
 #include <string>  // defines: std::string
 
 #include <nlohmann/json.hpp>  // defines: nlohmann::json
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 // A config.json for ModelConfig (the "model_config" key of the sft, grpo and eval configs).
 inline nlohmann::json tiny_model_config() {

@@ -25,6 +25,7 @@
 #include "error_of.h"  // defines: error_of
 
 #include <catch2/catch.hpp>
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 namespace fs = std::filesystem;
 using nlohmann::json;

@@ -8,6 +8,7 @@
 
 #include "audit/chain_log.h"
 #include "common/run_dir.h"
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 namespace fs = std::filesystem;
 using nlohmann::json;

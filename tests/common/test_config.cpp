@@ -9,6 +9,7 @@
 #include "common/config.h"
 #include "common/run_dir.h"
 #include "error_of.h"  // defines: error_of
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 using retort::json;
 

@@ -6,6 +6,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/platform.h"
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 TEST_CASE("errors compose where, what, expected, got and hint into one sentence", "[unit]") {
   retort::Error e(retort::ErrorInfo{"bad dtype", "model.safetensors", "F32, F16 or BF16", "I64", "re-save the checkpoint"});

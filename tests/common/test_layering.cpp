@@ -20,6 +20,7 @@
 #include <regex>       // defines: std::regex
 #include <string>      // defines: std::string
 #include <vector>      // defines: std::vector
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 namespace fs = std::filesystem;
 

@@ -20,6 +20,7 @@
 #include "rollout/sampler.h"        // defines: sample, sample_static, EngineStats
 #include "common/hash.h"             // defines: mix_seed
 #include "run_capture.h"             // defines: run_capture
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 namespace {
 

@@ -19,6 +19,7 @@
 #include "model/transformer.h"  // defines: Qwen2ForCausalLM, KVCache
 #include "rollout/logprobs.h"   // defines: token_logprobs
 #include "error_of.h"  // defines: error_of
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 namespace fs = std::filesystem;
 using retort::json;

@@ -12,6 +12,7 @@
 #include "common/platform.h"
 #include "common/runtime.h"
 #include "run_capture.h"  // defines: run_capture
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 TEST_CASE("runtime sets intra-op threads to the core count by default", "[unit]") {
   retort::RuntimeConfig cfg;

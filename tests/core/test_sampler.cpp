@@ -11,6 +11,7 @@
 #include "model/checkpoint.h"  // defines: load_model
 #include "rollout/logprobs.h"  // defines: token_logprobs
 #include "rollout/sampler.h"   // defines: sample, Rollout
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 namespace {
 

@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "data/prompts.h"
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 namespace fs = std::filesystem;
 using nlohmann::json;

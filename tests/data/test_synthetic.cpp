@@ -17,6 +17,7 @@
 #include "data/synthetic.h"
 #include "data/traces.h"    // defines: load_traces
 #include "tokenizer/text_io.h"  // defines: read_training_texts
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 namespace fs = std::filesystem;
 using nlohmann::json;

@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "data/traces.h"
 #include "tokenizer/tokenizer.h"
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 using nlohmann::json;
 

@@ -8,6 +8,7 @@
 #include "rewards/code_verifier.h"  // defines: compare_output, make_code_verifier
 #include "rewards/combine.h"        // defines: RewardSet
 #include "sandbox/executor.h"       // defines: sandbox::Executor
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 using namespace retort::rewards;
 using json = nlohmann::json;

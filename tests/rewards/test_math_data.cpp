@@ -16,6 +16,7 @@
 #include "rewards/math/equiv.h"      // defines: answers_equivalent
 #include "rewards/math/normalize.h"  // defines: normalize_answer
 #include "rewards/math_verifier.h"   // defines: make_math_verifier, gold_answer
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 using namespace retort::rewards;
 using json = nlohmann::json;

@@ -19,6 +19,7 @@
 #include "rewards/extract.h"        // defines: extract_answer
 #include "rewards/math/equiv.h"     // defines: answers_equivalent
 #include "rewards/math_verifier.h"  // defines: make_math_verifier
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 using namespace retort::rewards;
 using json = nlohmann::json;

@@ -10,6 +10,7 @@
 #include "rewards/external.h"      // defines: make_external_verifier
 #include "rewards/plugin.h"        // defines: load_plugin
 #include "rewards/verify_jsonl.h"  // defines: verify_jsonl
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 using namespace retort::rewards;
 using json = nlohmann::json;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "jsonl_files.h"  // defines: read_jsonl, write_jsonl
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 namespace retort::test {
 

@@ -23,6 +23,7 @@
 #include "train/optim.h"       // defines: NonFiniteGuard, save_training_checkpoint
 
 #include <catch2/catch.hpp>
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 namespace fs = std::filesystem;
 using nlohmann::json;

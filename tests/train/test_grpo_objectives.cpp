@@ -16,6 +16,7 @@
 
 // Last: Torch's logging headers define CHECK too; Catch's must win.
 #include <catch2/catch.hpp>
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 using Catch::Detail::Approx;
 using nlohmann::json;

@@ -16,6 +16,7 @@
 #include "train/pipeline.h"
 
 #include <catch2/catch.hpp>
+#include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 namespace fs = std::filesystem;
 using nlohmann::json;
