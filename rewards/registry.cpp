@@ -7,6 +7,7 @@
 #include "rewards/external.h"       // defines: make_external_verifier
 #include "rewards/math_verifier.h"  // defines: make_math_verifier
 #include "rewards/shape.h"          // defines: make_format_verifier, ...
+#include "rewards/tool_verifier.h"  // defines: make_tool_verifier
 #include "rewards/verifier.h"
 
 namespace retort::rewards {
@@ -67,6 +68,8 @@ void register_builtin_verifiers(Registry& r) {
         [](const json& a, const VerifierContext&) {
           return make_repetition_verifier(parse_args<RepetitionOptions>(a, "repetition"));
         });
+  r.add("tool", "tool calls of the chain: bonus for calls that ran, penalties for failures, time limits, budget",
+        [](const json& a, const VerifierContext&) { return make_tool_verifier(parse_args<ToolVerifierOptions>(a, "tool")); });
   r.add("external", "any executable reading one JSON sample per line and answering one JSON score per line",
         [](const json& a, const VerifierContext&) {
           return make_external_verifier(parse_args<ExternalVerifierOptions>(a, "external"));

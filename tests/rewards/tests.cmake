@@ -6,6 +6,7 @@ set(RETORT_TESTS_rewards
   ${CMAKE_CURRENT_LIST_DIR}/test_math_data.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_math_verify_cases.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_shape.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_tool_verifier.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_combine.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_plugins.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_code.cpp
