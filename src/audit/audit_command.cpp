@@ -33,6 +33,18 @@ std::string num(double v, const char* f = "%.3f") {
   std::snprintf(buf, sizeof buf, f, v);
   return buf;
 }
+// Each line of `text` behind `prefix`, so that a program and its output read as blocks.
+std::string indent_block(const std::string& text, const char* prefix) {
+  std::string out;
+  size_t from = 0;
+  while (from <= text.size()) {
+    size_t nl = text.find('\n', from);
+    out += prefix + text.substr(from, nl == std::string::npos ? std::string::npos : nl - from) + "\n";
+    if (nl == std::string::npos) break;
+    from = nl + 1;
+  }
+  return out;
+}
 }  // namespace
 
 std::string show_chain(const ChainView& c, const json& chain, const FlagOptions& flags) {
@@ -50,6 +62,18 @@ std::string show_chain(const ChainView& c, const json& chain, const FlagOptions&
   } else {
     o << "--- reasoning\n" << (reasoning.empty() ? "(empty)" : reasoning) << "\n";
     o << "--- answer\n" << (answer.empty() ? "(empty)" : answer) << "\n";
+  }
+  if (!c.tool_calls.empty()) {
+    // The calls are in the text above too; here each with what the sandbox measured.
+    o << "--- tool calls (" << c.tool_calls.size() << ")\n";
+    for (size_t i = 0; i < c.tool_calls.size(); ++i) {
+      const ToolCallView& t = c.tool_calls[i];
+      o << "  [" << i + 1 << "] " << t.status << " · wall " << num(t.wall_s) << " s · memory " << t.peak_memory_kb << " kB"
+        << (t.truncated ? " · observation truncated" : "") << "\n";
+      std::string code = t.code(), obs = t.observation();
+      o << indent_block(code.empty() ? "(no code)" : cut_utf8(code, 2000), "    code | ");
+      o << indent_block(obs.empty() ? "(no output)" : cut_utf8(obs, 2000), "    out  | ");
+    }
   }
   o << "--- verifiers\n";
   for (const auto& v : c.verdicts) {

@@ -8,7 +8,9 @@
 // The chain line (written by the GRPO trainer) is:
 //   {"step", "prompt_id", "group", "sample", "prompt", "text", "reasoning", "answer",
 //    "verifiers": {NAME: {"reward": number|null (null = not applicable), "passed", "detail"}},
-//    "reward", "advantage", "kl", "length", "truncated"}
+//    "reward", "advantage", "kl", "length", "truncated",
+//    "tool_calls": [{"code", "observation", "status", "wall_s", "peak_memory_kb", "truncated", ...}]}
+// ("tool_calls" only in chains that called a tool; a chain without it has made no call).
 #pragma once
 
 #include <cstdint>        // defines: int64_t
@@ -17,6 +19,7 @@
 #include <memory>         // defines: std::unique_ptr
 #include <optional>       // defines: std::optional
 #include <string>         // defines: std::string
+#include <string_view>    // defines: std::string_view
 #include <unordered_map>  // defines: std::unordered_map
 #include <vector>         // defines: std::vector
 
@@ -64,6 +67,17 @@ struct Verdict {
   bool applicable() const { return reward.has_value(); }
 };
 
+// One tool call of a chain (its chains.jsonl record, rewards/tool_calls.h's ToolCallRecord).
+struct ToolCallView {
+  std::string status;          // ok | runtime_error | time_limit | memory_limit | output_limit | sandbox_error | budget
+  double wall_s = 0;           // sandbox wall time of the run
+  int64_t peak_memory_kb = 0;
+  bool truncated = false;      // the observation was cut at the token limit
+  const json* record = nullptr;  // points into the chain's json: "code", "observation", ...
+  std::string code() const;         // "" when absent
+  std::string observation() const;  // "" when absent
+};
+
 // The fields the queries read, checked once per line. Required: step, prompt_id,
 // verifiers, reward. Optional fields take the defaults below; a field of the wrong type
 // throws retort::Error naming `where` (file:line).
@@ -77,6 +91,7 @@ struct ChainView {
   int64_t length = -1;         // completion tokens; -1 when the line has none
   bool truncated = false;
   std::vector<Verdict> verdicts;  // in the order of the line's "verifiers" object
+  std::vector<ToolCallView> tool_calls;  // in call order; empty when the line has no "tool_calls"
 
   // Every applicable verifier passed and at least one was applicable.
   bool passed_all() const;
@@ -119,6 +134,11 @@ struct Flag {
   std::string why;   // this chain's evidence ("reasoning has 3 characters, reward 1.00")
 };
 
+// True when a Python program does nothing but print constants: every statement is
+// print(...) of number, string (not f-string), True/False/None literals, keyword arguments
+// included (`print(42)`, `print("42", end="")`); any operator, name or other call is not.
+bool prints_only_constants(std::string_view code);
+
 // The per-chain flags. Thread-safe; no state across chains (repeated answers across prompts
 // are found by Summary).
 std::vector<Flag> chain_flags(const ChainView& c, const json& chain, const FlagOptions& opt);
@@ -137,7 +157,12 @@ struct ChainFilter {
   std::string grep;                            // PCRE2 (UTF) searched in the completion text
   bool grep_ignore_case = false;
   std::vector<std::string> flags;              // any of these flag codes
+  std::vector<std::string> tool_status;        // some call ended with any of these (tool_statuses())
+  std::optional<int64_t> tool_calls_min, tool_calls_max;  // inclusive, on the number of tool calls
 };
+
+// The statuses a tool call can end with (rewards/tool_calls.h), for --tool-status.
+const std::vector<std::string>& tool_statuses();
 
 // "10:20", "10:", ":20", "7" -> inclusive step bounds; throws retort::Error otherwise.
 void parse_step_range(const std::string& text, ChainFilter& f);
@@ -185,6 +210,17 @@ struct StepStats {
   std::map<std::string, PassCount> pass;  // verifier name (and kCombined) -> counts
 };
 
+// Tool use over the chains read: how many calls, how they ended, what they cost.
+struct ToolStats {
+  int64_t chains_with_calls = 0;
+  int64_t calls = 0;
+  std::map<std::string, int64_t> by_status;    // status -> calls
+  std::map<int64_t, int64_t> calls_per_chain;  // number of calls -> chains (0 included)
+  double wall_s_sum = 0, wall_s_max = 0;
+  int64_t peak_memory_kb_max = 0;
+  int64_t truncated = 0;                       // observations cut at the token limit
+};
+
 struct FailureReason {
   std::string reason;  // "code: runtime_error: exit code 1"
   int64_t count = 0;
@@ -224,6 +260,7 @@ class Summary {
 
   int64_t chains() const { return chains_; }
   const std::map<int64_t, StepStats>& steps() const { return steps_; }
+  const ToolStats& tools() const { return tools_; }
   std::vector<std::string> verifier_names() const;  // in first-seen order, then kCombined
   LengthStats lengths(int bins = 10) const;
   std::vector<FailureReason> failure_reasons(size_t top = 10) const;
@@ -250,6 +287,7 @@ class Summary {
   FlagOptions flag_options_;
   int64_t chains_ = 0;
   std::map<int64_t, StepStats> steps_;
+  ToolStats tools_;
   std::vector<std::string> verifier_order_;
   std::vector<int32_t> lengths_;
   std::unordered_map<std::string, FailureReason> reasons_;

@@ -1,5 +1,6 @@
 // The filters of `retort audit` (--step, --prompt, --passed/--failed, --reward-min/max,
-// --truncated, --sandbox-status, --grep with PCRE2, --flag). See query.h.
+// --truncated, --sandbox-status, --grep with PCRE2, --flag, --tool-status,
+// --min-tool-calls/--max-tool-calls). See query.h.
 #include "audit/query.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -111,6 +112,13 @@ std::string join(const std::vector<std::string>& v, const char* sep = ", ") {
 }
 }  // namespace
 
+const std::vector<std::string>& tool_statuses() {
+  // rewards/tool_calls.h: the sandbox's status names, and "budget" (the call was not run).
+  static const std::vector<std::string> k = {"ok", "runtime_error", "compile_error", "time_limit", "memory_limit",
+                                             "output_limit", "sandbox_error", "budget"};
+  return k;
+}
+
 ChainQuery::ChainQuery(ChainFilter filter, FlagOptions flag_options)
     : filter_(std::move(filter)), flag_options_(flag_options) {
   if (filter_.step_min && filter_.step_max && *filter_.step_min > *filter_.step_max)
@@ -123,6 +131,18 @@ ChainQuery::ChainQuery(ChainFilter filter, FlagOptions flag_options)
     if (std::find(known_statuses().begin(), known_statuses().end(), s) == known_statuses().end())
       throw Error(ErrorInfo{"unknown sandbox status", "--sandbox-status", "one of: " + join(known_statuses()),
                             quote_for_error(s), "statuses are lower case with underscores"});
+  for (const auto& s : filter_.tool_status)
+    if (std::find(tool_statuses().begin(), tool_statuses().end(), s) == tool_statuses().end())
+      throw Error(ErrorInfo{"unknown tool-call status", "--tool-status", "one of: " + join(tool_statuses()),
+                            quote_for_error(s), "statuses are lower case with underscores"});
+  if (filter_.tool_calls_min && *filter_.tool_calls_min < 0)
+    throw Error(ErrorInfo{"negative tool-call count", "--min-tool-calls", ">= 0", std::to_string(*filter_.tool_calls_min), ""});
+  if (filter_.tool_calls_max && *filter_.tool_calls_max < 0)
+    throw Error(ErrorInfo{"negative tool-call count", "--max-tool-calls", ">= 0 (0 = chains without tool calls)",
+                          std::to_string(*filter_.tool_calls_max), ""});
+  if (filter_.tool_calls_min && filter_.tool_calls_max && *filter_.tool_calls_min > *filter_.tool_calls_max)
+    throw Error(ErrorInfo{"empty tool-call range", "--min-tool-calls/--max-tool-calls", "min <= max",
+                          std::to_string(*filter_.tool_calls_min) + " > " + std::to_string(*filter_.tool_calls_max), ""});
   for (const auto& code : filter_.flags)
     if (!find_flag_kind(code)) {
       std::vector<std::string> names;
@@ -172,6 +192,15 @@ bool ChainQuery::matches(const ChainView& c, const json& chain) const {
     bool hit = false;
     for (const auto& s : c.sandbox_statuses())
       hit = hit || std::find(f.sandbox_status.begin(), f.sandbox_status.end(), s) != f.sandbox_status.end();
+    if (!hit) return false;
+  }
+  const int64_t calls = static_cast<int64_t>(c.tool_calls.size());
+  if (f.tool_calls_min && calls < *f.tool_calls_min) return false;
+  if (f.tool_calls_max && calls > *f.tool_calls_max) return false;
+  if (!f.tool_status.empty()) {
+    bool hit = false;
+    for (const auto& t : c.tool_calls)
+      hit = hit || std::find(f.tool_status.begin(), f.tool_status.end(), t.status) != f.tool_status.end();
     if (!hit) return false;
   }
   if (!f.flags.empty()) {

@@ -2,12 +2,14 @@
 #include "audit/query.h"
 
 #include <algorithm>      // defines: std::max
+#include <cctype>         // defines: std::isalnum, std::isalpha, std::isdigit
 #include <cmath>          // defines: std::isnan
+#include <cstring>        // defines: std::strchr, std::strlen
 #include <unordered_set>  // defines: std::unordered_set
 
 #include "audit/query_internal.h"  // defines: trim, fmt
 #include "common/error.h"          // defines: quote_for_error
-#include "rewards/extract.h"       // defines: last_boxed, last_code_block (what the verifiers graded)
+#include "rewards/extract.h"       // defines: last_boxed, last_code_block, extract_answer (what the verifiers graded)
 #include "tokenizer/unicode.h"     // defines: next_code_point
 
 namespace retort::audit {
@@ -38,6 +40,9 @@ const std::vector<FlagKind>& flag_kinds() {
       {"constant_output", "code passes without reading input",
        "A program passed several stdin/stdout tests but never reads its input: it prints the same output for every "
        "test, which means the tests (or their expected outputs) are too weak."},
+      {"answer_from_constant_print", "answer copied from a tool that only printed it",
+       "The final answer equals the output of a tool call whose program only prints a constant (print(42)): the "
+       "program did not compute the answer, the policy wrote it in and the call dresses up a guess as a result."},
   };
   return kKinds;
 }
@@ -77,7 +82,140 @@ int script_of(uint32_t cp) {
   return -1;
 }
 
+// ---------------------------------------------------------------------------------------
+// Constant prints: a tiny reader of Python statements, enough to tell `print(42)` and
+// `print("42", end="")` from anything that computes (operators, names, calls, subscripts).
+
+// A string literal at `i` (prefixes r, u, b and their pairs; never f, whose braces compute):
+// advances past it. Triple quotes must close on the same line (the caller splits at newlines:
+// a literal spanning lines is not recognised, so such a program is not called constant).
+bool skip_string_literal(std::string_view s, size_t& i) {
+  size_t p = i;
+  while (p < s.size() && p - i < 2 && std::strchr("rRuUbB", s[p]) != nullptr && s[p] != '\0') ++p;
+  if (p >= s.size() || (s[p] != '"' && s[p] != '\'')) return false;
+  char q = s[p];
+  bool triple = s.substr(p, 3) == std::string(3, q);
+  size_t k = p + (triple ? 3 : 1);
+  while (k < s.size()) {
+    if (s[k] == '\\') {
+      k += 2;
+      continue;
+    }
+    if (s[k] == q && (!triple || s.substr(k, 3) == std::string(3, q))) {
+      i = k + (triple ? 3 : 1);
+      return true;
+    }
+    ++k;
+  }
+  return false;
+}
+
+// A number literal (an optional sign, digits, a point, an exponent, a j; 0x/0o/0b forms) or
+// True / False / None at `i`: advances past it.
+bool skip_number_or_constant(std::string_view s, size_t& i) {
+  for (const char* word : {"True", "False", "None"}) {
+    size_t n = std::strlen(word);
+    if (s.substr(i, n) == word && (i + n == s.size() || !(std::isalnum(static_cast<unsigned char>(s[i + n])) || s[i + n] == '_'))) {
+      i += n;
+      return true;
+    }
+  }
+  size_t p = i;
+  if (p < s.size() && (s[p] == '-' || s[p] == '+')) ++p;
+  size_t digits = p;
+  while (p < s.size() && (std::isalnum(static_cast<unsigned char>(s[p])) || s[p] == '_' || s[p] == '.' ||
+                          ((s[p] == '-' || s[p] == '+') && p > digits && (s[p - 1] == 'e' || s[p - 1] == 'E'))))
+    ++p;
+  if (p == digits || !(std::isdigit(static_cast<unsigned char>(s[digits])) || s[digits] == '.')) return false;
+  if (s[digits] == '.' && (p == digits + 1)) return false;  // a lone "."
+  i = p;
+  return true;
+}
+
+void skip_spaces(std::string_view s, size_t& i) {
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+}
+
+// One statement: print(LITERAL, ..., KEY=LITERAL, ...).
+bool constant_print_statement(std::string_view st) {
+  size_t i = 0;
+  skip_spaces(st, i);
+  if (st.substr(i, 5) != "print") return false;
+  i += 5;
+  skip_spaces(st, i);
+  if (i >= st.size() || st[i] != '(') return false;
+  ++i;
+  skip_spaces(st, i);
+  bool first = true;
+  while (i < st.size() && st[i] != ')') {
+    if (!first) {
+      if (st[i] != ',') return false;
+      ++i;
+      skip_spaces(st, i);
+      if (i < st.size() && st[i] == ')') break;  // a trailing comma
+    }
+    first = false;
+    // KEY= before a literal (sep="", end="\n", flush=True).
+    size_t k = i;
+    while (k < st.size() && (std::isalnum(static_cast<unsigned char>(st[k])) || st[k] == '_')) ++k;
+    size_t after_key = k;
+    skip_spaces(st, after_key);
+    if (k > i && std::isalpha(static_cast<unsigned char>(st[i])) && after_key < st.size() && st[after_key] == '=' &&
+        (after_key + 1 >= st.size() || st[after_key + 1] != '=')) {
+      i = after_key + 1;
+      skip_spaces(st, i);
+    }
+    if (!skip_string_literal(st, i) && !skip_number_or_constant(st, i)) return false;
+    skip_spaces(st, i);
+    // Adjacent string literals concatenate ("4" "2"): still a constant.
+    while (i < st.size() && st[i] != ',' && st[i] != ')') {
+      if (!skip_string_literal(st, i)) return false;
+      skip_spaces(st, i);
+    }
+  }
+  if (i >= st.size()) return false;  // never closed
+  ++i;
+  skip_spaces(st, i);
+  return i == st.size();
+}
+
 }  // namespace
+
+bool prints_only_constants(std::string_view code) {
+  bool any = false;
+  size_t start = 0;
+  while (start <= code.size()) {
+    size_t nl = code.find('\n', start);
+    std::string_view line = code.substr(start, nl == std::string_view::npos ? std::string_view::npos : nl - start);
+    start = nl == std::string_view::npos ? code.size() + 1 : nl + 1;
+    // Statements of the line, split at ';' and cut at '#' outside string literals.
+    size_t i = 0, from = 0;
+    std::vector<std::string_view> statements;
+    while (i < line.size()) {
+      char ch = line[i];
+      if (ch == '"' || ch == '\'' || ((ch == 'r' || ch == 'b' || ch == 'u' || ch == 'R' || ch == 'B' || ch == 'U') && i + 1 < line.size() &&
+                                      (line[i + 1] == '"' || line[i + 1] == '\''))) {
+        size_t j = i;
+        if (!skip_string_literal(line, j)) return false;  // an unclosed or multi-line literal
+        i = j;
+        continue;
+      }
+      if (ch == '#') break;
+      if (ch == ';') {
+        statements.push_back(line.substr(from, i - from));
+        from = i + 1;
+      }
+      ++i;
+    }
+    statements.push_back(line.substr(from, i - from));
+    for (std::string_view st : statements) {
+      if (trim(st).empty()) continue;
+      if (!constant_print_statement(trim(st))) return false;
+      any = true;
+    }
+  }
+  return any;
+}
 
 std::vector<Flag> chain_flags(const ChainView& c, const json& chain, const FlagOptions& opt) {
   std::vector<Flag> out;
@@ -187,6 +325,29 @@ std::vector<Flag> chain_flags(const ChainView& c, const json& chain, const FlagO
       out.push_back({"constant_output", v.name + ": passed " + std::to_string(tests) +
                                             " stdin/stdout tests with a program that never reads its input"});
     break;
+  }
+
+  // 7. An answer copied from a tool call that printed it as a constant.
+  if (!c.tool_calls.empty()) {
+    std::optional<std::string> final_answer;
+    for (const auto& v : c.verdicts)  // what the math verifier graded, when there is one
+      if (auto e = v.detail->find("extracted"); e != v.detail->end() && e->is_string()) final_answer = e->get<std::string>();
+    if (!final_answer) {
+      rewards::ExtractedAnswer a = rewards::extract_answer(answer.empty() ? text : answer);
+      if (a.method != "none") final_answer = a.text;
+    }
+    std::string want = final_answer ? normalise_answer(*final_answer) : "";
+    for (size_t i = 0; i < c.tool_calls.size() && !want.empty(); ++i) {
+      const ToolCallView& t = c.tool_calls[i];
+      if (t.status != "ok" || normalise_answer(trim(t.observation())) != want) continue;
+      std::string code = t.code();
+      if (!prints_only_constants(code)) continue;
+      out.push_back({"answer_from_constant_print", "call " + std::to_string(i + 1) + " of " +
+                                                       std::to_string(c.tool_calls.size()) + " runs " +
+                                                       quote_for_error(trim(code), 60) + " and the final answer is " +
+                                                       quote_for_error(*final_answer, 60)});
+      break;
+    }
   }
   return out;
 }

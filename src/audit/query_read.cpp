@@ -167,8 +167,40 @@ ChainView view_chain(const json& chain, const std::string& where) {
     if (auto de = v.find("detail"); de != v.end() && de->is_object()) d.detail = &*de;
     c.verdicts.push_back(std::move(d));
   }
+
+  if (auto tc = chain.find("tool_calls"); tc != chain.end() && !tc->is_null()) {
+    const char* kShape = "an array of {code, observation, status, wall_s, peak_memory_kb, truncated}";
+    if (!tc->is_array()) bad_field(where, "tool_calls", kShape, *tc);
+    c.tool_calls.reserve(tc->size());
+    for (size_t i = 0; i < tc->size(); ++i) {
+      const json& r = (*tc)[i];
+      std::string key = "tool_calls[" + std::to_string(i) + "]";
+      if (!r.is_object()) bad_field(where, key, kShape, r);
+      ToolCallView t;
+      t.record = &r;
+      auto st = r.find("status");
+      if (st == r.end() || !st->is_string()) bad_field(where, key + ".status", "a status string such as \"ok\"", st == r.end() ? json(nullptr) : *st);
+      t.status = st->get<std::string>();
+      if (auto w = r.find("wall_s"); w != r.end() && !w->is_null()) {
+        if (!w->is_number()) bad_field(where, key + ".wall_s", "a number", *w);
+        t.wall_s = w->get<double>();
+      }
+      if (auto m = r.find("peak_memory_kb"); m != r.end() && !m->is_null()) {
+        if (!m->is_number()) bad_field(where, key + ".peak_memory_kb", "an integer", *m);
+        t.peak_memory_kb = m->get<int64_t>();
+      }
+      if (auto tr = r.find("truncated"); tr != r.end()) {
+        if (!tr->is_boolean()) bad_field(where, key + ".truncated", "true or false", *tr);
+        t.truncated = tr->get<bool>();
+      }
+      c.tool_calls.push_back(std::move(t));
+    }
+  }
   return c;
 }
+
+std::string ToolCallView::code() const { return record ? chain_text(*record, "code") : std::string(); }
+std::string ToolCallView::observation() const { return record ? chain_text(*record, "observation") : std::string(); }
 
 bool ChainView::passed_all() const {
   bool any = false;

@@ -87,6 +87,18 @@ void Summary::add(const ChainView& c, const json& chain, const std::vector<Flag>
     if (passed) ++pc.passed;
   }
 
+  const int64_t calls = static_cast<int64_t>(c.tool_calls.size());
+  ++tools_.calls_per_chain[calls];
+  if (calls > 0) ++tools_.chains_with_calls;
+  for (const auto& t : c.tool_calls) {
+    ++tools_.calls;
+    ++tools_.by_status[t.status];
+    tools_.wall_s_sum += t.wall_s;
+    tools_.wall_s_max = std::max(tools_.wall_s_max, t.wall_s);
+    tools_.peak_memory_kb_max = std::max(tools_.peak_memory_kb_max, t.peak_memory_kb);
+    if (t.truncated) ++tools_.truncated;
+  }
+
   for (const auto& r : failure_reasons_of(c)) {
     FailureReason& fr = reasons_[r];
     if (fr.count++ == 0) fr.reason = r, fr.example = chain_ref(c);
@@ -225,6 +237,24 @@ json Summary::to_json(size_t top, const std::string& history_prompt) const {
   for (const auto& [edge, count] : ls.histogram) hist.push_back({{"from", edge}, {"to", edge + ls.bin_width}, {"count", count}});
   j["length"] = {{"n", ls.n}, {"mean", ls.mean}, {"quantiles", ls.quantiles}, {"histogram", std::move(hist)}};
 
+  {
+    const ToolStats& t = tools_;
+    json per_chain = json::array();
+    for (const auto& [n, chains] : t.calls_per_chain) per_chain.push_back({{"calls", n}, {"chains", chains}});
+    json by_status = json::array();
+    for (const auto& [status, n] : t.by_status)
+      by_status.push_back({{"status", status}, {"calls", n}, {"share", static_cast<double>(n) / static_cast<double>(t.calls)}});
+    j["tool_calls"] = {{"calls", t.calls},
+                       {"chains_with_calls", t.chains_with_calls},
+                       {"calls_per_chain_mean", chains_ ? static_cast<double>(t.calls) / static_cast<double>(chains_) : 0.0},
+                       {"calls_per_chain", std::move(per_chain)},
+                       {"by_status", std::move(by_status)},
+                       {"wall_s_mean", t.calls ? t.wall_s_sum / static_cast<double>(t.calls) : 0.0},
+                       {"wall_s_max", t.wall_s_max},
+                       {"peak_memory_kb_max", t.peak_memory_kb_max},
+                       {"truncated_observations", t.truncated}};
+  }
+
   json reasons = json::array();
   for (const auto& r : failure_reasons(top)) reasons.push_back({{"reason", r.reason}, {"count", r.count}, {"example", r.example}});
   j["failure_reasons"] = std::move(reasons);
@@ -332,6 +362,24 @@ std::string Summary::to_text(size_t top, const std::string& history_prompt) cons
       rows.push_back({fmt("%.0f", edge) + ".." + fmt("%.0f", edge + ls.bin_width - 1), std::to_string(count),
                       std::string(static_cast<size_t>(40 * count / most), '#')});
     out << render_table({"tokens", "chains", ""}, rows, "rrl") << "\n";
+  }
+
+  // Tool calls (only runs whose chains called a tool).
+  if (tools_.calls > 0) {
+    const ToolStats& t = tools_;
+    out << "tool calls " << t.calls << " in " << t.chains_with_calls << " of " << chains_ << " chains ("
+        << fmt("%.2f", static_cast<double>(t.calls) / static_cast<double>(chains_)) << " per chain)  wall mean "
+        << fmt("%.3f", t.wall_s_sum / static_cast<double>(t.calls)) << " s, max " << fmt("%.3f", t.wall_s_max)
+        << " s  peak memory max " << t.peak_memory_kb_max << " kB  observations truncated " << t.truncated << "\n";
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& [status, n] : t.by_status)
+      rows.push_back({status, std::to_string(n), fmt("%.1f%%", 100.0 * static_cast<double>(n) / static_cast<double>(t.calls))});
+    out << render_table({"status", "calls", "share"}, rows, "lrr");
+    rows.clear();
+    for (const auto& [n, chains] : t.calls_per_chain)
+      rows.push_back({std::to_string(n), std::to_string(chains),
+                      fmt("%.1f%%", 100.0 * static_cast<double>(chains) / static_cast<double>(chains_))});
+    out << render_table({"calls", "chains", "share"}, rows, "rrr") << "\n";
   }
 
   // Failure reasons.

@@ -16,6 +16,7 @@
 #include "common/error.h"   // defines: retort::Error
 #include "common/log.h"     // defines: log_warn
 #include "common/run_dir.h"  // defines: make_dirs
+#include "rewards/tool_calls.h"  // defines: find_tool_calls (where each call sits in the text)
 
 namespace retort::audit {
 
@@ -310,6 +311,47 @@ class Reservoir {
   std::vector<Picked> items_;
 };
 
+// The chain's tool calls for the browser: "tool_calls" (each record with its texts cut) and,
+// for each of reasoning / answer that holds calls, "<field>_parts": the field split around
+// them, ["text", {"call": k}, "text", ...], so that the page shows each call where it was made
+// (its program and observation replaced by a box with the status, wall time and memory).
+// A call is placed only when the text's k-th call has the program of the k-th record; calls
+// that are not placed are listed after the answer.
+void add_tool_calls(json& out, const json& chain, const ChainView& c, const std::string& reasoning,
+                    const std::string& answer, size_t cap) {
+  json calls = json::array();
+  for (const auto& t : c.tool_calls)
+    calls.push_back({{"status", t.status}, {"wall_s", t.wall_s}, {"peak_memory_kb", t.peak_memory_kb},
+                     {"truncated", t.truncated}, {"code", cut_utf8(t.code(), cap)}, {"observation", cut_utf8(t.observation(), cap)}});
+  out["tool_calls"] = std::move(calls);
+  // The format shows in the text: a python-format chain has no <tool_call> tag. Python calls
+  // count only inside the reasoning (a code block after </think> is an answer, not a call).
+  const std::string text = chain_text(chain, "text");
+  bool qwen = text.find("<tool_call>") != std::string::npos || answer.find("<tool_call>") != std::string::npos;
+  rewards::ToolFormat format = qwen ? rewards::ToolFormat::Qwen : rewards::ToolFormat::Python;
+  size_t k = 0;  // the next record to place
+  for (int which = 0; which < 2; ++which) {
+    const bool in_answer = which == 1;
+    const std::string& f = in_answer ? answer : reasoning;
+    const char* field = in_answer ? "answer" : "reasoning";
+    if (in_answer && !qwen && !reasoning.empty()) break;  // after </think>: answers, not calls
+    json parts = json::array();
+    size_t pos = 0;
+    bool placed = false;
+    for (const auto& span : rewards::find_tool_calls(f, format)) {
+      if (k >= c.tool_calls.size() || span.code != c.tool_calls[k].code()) break;
+      parts.push_back(cut_utf8(f.substr(pos, span.call_begin - pos), cap));
+      parts.push_back({{"call", k}});
+      pos = span.answered ? span.obs_end : span.call_end;
+      ++k;
+      placed = true;
+    }
+    if (!placed) continue;
+    parts.push_back(cut_utf8(f.substr(pos), cap));
+    out[std::string(field) + "_parts"] = std::move(parts);
+  }
+}
+
 json compact_chain(const json& chain, const ChainView& c, const std::vector<Flag>& flags, int64_t max_chars) {
   size_t cap = static_cast<size_t>(std::max<int64_t>(64, max_chars));
   json out = {{"step", c.step},          {"prompt_id", c.prompt_id}, {"group", c.group},
@@ -331,6 +373,7 @@ json compact_chain(const json& chain, const ChainView& c, const std::vector<Flag
   for (const auto& f : flags) fl.push_back({{"code", f.code}, {"why", f.why}});
   out["flags"] = std::move(fl);
   out["reasons"] = failure_reasons_of(c);
+  if (!c.tool_calls.empty()) add_tool_calls(out, chain, c, reasoning, answer, cap);
   return out;
 }
 
@@ -445,6 +488,7 @@ ReportResult write_report(const ReportOptions& opt) {
   json kinds = json::array();
   for (const auto& k : flag_kinds()) kinds.push_back({{"code", k.code}, {"title", k.title}});
   page_data["flag_kinds"] = std::move(kinds);
+  page_data["tool_statuses"] = tool_statuses();
 
   json config;
   bool have_config = fs::exists(config_path);
@@ -471,7 +515,8 @@ ReportResult write_report(const ReportOptions& opt) {
   h << "<header><h1>retort report: " << html_escape(run_name) << "</h1><div>" << html_escape(opt.run_dir) << "</div><nav>"
     << (res.results ? "<a href=\"#results\">results</a> " : "")
     << "<a href=\"#summary\">summary</a> <a href=\"#eval\">evaluation</a> <a href=\"#metrics\">metrics</a> "
-       "<a href=\"#pass-rate\">pass rate</a> <a href=\"#lengths\">lengths</a> <a href=\"#failures\">failures</a> "
+       "<a href=\"#pass-rate\">pass rate</a> <a href=\"#lengths\">lengths</a> "
+    << (summary.tools().calls > 0 ? "<a href=\"#tools\">tool calls</a> " : "") << "<a href=\"#failures\">failures</a> "
        "<a href=\"#flags\">flags</a> <a href=\"#chains\">chains</a></nav></header><main>\n";
 
   // The results table first: what the run achieved, before how it got there.
@@ -582,6 +627,26 @@ ReportResult write_report(const ReportOptions& opt) {
   }
   h << "</section>\n";
 
+  // Tool calls (runs whose chains called a tool).
+  if (summary.tools().calls > 0) {
+    const ToolStats& t = summary.tools();
+    double chains = static_cast<double>(std::max<int64_t>(1, summary.chains()));
+    h << "<section id=\"tools\"><h2>Tool calls</h2><p>" << t.calls << " calls in " << t.chains_with_calls << " of "
+      << summary.chains() << " chains (" << fmt("%.2f", static_cast<double>(t.calls) / chains)
+      << " per chain); wall time mean " << fmt("%.3f", t.wall_s_sum / static_cast<double>(t.calls)) << " s, max "
+      << fmt("%.3f", t.wall_s_max) << " s; peak memory max " << t.peak_memory_kb_max << " kB; " << t.truncated
+      << " observations truncated. <code>retort audit RUN_DIR --tool-status STATUS --show</code> lists the chains.</p>"
+      << "<table class=\"data\"><tr><th>status</th><th>calls</th><th>share</th></tr>";
+    for (const auto& [status, n] : t.by_status)
+      h << "<tr><td><span class=\"tool-" << (status == "ok" ? "ok" : "bad") << "\">" << html_escape(status)
+        << "</span></td><td class=\"num\">" << n << "</td><td class=\"num\">"
+        << fmt("%.1f%%", 100.0 * static_cast<double>(n) / static_cast<double>(t.calls)) << "</td></tr>";
+    h << "</table>";
+    std::vector<std::pair<std::string, double>> bars;
+    for (const auto& [n, count] : t.calls_per_chain) bars.emplace_back(std::to_string(n), static_cast<double>(count));
+    h << svg_bars("chains per number of tool calls", bars) << "</section>\n";
+  }
+
   // Failure reasons.
   h << "<section id=\"failures\"><h2>Most common failure reasons</h2>";
   {
@@ -654,12 +719,14 @@ ReportResult write_report(const ReportOptions& opt) {
        "<label>prompt id<input id=\"f-prompt\" type=\"text\" size=\"12\"></label>"
        "<label>verdict<select id=\"f-verdict\"><option value=\"\">any</option></select></label>"
        "<label>flag<select id=\"f-flag\"><option value=\"\">any</option></select></label>"
+       "<label>tool calls<select id=\"f-tool\"><option value=\"\">any</option><option value=\"with\">with calls</option>"
+       "<option value=\"none\">without calls</option></select></label>"
        "<label>text search<input id=\"f-text\" type=\"search\" size=\"24\"></label>"
        "<label><span><input id=\"f-regex\" type=\"checkbox\"> regex</span></label>"
        "<label><span><input id=\"f-truncated\" type=\"checkbox\"> truncated only</span></label>"
        "<span id=\"count\"></span></div>";
   h << "<div id=\"browser\"><div id=\"list\"><table class=\"data\"><thead><tr><th>step</th><th>prompt</th><th>grp/s</th>"
-       "<th>reward</th><th>verdict</th><th>length</th><th>flags</th></tr></thead><tbody id=\"rows\"></tbody></table>"
+       "<th>reward</th><th>verdict</th><th>length</th><th>tools</th><th>flags</th></tr></thead><tbody id=\"rows\"></tbody></table>"
        "<button id=\"more\" type=\"button\">show more</button></div><div id=\"detail\"><p class=\"note\">Select a chain.</p></div></div>";
   h << "</section>\n";
 

@@ -9,6 +9,16 @@ for (const v of D.verifiers) {
 }
 const flagSel = $('f-flag');
 for (const f of D.flag_kinds) { const o = el('option', null, f.code); o.value = f.code; flagSel.appendChild(o); }
+const toolSel = $('f-tool');
+for (const st of D.tool_statuses) { const o = el('option', null, 'a call ended ' + st); o.value = 'status:' + st; toolSel.appendChild(o); }
+function calls(c){ return c.tool_calls || []; }
+function toolOk(c, spec){
+  if (!spec) return true;
+  if (spec === 'with') return calls(c).length > 0;
+  if (spec === 'none') return calls(c).length === 0;
+  const st = spec.slice(7);
+  return calls(c).some(t => t.status === st);
+}
 let shown = 200, current = null;
 function verdictOk(c, spec){
   if (!spec) return true;
@@ -30,6 +40,7 @@ function matches(c){
   if (!verdictOk(c, verdictSel.value)) return false;
   const fl = flagSel.value;
   if (fl && !c.flags.some(f => f.code === fl)) return false;
+  if (!toolOk(c, toolSel.value)) return false;
   if ($('f-truncated').checked && !c.truncated) return false;
   const q = $('f-text').value;
   if (q) {
@@ -50,12 +61,36 @@ function render(){
     tr.appendChild(el('td', 'num', c.group + '/' + c.sample)); tr.appendChild(el('td', 'num', fmt(c.reward)));
     tr.appendChild(el('td', c.passed ? 'ok' : 'bad', c.passed ? 'pass' : 'fail'));
     tr.appendChild(el('td', 'num', c.length + (c.truncated ? ' (cut)' : '')));
+    const bad = calls(c).filter(t => t.status !== 'ok').length;
+    tr.appendChild(el('td', bad ? 'num bad' : 'num', calls(c).length ? calls(c).length + (bad ? ' (' + bad + ' not ok)' : '') : ''));
     tr.appendChild(el('td', 'flagname', c.flags.map(f => f.code).join(' ')));
     tr.addEventListener('click', () => show(Number(tr.dataset.idx)));
     if (current === Number(tr.dataset.idx)) tr.classList.add('sel');
     tb.appendChild(tr);
   }
   $('more').style.display = hits.length > shown ? '' : 'none';
+}
+// One tool call where the chain made it: its program, its observation, the status as a badge,
+// what the sandbox measured.
+function callBox(t, k){
+  const box = el('div', 'toolcall');
+  const head = el('div'); head.appendChild(el('b', null, 'tool call ' + (k + 1) + ' '));
+  head.appendChild(el('span', t.status === 'ok' ? 'badge tool-ok' : 'badge tool-bad', t.status));
+  head.appendChild(el('span', null, ' · wall ' + fmt(t.wall_s) + ' s · memory ' + fmt(t.peak_memory_kb) + ' kB' +
+    (t.truncated ? ' · observation truncated' : '')));
+  box.appendChild(head);
+  box.appendChild(el('pre', 'code', t.code || '(no code)'));
+  box.appendChild(el('pre', 'output', t.observation || '(no output)'));
+  return box;
+}
+// A text field, with its calls in place when the page knows where they are.
+function field(d, c, cls, text, parts, placed){
+  if (!parts) { d.appendChild(el('pre', cls, text || '(empty)')); return; }
+  for (const p of parts) {
+    if (typeof p === 'string') { if (p.trim() !== '') d.appendChild(el('pre', cls, p)); continue; }
+    const t = calls(c)[p.call];
+    if (t) { d.appendChild(callBox(t, p.call)); placed.add(p.call); }
+  }
 }
 function show(i){
   current = i; const c = chains[i]; const d = $('detail'); d.textContent = '';
@@ -66,8 +101,14 @@ function show(i){
   for (const r of c.reasons) d.appendChild(el('div', 'bad', '✗ ' + r));
   d.appendChild(el('h4', null, 'prompt')); d.appendChild(el('pre', 'prompt', c.prompt));
   if (c.text !== undefined) { d.appendChild(el('h4', null, 'completion (no reasoning/answer split)')); d.appendChild(el('pre', 'answer', c.text)); }
-  d.appendChild(el('h4', null, 'reasoning')); d.appendChild(el('pre', 'reasoning', c.reasoning || '(empty)'));
-  d.appendChild(el('h4', null, 'answer')); d.appendChild(el('pre', 'answer', c.answer || '(empty)'));
+  const placed = new Set();
+  d.appendChild(el('h4', null, 'reasoning')); field(d, c, 'reasoning', c.reasoning, c.reasoning_parts, placed);
+  d.appendChild(el('h4', null, 'answer')); field(d, c, 'answer', c.answer, c.answer_parts, placed);
+  const rest = calls(c).map((t, k) => [t, k]).filter(([t, k]) => !placed.has(k));
+  if (rest.length) {
+    d.appendChild(el('h4', null, placed.size ? 'tool calls not found in the text' : 'tool calls'));
+    for (const [t, k] of rest) d.appendChild(callBox(t, k));
+  }
   d.appendChild(el('h4', null, 'verifiers'));
   for (const [name, v] of Object.entries(c.verifiers)) {
     const box = el('div', 'verifier');
@@ -88,7 +129,7 @@ function show(i){
   render();
 }
 for (const id of ['f-step-min','f-step-max','f-prompt','f-text']) $(id).addEventListener('input', () => { shown = 200; render(); });
-for (const id of ['f-verdict','f-flag','f-truncated','f-regex']) $(id).addEventListener('change', () => { shown = 200; render(); });
+for (const id of ['f-verdict','f-flag','f-tool','f-truncated','f-regex']) $(id).addEventListener('change', () => { shown = 200; render(); });
 $('more').addEventListener('click', () => { shown += 200; render(); });
 // A link can carry a search: report.html#search=TEXT opens with it and shows the first hit.
 let h = location.hash || '';

@@ -17,6 +17,7 @@ struct AuditArgs {
   double reward_min = 0, reward_max = 0;
   bool truncated = false, not_truncated = false;
   int64_t limit = -1;
+  int64_t min_tool_calls = 0, max_tool_calls = 0;
 };
 
 }  // namespace
@@ -26,7 +27,8 @@ void register_audit_commands(CLI::App& app) {
   CLI::App* audit = app.add_subcommand(
       "audit",
       "query the sampled chains of a run (RUN_DIR/chains.jsonl). stdout: each matching chain as a JSON line; "
-      "--show prints them readably, --summary prints tables (pass rate per step, lengths, failure reasons, flags)");
+      "--show prints them readably, --summary prints tables (pass rate per step, lengths, tool calls, failure reasons, "
+      "flags)");
   audit->add_option("run_dir", a->opt.run_dir, "run folder (or a chains .jsonl file)")->required();
   audit->add_option("--step", a->step, "steps A:B inclusive (also A:, :B, A)");
   audit->add_option("--prompt", a->opt.filter.prompt_ids, "prompt id; repeatable (any of them)")
@@ -43,22 +45,33 @@ void register_audit_commands(CLI::App& app) {
                     "ok, runtime_error, compile_error, time_limit, memory_limit, output_limit, sandbox_error or "
                     "deadline; repeatable (any of them)")
       ->allow_extra_args(false);
+  audit->add_option("--tool-status", a->opt.filter.tool_status,
+                    "chains with a tool call that ended ok, runtime_error, compile_error, time_limit, memory_limit, "
+                    "output_limit, sandbox_error or budget; repeatable (any of them)")
+      ->allow_extra_args(false);
+  CLI::Option* tmin = audit->add_option("--min-tool-calls", a->min_tool_calls, "chains with at least N tool calls")
+                          ->check(CLI::NonNegativeNumber);
+  CLI::Option* tmax = audit->add_option("--max-tool-calls", a->max_tool_calls,
+                                        "chains with at most N tool calls (0 = chains that called no tool)")
+                          ->check(CLI::NonNegativeNumber);
   audit->add_option("--grep", a->opt.filter.grep, "PCRE2 regular expression searched in the completion text");
   audit->add_flag("-i,--ignore-case", a->opt.filter.grep_ignore_case, "--grep ignores case");
   audit->add_option("--flag", a->opt.filter.flags,
                     "chains with this reward-hacking flag: empty_reasoning, answer_contradicts_reasoning, "
-                    "repeated_ngrams, mixed_languages, answer_format, constant_output; repeatable")
+                    "repeated_ngrams, mixed_languages, answer_format, constant_output, answer_from_constant_print; repeatable")
       ->allow_extra_args(false);
   audit->add_flag("--summary", a->opt.summary, "print summary tables instead of the chains");
   audit->add_flag("--json", a->opt.summary_json, "with --summary: the summary as one JSON object");
   audit->add_flag("--show", a->opt.show, "print chains readably: reasoning, answer, verifier verdicts, flags");
   audit->add_option("--limit", a->limit, "print at most N chains")->check(CLI::NonNegativeNumber);
   audit->add_option("--top", a->opt.top, "rows of the failure-reason tables (default 10)")->check(CLI::PositiveNumber);
-  audit->callback([a, rmin, rmax, tr] {
+  audit->callback([a, rmin, rmax, tr, tmin, tmax] {
     if (!a->step.empty()) audit::parse_step_range(a->step, a->opt.filter);
     if (rmin->count()) a->opt.filter.reward_min = a->reward_min;
     if (rmax->count()) a->opt.filter.reward_max = a->reward_max;
     if (tr->count()) a->opt.filter.truncated = true;
+    if (tmin->count()) a->opt.filter.tool_calls_min = a->min_tool_calls;
+    if (tmax->count()) a->opt.filter.tool_calls_max = a->max_tool_calls;
     if (a->not_truncated) a->opt.filter.truncated = false;
     if (a->opt.summary_json && !a->opt.summary)
       throw Error(ErrorInfo{"--json goes with --summary", "retort audit", "--summary --json",
