@@ -62,7 +62,7 @@ class ToolVerifier : public Verifier {
 
     int64_t n_ok = 0, n_failed = 0, n_timeout = 0, n_budget = 0, n_sandbox = 0, n_unanswered = 0, n_truncated = 0;
     json statuses = json::array();
-    json first_failure;
+    json first_failed_call;
     for (size_t i = 0; i < calls.size(); ++i) {
       const ToolCallSpan& c = calls[i];
       Outcome o = outcome_of(c);
@@ -77,8 +77,8 @@ class ToolVerifier : public Verifier {
       n_truncated += c.truncated ? 1 : 0;
       statuses.push_back(c.answered ? c.status : "unanswered");
       bool counts_against = o == Outcome::Failed || o == Outcome::Timeout || o == Outcome::Budget;
-      if (counts_against && first_failure.is_null())
-        first_failure = {{"call", i + 1}, {"status", c.status}, {"code", truncate_for_detail(c.code, 300)},
+      if (counts_against && first_failed_call.is_null())
+        first_failed_call = {{"call", i + 1}, {"status", c.status}, {"code", truncate_for_detail(c.code, 300)},
                          {"observation", tail_for_detail(c.body)}};
     }
 
@@ -89,7 +89,7 @@ class ToolVerifier : public Verifier {
                      opt_.penalty_budget * static_cast<double>(n_budget);
     Score out;
     out.reward = std::max(opt_.min_reward, bonus + penalty);
-    out.passed = first_failure.is_null();
+    out.passed = first_failed_call.is_null();
     json& d = out.detail;
     d["format"] = opt_.format;
     d["calls"] = calls.size();
@@ -104,11 +104,11 @@ class ToolVerifier : public Verifier {
     d["bonus"] = bonus;
     d["penalty"] = penalty;
     d["statuses"] = std::move(statuses);
-    if (!first_failure.is_null()) {
+    if (!first_failed_call.is_null()) {
       // "error" groups failure reasons in the audit by its part before ": " ("tool: time_limit").
-      d["error"] = first_failure["status"].get<std::string>() + ": call " + std::to_string(first_failure["call"].get<size_t>()) +
-                   " of " + std::to_string(calls.size());
-      d["first_failure"] = std::move(first_failure);
+      d["error"] = first_failed_call["status"].get<std::string>() + ": call " +
+                   std::to_string(first_failed_call["call"].get<size_t>()) + " of " + std::to_string(calls.size());
+      d["first_failed_call"] = std::move(first_failed_call);
     }
     return out;
   }

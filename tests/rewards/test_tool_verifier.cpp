@@ -73,10 +73,10 @@ TEST_CASE("tool verifier: penalties and bonus from the args, python format", "[u
     CHECK(s.detail["over_budget"] == 1);
     CHECK(s.detail["statuses"] == json({"ok", "runtime_error", "time_limit", "budget"}));
     // The first call that counts against the chain is the second one.
-    CHECK(s.detail["first_failure"]["call"] == 2);
-    CHECK(s.detail["first_failure"]["status"] == "runtime_error");
-    CHECK(s.detail["first_failure"]["code"] == "print(1/0)");
-    CHECK(s.detail["first_failure"]["observation"].get<std::string>().find("ZeroDivisionError") != std::string::npos);
+    CHECK(s.detail["first_failed_call"]["call"] == 2);
+    CHECK(s.detail["first_failed_call"]["status"] == "runtime_error");
+    CHECK(s.detail["first_failed_call"]["code"] == "print(1/0)");
+    CHECK(s.detail["first_failed_call"]["observation"].get<std::string>().find("ZeroDivisionError") != std::string::npos);
     CHECK(s.detail["error"] == "runtime_error: call 2 of 4");
   }
 }
@@ -141,7 +141,7 @@ TEST_CASE("tool verifier: qwen format", "[unit]") {
   CHECK_FALSE(q.passed);
   CHECK(q.detail["calls"] == 2);
   CHECK(q.detail["timed_out"] == 1);
-  CHECK(q.detail["first_failure"]["code"] == "import time\ntime.sleep(100)");
+  CHECK(q.detail["first_failed_call"]["code"] == "import time\ntime.sleep(100)");
   CHECK(q.detail["format"] == "qwen");
   // Read as python format, the chain has no call.
   CHECK(std::isnan(score(json::object(), chain).reward));
