@@ -638,7 +638,7 @@ ReportResult write_report(const ReportOptions& opt) {
       << " observations truncated. <code>retort audit RUN_DIR --tool-status STATUS --show</code> lists the chains.</p>"
       << "<table class=\"data\"><tr><th>status</th><th>calls</th><th>share</th></tr>";
     for (const auto& [status, n] : t.by_status)
-      h << "<tr><td><span class=\"tool-" << (status == "ok" ? "ok" : "bad") << "\">" << html_escape(status)
+      h << "<tr><td><span class=\"badge tool-" << (status == "ok" ? "ok" : "bad") << "\">" << html_escape(status)
         << "</span></td><td class=\"num\">" << n << "</td><td class=\"num\">"
         << fmt("%.1f%%", 100.0 * static_cast<double>(n) / static_cast<double>(t.calls)) << "</td></tr>";
     h << "</table>";

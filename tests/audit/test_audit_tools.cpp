@@ -356,15 +356,23 @@ TEST_CASE("audit tools: the constant-print flag", "[unit]") {
 
 TEST_CASE("audit tools: report.html shows the calls in the chain browser", "[unit]") {
   std::string dir = write_run("audit_tools_report");
+  // A seventh chain whose program and output are hostile markup: they must stay text.
+  const std::string xss = "</script><img src=x onerror=alert(1)>";
+  std::ofstream(dir + "/chains.jsonl", std::ios::app)
+      << chain("c7", {{"print('" + xss + "')", xss, "ok", 0.1, 1}}, "1").dump() << "\n";
   ReportOptions opt;
   opt.run_dir = dir;
   opt.per_step = 100;
   ReportResult res = write_report(opt);
-  REQUIRE(res.embedded == 6);
+  REQUIRE(res.embedded == 7);
   std::string html = read_file(res.path);
   CHECK(html.find("<section id=\"tools\">") != std::string::npos);
-  CHECK(html.find("8 calls in 5 of 6 chains") != std::string::npos);
+  CHECK(html.find("9 calls in 6 of 7 chains") != std::string::npos);
   CHECK(html.find("id=\"f-tool\"") != std::string::npos);
+  CHECK(html.find("<img") == std::string::npos);
+  size_t closes = 0;
+  for (size_t p = html.find("</script>"); p != std::string::npos; p = html.find("</script>", p + 1)) ++closes;
+  CHECK(closes == 2);  // the page's own two
 
   const std::string open = "<script type=\"application/json\" id=\"chains-data\">";
   size_t a = html.find(open) + open.size();
@@ -389,6 +397,7 @@ TEST_CASE("audit tools: report.html shows the calls in the chain browser", "[uni
   // c5: no calls, nothing added.
   CHECK_FALSE(by_id["c5"].contains("tool_calls"));
   CHECK_FALSE(by_id["c5"].contains("reasoning_parts"));
+  CHECK(by_id["c7"]["tool_calls"][0]["observation"] == xss);  // decoded back to the text
 }
 
 TEST_CASE("audit tools: the chain browser renders calls in place in headless Chromium", "[unit]") {
