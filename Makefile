@@ -4,7 +4,7 @@
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: setup configure build build-cli test demo bench clean
+.PHONY: setup configure build build-cli test demo demo-tools bench clean
 
 setup:
 	scripts/setup
@@ -25,6 +25,12 @@ test: build
 
 demo: build-cli
 	scripts/demo
+
+# The same pipeline on traces that do their arithmetic with a Python call run in the sandbox
+# (docs/tools.md): its own run folder, the same held-out prompts as the demo.
+demo-tools: build-cli
+	scripts/demo run_dir=runs/demo_tools data.tools=python grpo.tools.enabled=true eval.tools.enabled=true \
+	  $(if $(wildcard runs/demo/summary.json),compare_to=runs/demo)
 
 bench: build
 	tests/bench/run

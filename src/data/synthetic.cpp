@@ -13,6 +13,7 @@
 #include "common/config.h"  // defines: ConfigBinder, write_file_atomic
 #include "common/error.h"   // defines: retort::Error
 #include "common/hash.h"    // defines: fnv1a
+#include "rewards/tool_calls.h"  // defines: rewards::render_observation
 
 namespace retort {
 
@@ -34,6 +35,7 @@ void SyntheticOptions::bind(ConfigBinder& b) {
   b.field("rl", rl);
   b.field("eval", eval);
   b.field("tokenizer_corpus", tokenizer_corpus);
+  b.choice("tools", tools, {"none", "python"});
 }
 
 namespace {
@@ -162,6 +164,7 @@ Split owner_of(const std::string& canonical, bool code, int steps, const Synthet
 struct Draw {
   bool ok = false;  // false: this draw found no valid problem; draw again
   std::string canonical, prompt, completion, answer, program;
+  std::string tool_completion;  // math: the trace that computes with a Python call (SyntheticOptions::tools)
   json tests;
 };
 
@@ -217,6 +220,14 @@ const std::vector<Phrase> kDiv = {
 };
 const std::vector<std::string> kQuestions = {"How many {I} does {N} have now?", "How many {I} does {N} have in the end?"};
 
+// One step of the tool-using trace: the reasoning line up to its computation ("She gives
+// away 5: 12 - 5 = 7." -> "# She gives away 5") as a comment, then the step as Python.
+std::string python_step(const std::string& reason, const std::string& statement) {
+  std::string what = reason.substr(0, reason.find(':'));
+  if (!what.empty() && what.back() == '.') what.pop_back();
+  return "# " + what + "\n" + statement + "\n";
+}
+
 Draw draw_math(Rng& rng, const SyntheticSplitOptions& so, int steps) {
   Draw d;
   const Person& who = rng.pick(kPeople);
@@ -229,6 +240,7 @@ Draw draw_math(Rng& rng, const SyntheticSplitOptions& so, int steps) {
   int ops = steps;
   std::vector<std::pair<char, int64_t>> chain;  // each operation and its operand, for the check
   std::vector<int64_t> values;                  // the first number, then each operation's result
+  std::string program;                          // the same steps as Python, for the tool-using trace
 
   // Start: a plain amount, or "a boxes of b" (a multiplication, which counts as a step).
   if (steps >= 1 && rng.uniform(0, 2) == 0 && so.max_operand >= 2) {
@@ -241,6 +253,7 @@ Draw draw_math(Rng& rng, const SyntheticSplitOptions& so, int steps) {
     sentences.push_back(fill(ph.text, vars));
     reasons.push_back(fill(ph.reason, vars));
     canonical += str(a) + "x" + str(b);
+    program += python_step(reasons.back(), "n = " + str(a) + " * " + str(b));
     chain.push_back({'*', b});
     values = {a, v};
     --ops;
@@ -252,6 +265,7 @@ Draw draw_math(Rng& rng, const SyntheticSplitOptions& so, int steps) {
     sentences.push_back(fill(ph.text, vars));
     reasons.push_back(fill(ph.reason, vars));
     canonical += str(v);
+    program += python_step(reasons.back(), "n = " + str(v));
     values = {v};
   }
 
@@ -287,6 +301,7 @@ Draw draw_math(Rng& rng, const SyntheticSplitOptions& so, int steps) {
     sentences.push_back(text);
     reasons.push_back(fill(ph.reason, vars));
     canonical += std::string("|") + op + str(x);
+    program += python_step(reasons.back(), std::string("n = n ") + (op == '/' ? "//" : std::string(1, op)) + " " + str(x));
     chain.push_back({op, x});
     values.push_back(r);
     v = r;
@@ -324,6 +339,12 @@ Draw draw_math(Rng& rng, const SyntheticSplitOptions& so, int steps) {
   d.prompt = prompt;
   d.answer = str(v);
   d.completion = "<think>\n" + reasoning + "\n</think>\n" + "The answer is \\boxed{" + d.answer + "}.";
+  // The tool-using trace (rewards/tool_calls.h, python format): the same steps, each the
+  // problem's sentence as a comment and its operation as a line of Python, one call that
+  // prints the result and the sandbox's output; the model writes no arithmetic itself.
+  d.tool_completion = "<think>\n```python\n" + program + "print(n)\n```" +
+                      rewards::render_observation(rewards::ToolFormat::Python, d.answer) + "</think>\n" +
+                      "The answer is \\boxed{" + d.answer + "}.";
   return d;
 }
 
@@ -731,7 +752,7 @@ std::vector<SyntheticProblem> draw_split(const SyntheticOptions& o, Split split,
     p.canonical = std::move(d.canonical);
     p.steps = steps;
     p.prompt = std::move(d.prompt);
-    p.completion = std::move(d.completion);
+    p.completion = std::move(o.tools == "python" && !code ? d.tool_completion : d.completion);
     p.answer = std::move(d.answer);
     p.program = std::move(d.program);
     p.tests = std::move(d.tests);

@@ -55,6 +55,10 @@ struct SyntheticOptions {
   // Held-out evaluation prompts: as hard as the RL prompts, never seen by any stage.
   SyntheticSplitOptions eval{/*math=*/200, /*code=*/100, /*min_steps=*/2, /*max_steps=*/3, /*max_operand=*/9, /*max_value=*/100};
   bool tokenizer_corpus = true;  // also write tokenizer.jsonl (train and valid traces, RL prompts; never eval)
+  // "python": math traces do the arithmetic with a Python call and its output (the python
+  // format of rewards/tool_calls.h) instead of writing each result; the problems, answers
+  // and every other file stay the same. "none": the plain traces.
+  std::string tools = "none";
   void bind(ConfigBinder& b);
 };
 

@@ -12,7 +12,7 @@
 #include <vector>      // defines: std::vector
 
 #include "audit/report.h"       // defines: write_report
-#include "common/config.h"      // defines: ConfigBinder, parse_config, apply_override, write_json_file_atomic
+#include "common/config.h"      // defines: ConfigBinder, parse_config, apply_override, write_json_file_atomic, load_json_file
 #include "common/error.h"       // defines: retort::Error
 #include "common/hash.h"        // defines: fnv1a, kFnv1aOffset
 #include "common/log.h"         // defines: log_info, fmt_pct
@@ -39,6 +39,7 @@ void PipelineConfig::bind(ConfigBinder& b) {
   b.field("student", student);
   b.field("grpo", grpo);
   b.field("eval", eval);
+  b.field("compare_to", compare_to);
 }
 
 namespace {
@@ -346,6 +347,7 @@ std::vector<TrainedStage> trained_stages(const Paths& p, const StageDocs& docs) 
 StageSummary train_stage(const PipelineConfig& cfg, const TrainedStage& t, const std::string& where) {
   StageSummary s;
   s.stage = t.stage;
+  s.label = cfg.data.tools == "none" ? t.stage : t.stage + "+tools";
   s.model = t.model;
   if (wants(cfg, t.stage) && !finished_earlier(t.dir, *t.doc, t.canonical, t.stage + ".", t.inputs, t.stage, where)) {
     const double t0 = now_seconds();
@@ -392,6 +394,35 @@ void evaluate_stage(StageSummary& s, const StageDocs& docs, const Paths& p, cons
   s.all_pass1 = total > 0 ? passed / total : -1;
 }
 
+// The rows of a finished run's summary.json (write_summary), in stage order.
+std::vector<StageSummary> read_compared_rows(const std::string& run_dir) {
+  const std::string path = run_dir + "/summary.json";
+  if (!fs::exists(path)) {
+    throw Error(ErrorInfo{"the run to compare with has no results table", "pipeline: compare_to", path,
+                          "no such file", "run that pipeline first (make demo), or drop compare_to"});
+  }
+  const json doc = load_json_file(path);
+  std::vector<StageSummary> rows;
+  for (const char* stage : {"teacher", "student", "grpo"}) {
+    if (!doc.contains("stages") || !doc["stages"].contains(stage)) continue;
+    const json& j = doc["stages"][stage];
+    StageSummary s;
+    s.stage = s.label = stage;
+    s.model = j.value("model", "");
+    s.parameters = j.value("parameters", int64_t{0});
+    s.math_pass1 = j.value("math_pass1", -1.0), s.code_pass1 = j.value("code_pass1", -1.0), s.all_pass1 = j.value("all_pass1", -1.0);
+    s.train_s = j.value("train_s", 0.0), s.eval_s = j.value("eval_s", 0.0);
+    rows.push_back(s);
+  }
+  return rows;
+}
+
+std::vector<std::string> all_notes(const PipelineResult& r) {
+  std::vector<std::string> notes = summary_notes(r.stages);
+  for (auto& n : comparison_notes(r.compared, r.stages)) notes.push_back(std::move(n));
+  return notes;
+}
+
 // report: RUN_DIR/report.html on the GRPO run, opening with the results table (the page reads
 // grpo/results.json) and showing the held-out evaluation of every stage (grpo/eval.json).
 // -> the page's path.
@@ -402,6 +433,7 @@ std::string write_pipeline_report(const PipelineResult& r, const Paths& p) {
   }
   json eval_by_stage = json::object();
   json rows = json::array();
+  for (const auto& s : r.compared) rows.push_back(summary_cells(s));
   for (const auto& s : r.stages) {
     rows.push_back(summary_cells(s));
     if (s.all_pass1 >= 0) {
@@ -414,7 +446,7 @@ std::string write_pipeline_report(const PipelineResult& r, const Paths& p) {
                          json{{"title", "Results: held-out accuracy per stage"},
                               {"columns", summary_columns()},
                               {"rows", rows},
-                              {"notes", summary_notes(r.stages)}},
+                              {"notes", all_notes(r)}},
                          2);
   audit::ReportOptions ro;
   ro.run_dir = p.grpo_dir;
@@ -441,7 +473,7 @@ void write_summary(const PipelineResult& r, const std::string& run_dir) {
 // One line of the table: the columns at fixed widths.
 std::string table_line(const std::vector<std::string>& cells) {
   char line[256];
-  std::snprintf(line, sizeof line, "%-9s %12s %12s %12s %12s %10s %8s\n", cells.at(0).c_str(), cells.at(1).c_str(), cells.at(2).c_str(),
+  std::snprintf(line, sizeof line, "%-13s %12s %12s %12s %12s %10s %8s\n", cells.at(0).c_str(), cells.at(1).c_str(), cells.at(2).c_str(),
                 cells.at(3).c_str(), cells.at(4).c_str(), cells.at(5).c_str(), cells.at(6).c_str());
   return line;
 }
@@ -457,6 +489,12 @@ PipelineResult run_pipeline(const json& doc_in, const std::string& where, const 
   RunDir run(cfg.run_dir);
   run.save_resolved_config(config_to_json(cfg));
   PipelineResult result;
+  if (!cfg.compare_to.empty()) {
+    result.compared = read_compared_rows(cfg.compare_to);
+    std::string lines = summary_header();
+    for (const auto& s : result.compared) lines += summary_row(s);
+    if (hooks.on_table && !result.compared.empty()) hooks.on_table(lines);
+  }
   if (wants(cfg, "data")) result.data_s = run_data_stage(cfg, p, where);
   if (wants(cfg, "tokenizer")) result.tokenizer_s = run_tokenizer_stage(cfg, p, where);
   // Each model is evaluated as soon as it is trained, and its row shown before the next
@@ -465,7 +503,8 @@ PipelineResult run_pipeline(const json& doc_in, const std::string& where, const 
     StageSummary s = train_stage(cfg, t, where);
     if (wants(cfg, "eval")) evaluate_stage(s, docs, p, where);
     result.stages.push_back(s);
-    if (hooks.on_table) hooks.on_table((result.stages.size() == 1 ? summary_header() : std::string()) + summary_row(s));
+    const bool first_row = result.stages.size() == 1 && result.compared.empty();
+    if (hooks.on_table) hooks.on_table((first_row ? summary_header() : std::string()) + summary_row(s));
   }
   if (wants(cfg, "report")) {
     const double t0 = now_seconds();
@@ -485,7 +524,7 @@ std::vector<std::string> summary_columns() {
 std::vector<std::string> summary_cells(const StageSummary& s) {
   char params[32];
   std::snprintf(params, sizeof params, "%.3fM", static_cast<double>(s.parameters) / 1e6);
-  return {s.stage, params, fmt_pct(s.math_pass1), fmt_pct(s.code_pass1), fmt_pct(s.all_pass1),
+  return {s.label.empty() ? s.stage : s.label, params, fmt_pct(s.math_pass1), fmt_pct(s.code_pass1), fmt_pct(s.all_pass1),
           s.train_s > 0 ? fmt_duration(s.train_s) : "reused", fmt_duration(s.eval_s)};
 }
 
@@ -522,11 +561,27 @@ std::vector<std::string> summary_notes(const std::vector<StageSummary>& stages) 
   return notes;
 }
 
+std::vector<std::string> comparison_notes(const std::vector<StageSummary>& compared, const std::vector<StageSummary>& stages) {
+  std::vector<std::string> notes;
+  char line[256];
+  for (const auto& mine : stages) {
+    for (const auto& theirs : compared) {
+      if (theirs.stage != mine.stage || mine.math_pass1 < 0 || theirs.math_pass1 < 0) continue;
+      const bool tools = mine.label != mine.stage;
+      std::snprintf(line, sizeof line, "%s over %s: %+.1f points of held-out math pass@1%s", mine.label.c_str(), theirs.label.c_str(),
+                    100.0 * (mine.math_pass1 - theirs.math_pass1), tools && mine.stage == "student" ? " (target >= +15)" : "");
+      notes.push_back(line);
+    }
+  }
+  return notes;
+}
+
 std::string format_summary(const PipelineResult& r) {
   std::ostringstream o;
   o << summary_header();
+  for (const auto& s : r.compared) o << summary_row(s);
   for (const auto& s : r.stages) o << summary_row(s);
-  for (const auto& n : summary_notes(r.stages)) o << n << "\n";
+  for (const auto& n : all_notes(r)) o << n << "\n";
   char line[256];
   std::snprintf(line, sizeof line, "data %s, tokenizer %s, report %s, total %s\n", fmt_duration(r.data_s).c_str(),
                 fmt_duration(r.tokenizer_s).c_str(), fmt_duration(r.report_s).c_str(), fmt_duration(r.total_s).c_str());

@@ -58,12 +58,16 @@ struct PipelineConfig {
   nlohmann::json student = nlohmann::json::object();  // an SftConfig with "distill"; the pipeline sets distill.teacher
   nlohmann::json grpo = nlohmann::json::object();     // a GrpoConfig without run_dir, model, teacher, tokenizer, data.prompts
   nlohmann::json eval = nlohmann::json::object();     // an EvalConfig without run_dir, model, datasets
+  // A finished run folder (its summary.json) whose rows the table shows before this run's,
+  // e.g. the plain demo beside the tool-using one. "" = none.
+  std::string compare_to;
   void bind(ConfigBinder& b);
 };
 
 // One row of the results table.
 struct StageSummary {
   std::string stage;            // teacher | student | grpo
+  std::string label;            // the table's first cell: the stage, "+tools" when its traces call tools
   std::string model;            // its checkpoint folder
   int64_t parameters = 0;
   double math_pass1 = -1;       // held-out pass@1 in [0, 1]; -1 = not evaluated
@@ -74,6 +78,7 @@ struct StageSummary {
 };
 
 struct PipelineResult {
+  std::vector<StageSummary> compared;  // the rows of PipelineConfig::compare_to, shown first
   std::vector<StageSummary> stages;
   double data_s = 0, tokenizer_s = 0, report_s = 0, total_s = 0;
   std::string report;           // report.html path ("" = not written)
@@ -103,6 +108,9 @@ std::vector<std::string> summary_cells(const StageSummary& s);
 std::string summary_header();
 std::string summary_row(const StageSummary& s);
 std::vector<std::string> summary_notes(const std::vector<StageSummary>& stages);
+// The notes that compare this run with compare_to's rows: math pass@1 of each stage both ran
+// (with tools, against the target of +15 points for the distilled student).
+std::vector<std::string> comparison_notes(const std::vector<StageSummary>& compared, const std::vector<StageSummary>& stages);
 
 // The whole table printed at the end: header, rows, notes, wall times, the report and
 // summary.json paths.

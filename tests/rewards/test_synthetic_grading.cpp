@@ -11,6 +11,7 @@
 #include "rewards/code_verifier.h"  // defines: make_code_verifier, CodeVerifierOptions
 #include "rewards/math/equiv.h"     // defines: answers_equivalent
 #include "rewards/math_verifier.h"  // defines: make_math_verifier
+#include "rewards/tool_calls.h"     // defines: find_tool_calls, ToolFormat
 #include "sandbox/executor.h"       // defines: sandbox::Executor
 
 using namespace retort::rewards;
@@ -135,5 +136,52 @@ TEST_CASE("synthetic code tasks: reference programs print the expected outputs i
     constant.pop_back();
     std::string cheat = "<think>\nprint it\n</think>\n```python\nprint(" + json(constant).dump() + ")\n```";
     CHECK_FALSE(verifier->verify(Sample{p->prompt, cheat, row}).passed);
+  }
+}
+
+TEST_CASE("synthetic tool traces: the same problems, and each math trace's Python call prints its answer in the sandbox",
+          "[sandbox]") {
+  retort::SyntheticOptions plain_opts = grading_options(), tool_opts = grading_options();
+  tool_opts.tools = "python";
+  retort::SyntheticData plain = retort::generate_synthetic(plain_opts), tools = retort::generate_synthetic(tool_opts);
+  // Only the math traces change: the same problems, answers and code traces, in the same order.
+  REQUIRE(tools.train.size() == plain.train.size());
+  for (size_t i = 0; i < plain.train.size(); ++i) {
+    CHECK(tools.train[i].prompt == plain.train[i].prompt);
+    CHECK(tools.train[i].answer == plain.train[i].answer);
+    if (plain.train[i].kind == "code") CHECK(tools.train[i].completion == plain.train[i].completion);
+  }
+  for (size_t i = 0; i < plain.eval_math.size(); ++i) CHECK(tools.eval_math[i].prompt == plain.eval_math[i].prompt);
+
+  retort::sandbox::ExecutorConfig cfg;
+  cfg.workers = 4;
+  retort::sandbox::Executor pool(cfg);
+  auto verifier = make_math_verifier(MathVerifierOptions{});
+  std::vector<const retort::SyntheticProblem*> sample;
+  auto math = of_kind(tools, "math");
+  for (size_t i = 0; i < math.size(); i += 8) sample.push_back(math[i]);
+  std::vector<std::future<retort::sandbox::Result>> runs;
+  std::vector<ToolCallSpan> calls;
+  for (const auto* p : sample) {
+    INFO(p->id << ":\n" << p->completion);
+    auto found = find_tool_calls(p->completion, ToolFormat::Python);
+    REQUIRE(found.size() == 1);
+    CHECK(found[0].answered);
+    CHECK(found[0].status == "ok");
+    // The model writes no arithmetic result itself: no step-by-step check line.
+    CHECK(p->completion.find("Check:") == std::string::npos);
+    CHECK(verifier->verify(Sample{p->prompt, p->completion, retort::prompt_line(*p)}).passed);
+    retort::sandbox::Job job;
+    job.language = "python";
+    job.source = found[0].code;
+    runs.push_back(pool.submit(std::move(job)));
+    calls.push_back(found[0]);
+  }
+  for (size_t i = 0; i < runs.size(); ++i) {
+    retort::sandbox::Result r = runs[i].get();
+    INFO(sample[i]->id << ":\n" << calls[i].code << "stderr: " << r.stderr_text);
+    REQUIRE(r.status == retort::sandbox::Status::Ok);
+    CHECK(r.stdout_text == sample[i]->answer + "\n");  // the program, run for real, prints the gold answer
+    CHECK(calls[i].body == sample[i]->answer);          // and the trace's observation is that output
   }
 }

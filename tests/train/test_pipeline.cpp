@@ -139,6 +139,46 @@ TEST_CASE("pipeline: the demo's on-policy distillation overrides (alone, and wit
   }
 }
 
+TEST_CASE("pipeline: make demo-tools' overrides parse, and compare_to shows the plain run's rows first", "[e2e]") {
+  const std::string path = kSrc + "/configs/demo.json";
+  const std::string plain = kBin + "/test_runs/pipeline_compare_plain", run = kBin + "/test_runs/pipeline_compare_tools";
+  fs::remove_all(plain);
+  fs::remove_all(run);
+  json doc = retort::load_json_file(path);
+  doc["run_dir"] = run;
+  doc["stages"] = json::array();
+  const std::vector<std::string> ov = {"data.tools=python", "grpo.tools.enabled=true", "eval.tools.enabled=true",
+                                       "compare_to=" + plain};
+  // Without the plain run's summary.json: one error naming the file.
+  try {
+    retort::run_pipeline(doc, path, ov);
+    FAIL("expected an error");
+  } catch (const retort::Error& e) {
+    CHECK(std::string(e.what()).find(plain + "/summary.json") != std::string::npos);
+  }
+  // A plain run's summary.json, as write_summary writes it.
+  fs::create_directories(plain);
+  std::ofstream(plain + "/summary.json") << R"({"run_dir": "p", "stages": {
+      "teacher": {"model": "t", "parameters": 468000, "math_pass1": 0.428, "code_pass1": 0.335, "all_pass1": 0.397, "train_s": 266, "eval_s": 67},
+      "student": {"model": "s", "parameters": 114000, "math_pass1": 0.511, "code_pass1": 0.368, "all_pass1": 0.464, "train_s": 337, "eval_s": 52}}})";
+  std::vector<std::string> shown;
+  retort::PipelineHooks hooks;
+  hooks.on_table = [&](const std::string& lines) { shown.push_back(lines); };
+  retort::PipelineResult r = retort::run_pipeline(doc, path, ov, hooks);
+  REQUIRE(r.compared.size() == 2);
+  REQUIRE(shown.size() == 1);  // the header and the plain rows, before any stage runs
+  CHECK(shown[0].find("student             0.114M        51.1%        36.8%        46.4%") != std::string::npos);
+  // This run's student, with tools: its row is labelled, and the note gives the math gain.
+  retort::StageSummary mine;
+  mine.stage = "student", mine.label = "student+tools", mine.parameters = 114000;
+  mine.math_pass1 = 0.70, mine.code_pass1 = 0.368, mine.all_pass1 = 0.59;
+  r.stages = {mine};
+  const std::string table = retort::format_summary(r);
+  INFO(table);
+  CHECK(table.find("teacher") < table.find("student+tools"));
+  CHECK(table.find("student+tools over student: +18.9 points of held-out math pass@1 (target >= +15)") != std::string::npos);
+}
+
 TEST_CASE("pipeline: config errors name the key before anything runs", "[e2e]") {
   const std::string run = kBin + "/test_runs/pipeline_errors";
   fs::remove_all(run);
