@@ -32,6 +32,7 @@ json chain_line(const ChainEntry& e) {
   j["length"] = e.length;
   j["truncated"] = e.truncated;
   if (e.opd_advantage) j["opd_advantage"] = finite_or_null(*e.opd_advantage);
+  if (e.tool_calls.is_array() && !e.tool_calls.empty()) j["tool_calls"] = e.tool_calls;
   return j;
 }
 

@@ -10,7 +10,9 @@
 //    "kl": number|null (mean per-token KL estimate to the anchor; null without an anchor),
 //    "length": int (completion tokens), "truncated": bool,
 //    "opd_advantage": number (only in GRPO runs with on-policy distillation: the chain's mean
-//                     per-token distillation advantage, opd.weight x (log pi_teacher - log pi_sampler))}
+//                     per-token distillation advantage, opd.weight x (log pi_teacher - log pi_sampler)),
+//    "tool_calls": [{"code", "observation", "status", "wall_s", "peak_memory_kb", "obs_start",
+//                    "obs_tokens", "truncated"}] (only when the chain made tool calls; rewards/tool_calls.h)}
 // Sandbox status, time and memory sit in the code verifier's detail.
 //
 // Crash safety: each line is written with one fwrite and flushed, so a killed run leaves
@@ -51,6 +53,7 @@ struct ChainEntry {
   std::optional<double> opd_advantage;  // nullopt: no on-policy distillation (the key is left out)
   int64_t length = 0;
   bool truncated = false;
+  nlohmann::json tool_calls = nlohmann::json::array();  // rewards::to_json of each call; written only when non-empty
 };
 
 // The JSON line of one chain (the schema above). Non-finite numbers become null.
