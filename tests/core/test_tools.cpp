@@ -19,6 +19,8 @@
 #include <mutex>       // defines: std::once_flag
 #include <string>      // defines: std::string
 
+#include "common/config.h"       // defines: parse_config
+#include "error_of.h"            // defines: error_of
 #include "model/config.h"        // defines: ModelConfig
 #include "model/transformer.h"   // defines: Qwen2ForCausalLM
 #include "rewards/tool_calls.h"  // defines: find_tool_calls, render_observation
@@ -363,5 +365,34 @@ TEST_CASE("tool calls: a chain over its call budget or its tool time is stopped 
     CHECK(r.tool_calls[0][1].observation == "[budget: the chain has used its 0.6 s of tool time]");
     CHECK_FALSE(r.truncated[0]);
     check_observation_masks(r, retort::rewards::ToolFormat::Python);
+  }
+}
+
+TEST_CASE("tool settings: the tools config section and its ranges", "[unit]") {
+  const auto t = retort::parse_config<retort::ToolOptions>(
+      nlohmann::json{{"enabled", true}, {"format", "qwen"}, {"max_calls", 2}, {"limits", {{"wall_s", 2.5}}}}, "cfg.json", "tools");
+  CHECK(t.enabled);
+  CHECK(t.tool_format() == retort::rewards::ToolFormat::Qwen);
+  CHECK(t.max_calls == 2);
+  CHECK(t.limits.wall_s == 2.5);
+  CHECK(t.limits.memory_mb == 256);  // the tool default, not the sandbox's test-running one
+  struct Bad {
+    nlohmann::json doc;
+    const char* key;
+    const char* value;
+  };
+  const Bad bad[] = {
+      {{{"format", "hermes"}}, "tools.format", "hermes"},
+      {{{"max_calls", -1}}, "tools.max_calls", "-1"},
+      {{{"max_observation_tokens", 8}}, "tools.max_observation_tokens", "8"},
+      {{{"max_tool_time_s", 0}}, "tools.max_tool_time_s", "0"},
+      {{{"limits", {{"memory_mb", 1}}}}, "memory_mb", "1"},
+      {{{"max_call", 3}}, "max_call", "max_call"},
+  };
+  for (const auto& b : bad) {
+    const std::string msg = error_of([&] { retort::parse_config<retort::ToolOptions>(b.doc, "cfg.json", "tools"); });
+    INFO(b.doc.dump() << " -> " << msg);
+    CHECK(msg.find(b.key) != std::string::npos);
+    CHECK(msg.find(b.value) != std::string::npos);
   }
 }
