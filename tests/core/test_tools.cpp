@@ -26,6 +26,9 @@
 #include "rewards/tool_calls.h"  // defines: find_tool_calls, render_observation
 #include "rollout/logprobs.h"    // defines: token_logprobs
 #include "rollout/sampler.h"     // defines: sample, SamplerOptions, EngineStats
+#include "rollout/score.h"       // defines: sample_and_score, chain_entry
+#include "rewards/combine.h"     // defines: rewards::RewardSet
+#include "rewards/verifier.h"    // defines: rewards::builtin_registry
 #include "sandbox/executor.h"    // defines: sandbox::Executor
 #include "test_paths.h"          // defines: RETORT_BINARY_DIR
 #include "tiny_model.h"          // defines: tiny_model_config, tiny_tokenizer_path
@@ -366,6 +369,47 @@ TEST_CASE("tool calls: a chain over its call budget or its tool time is stopped 
     CHECK_FALSE(r.truncated[0]);
     check_observation_masks(r, retort::rewards::ToolFormat::Python);
   }
+}
+
+TEST_CASE("tool calls: sample_and_score grades the whole chain and chain_entry records the calls", "[sandbox]") {
+  retort::PromptRecord rec;
+  rec.id = "mul";
+  rec.kind = "math";
+  rec.gold = "391";
+  rec.text = "Compute 17*23.\n";
+  rec.row = std::make_shared<const nlohmann::json>(nlohmann::json{{"problem", "Compute 17*23."}, {"answer", "391"}});
+  retort::rewards::RewardsConfig rc;
+  rc.verifiers.push_back(retort::rewards::VerifierSpec{"math", 1.0, nlohmann::json::object()});
+  rc.sandbox.workers = 2;
+  retort::rewards::RewardSet rewards(rc, retort::rewards::builtin_registry());
+
+  SamplerOptions o = tool_options(/*G=*/2, /*max_new_tokens=*/200);
+  o.executor = nullptr;  // sample_and_score uses the reward set's pool and the tokenizer
+  o.encode = nullptr;
+  auto forced = [&](const std::string& answer) {
+    auto f = ids("<think>Multiply.\n" + py_call("print(17*23)"));
+    auto rest = ids("So the product is " + answer + ".</think>\\boxed{" + answer + "}");
+    f.insert(f.end(), rest.begin(), rest.end());
+    f.push_back(*tok().token_to_id("<|im_end|>"));
+    return f;
+  };
+  o.forced_tokens = {forced("391"), forced("390")};
+  const retort::ScoredRollout s = retort::sample_and_score(model(), {ids(rec.text)}, {&rec}, o, rewards, tok());
+  // The verifier read the chain with its observation, and the answer after it.
+  CHECK(s.texts[0].find("```python\nprint(17*23)\n```\n```output\n391\n```\nSo the product is 391.</think>\\boxed{391}") !=
+        std::string::npos);
+  CHECK(s.table.passed[0] == 1);
+  CHECK(s.table.passed[1] == 0);
+  for (int64_t row = 0; row < 2; ++row) {
+    const retort::ChainEntry e = retort::chain_entry(rec, s, row);
+    REQUIRE(e.tool_calls.size() == 1);
+    CHECK(e.tool_calls[0]["code"] == "print(17*23)");
+    CHECK(e.tool_calls[0]["observation"] == "391");
+    CHECK(e.tool_calls[0]["status"] == "ok");
+    CHECK(retort::chain_line(e)["tool_calls"] == e.tool_calls);
+    CHECK(e.answer.find("\\boxed{") != std::string::npos);
+  }
+  check_observation_masks(s.rollout, retort::rewards::ToolFormat::Python);
 }
 
 TEST_CASE("tool settings: the tools config section and its ranges", "[unit]") {
