@@ -12,7 +12,8 @@
 //    "opd_advantage": number (only in GRPO runs with on-policy distillation: the chain's mean
 //                     per-token distillation advantage, opd.weight x (log pi_teacher - log pi_sampler)),
 //    "tool_calls": [{"code", "observation", "status", "wall_s", "peak_memory_kb", "obs_start",
-//                    "obs_tokens", "truncated"}] (only when the chain made tool calls; rewards/tool_calls.h)}
+//                    "obs_tokens", "truncated"}] (only in chains that called a tool: one record per
+//                    call, rewards::to_json(ToolCallRecord), rewards/tool_calls.h)}
 // Sandbox status, time and memory sit in the code verifier's detail.
 //
 // Crash safety: each line is written with one fwrite and flushed, so a killed run leaves
@@ -53,7 +54,7 @@ struct ChainEntry {
   std::optional<double> opd_advantage;  // nullopt: no on-policy distillation (the key is left out)
   int64_t length = 0;
   bool truncated = false;
-  nlohmann::json tool_calls = nlohmann::json::array();  // rewards::to_json of each call; written only when non-empty
+  nlohmann::json tool_calls = nlohmann::json::array();  // to_json(ToolCallRecord) per call; the key is left out when empty
 };
 
 // The JSON line of one chain (the schema above). Non-finite numbers become null.
