@@ -168,11 +168,7 @@ RewardSet::RewardSet(const RewardsConfig& cfg, Registry registry, std::shared_pt
   impl_->arena.initialize(threads, /*reserved_for_masters=*/0);
   Impl* impl = impl_.get();
   VerifierContext ctx;
-  ctx.executor = [impl]() {
-    std::lock_guard<std::mutex> lk(impl->executor_mu);
-    if (!impl->executor) impl->executor = std::make_shared<sandbox::Executor>(impl->sandbox_cfg);
-    return impl->executor;
-  };
+  ctx.executor = [this]() { return this->executor(); };
   bool any_wait = false;
   for (size_t j = 0; j < cfg.verifiers.size(); ++j) {
     const VerifierSpec& spec = cfg.verifiers[j];
@@ -184,6 +180,12 @@ RewardSet::RewardSet(const RewardsConfig& cfg, Registry registry, std::shared_pt
     any_wait = any_wait || impl_->verifiers.back()->waits();
   }
   if (any_wait) impl_->waiters = std::make_unique<WaitPool>(std::max(1, cfg.wait_threads));
+}
+
+std::shared_ptr<sandbox::Executor> RewardSet::executor() const {
+  std::lock_guard<std::mutex> lk(impl_->executor_mu);
+  if (!impl_->executor) impl_->executor = std::make_shared<sandbox::Executor>(impl_->sandbox_cfg);
+  return impl_->executor;
 }
 
 RewardSet::~RewardSet() = default;

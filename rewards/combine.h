@@ -85,6 +85,9 @@ class RewardSet {
 
   const std::vector<std::string>& names() const { return names_; }
   const std::vector<double>& weights() const { return weights_; }
+  // The sandbox pool the code verifiers share (made from cfg.sandbox now if none exists yet),
+  // for other users of the same pool (the rollout engine's tool calls). Thread-safe.
+  std::shared_ptr<sandbox::Executor> executor() const;
 
   class Impl;
 

@@ -16,6 +16,7 @@ list(APPEND RETORT_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/rollout/scheduler.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rollout/model_runner.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rollout/engine.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/rollout/tools.cpp
 )
 # dist/: data parallel over c10d (one Torch translation unit)
 list(APPEND RETORT_CORE_SOURCES

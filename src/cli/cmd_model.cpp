@@ -5,6 +5,7 @@
 #include <filesystem>  // defines: std::filesystem
 #include <fstream>     // defines: std::ifstream
 #include <iostream>    // defines: std::cin, std::cout
+#include <memory>      // defines: std::unique_ptr
 #include <optional>    // defines: std::optional
 #include <set>         // defines: std::set
 
@@ -18,6 +19,7 @@
 #include "model/checkpoint.h"       // defines: load_model
 #include "rollout/logprobs.h"       // defines: token_logprobs
 #include "rollout/sampler.h"        // defines: sample, EngineStats
+#include "sandbox/executor.h"       // defines: sandbox::Executor (tool calls)
 #include "tokenizer/chat_template.h"  // defines: ChatTemplate
 #include "tokenizer/tokenizer.h"    // defines: Tokenizer
 
@@ -102,6 +104,7 @@ void register_model_commands(CLI::App& app) {
     auto chat = std::make_shared<std::string>();
     auto so = std::make_shared<SamplerOptions>();
     so->max_new_tokens = 256;
+    auto tools = std::make_shared<std::string>();
     CLI::App* cmd = app.add_subcommand(
         "generate", "sample completions from a checkpoint with the rollout engine; stdout: one JSON line per completion "
                     "{\"prompt_index\", \"sample_index\", \"prompt_ids\", \"ids\", \"logprobs\", \"text\", \"finish_reason\", "
@@ -126,7 +129,17 @@ void register_model_commands(CLI::App& app) {
         ->capture_default_str();
     cmd->add_option("--kv-cache-mb", so->kv_cache_mb, "KV cache budget in MiB (0 = CPU 2048, CUDA half the free memory)")
         ->capture_default_str()->check(in_range(Range::at_least(0).up_to(1 << 24)));
-    cmd->callback([a, prompt, prompts_file, chat, so] {
+    // Tool calls (docs/tools.md): the same ranges as the `tools` config section.
+    cmd->add_option("--tools", *tools, "run tool calls in the sandbox: python (```python fences inside <think>) | qwen "
+                                       "(<tool_call>{json}</tool_call>); each line then carries \"tool_calls\"")
+        ->check(CLI::IsMember({"python", "qwen"}));
+    cmd->add_option("--max-tool-calls", so->tools.max_calls, "tool calls per completion")
+        ->capture_default_str()->check(in_range(Range::at_least(0).up_to(1024)));
+    cmd->add_option("--max-observation-tokens", so->tools.max_observation_tokens, "tokens of one tool observation")
+        ->capture_default_str()->check(in_range(Range::at_least(32).up_to(1 << 20)));
+    cmd->add_option("--tool-wall-s", so->tools.limits.wall_s, "wall clock limit of one tool call")
+        ->capture_default_str()->check(in_range(Range::between(0.001, 86400)));
+    cmd->callback([a, prompt, prompts_file, chat, so, tools] {
       if (prompt->empty() == prompts_file->empty())
         throw Error("give one of --prompt TEXT and --prompts FILE.jsonl", "retort generate", "see retort generate --help");
       auto model = open_model(*a);
@@ -177,6 +190,15 @@ void register_model_commands(CLI::App& app) {
       }
       SamplerOptions o = *so;
       o.seed = static_cast<uint64_t>(a->seed);
+      std::unique_ptr<sandbox::Executor> pool;
+      if (!tools->empty()) {
+        o.tools.enabled = true;
+        o.tools.format = *tools;
+        o.tools.limits.cpu_s = o.tools.limits.wall_s;
+        pool = std::make_unique<sandbox::Executor>(sandbox::ExecutorConfig{});
+        o.executor = pool.get();
+        o.encode = [&tok](const std::string& text) { return tok.encode(text); };
+      }
       o.stop_token_ids = stop_ids_for(a->dir, model->config(), tok, extra_stops);
       EngineStats st;
       auto r = sample(*model, prompts, o, [&tok](const std::vector<int32_t>& c) { return tok.decode(c, /*skip_special=*/false); },
@@ -197,12 +219,24 @@ void register_model_commands(CLI::App& app) {
                           .to(torch::kCPU).to(torch::kDouble).contiguous();  // [1, P + n - 1]
         const double* lp0 = seq_lp.data_ptr<double>() + (seq_lp.size(1) - static_cast<int64_t>(ids.size()));
         std::vector<double> lps(lp0, lp0 + ids.size());
+        // "logprob": the sum over model-written tokens (tool observations are not the model's).
+        const auto& calls = r.tool_calls[i];
+        std::vector<int64_t> observed(ids.size(), 0);
+        for (const auto& c : calls)
+          for (int64_t j = c.obs_start; j < c.obs_start + c.obs_tokens; ++j) observed[static_cast<size_t>(j)] = 1;
         double sum = 0;
-        for (double x : lps) sum += x;
+        for (size_t j = 0; j < lps.size(); ++j) sum += observed[j] ? 0.0 : lps[j];
         const int64_t row = static_cast<int64_t>(i);
+        const bool budget = !calls.empty() && calls.back().status == "budget";
         json line = {{"prompt_index", row / G}, {"sample_index", row % G}, {"prompt_ids", prompts[static_cast<size_t>(row / G)]},
-                     {"ids", ids}, {"logprobs", lps}, {"text", r.texts[i]}, {"finish_reason", r.truncated[i] ? "length" : "stop"},
+                     {"ids", ids}, {"logprobs", lps}, {"text", r.texts[i]},
+                     {"finish_reason", budget ? "tool_budget" : r.truncated[i] ? "length" : "stop"},
                      {"index", row}, {"logprob", sum}};
+        if (o.tools.enabled) {
+          line["observation_mask"] = observed;
+          line["tool_calls"] = json::array();
+          for (const auto& c : calls) line["tool_calls"].push_back(rewards::to_json(c));
+        }
         std::cout << line.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
       }
       std::cout.flush();

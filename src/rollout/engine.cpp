@@ -6,7 +6,10 @@
 #include <ATen/CPUGeneratorImpl.h>  // defines: at::detail::createCPUGenerator
 
 #include <algorithm>  // defines: std::max, std::min
+#include <chrono>     // defines: std::chrono::steady_clock
 #include <cstdio>     // defines: std::snprintf
+#include <future>     // defines: std::future
+#include <optional>   // defines: std::optional
 #include <set>        // defines: std::set
 #include <string>     // defines: std::to_string
 
@@ -17,6 +20,7 @@
 #include "rollout/sampler.h"         // defines: sample, Rollout, SamplerOptions, pick_tokens
 #include "rollout/scheduler.h"       // defines: Scheduler
 #include "rollout/sequence.h"        // defines: Sequence
+#include "rollout/tools.h"           // defines: fit_observation, observation_detail
 
 namespace retort {
 
@@ -85,6 +89,27 @@ Rollout sample(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_
                           std::to_string(opts.forced_lengths.size()), ""});
   }
 
+  if (!opts.forced_tokens.empty()) {
+    if (static_cast<int64_t>(opts.forced_tokens.size()) != N) {
+      throw Error(ErrorInfo{"forced_tokens needs one list per row", "rollout engine", std::to_string(N),
+                            std::to_string(opts.forced_tokens.size()), ""});
+    }
+    for (const auto& row : opts.forced_tokens)
+      for (int32_t id : row)
+        if (id < 0 || id >= V)
+          throw Error(ErrorInfo{"forced_tokens holds a token id outside the vocabulary", "rollout engine",
+                                "0 <= id < " + std::to_string(V), std::to_string(id), ""});
+  }
+  const bool tools_on = opts.tools.enabled;
+  const rewards::ToolFormat tool_format = opts.tools.tool_format();
+  if (tools_on && (!decode || !opts.encode || opts.executor == nullptr)) {
+    throw Error(ErrorInfo{"tool calls need a decoder, an encoder and a sandbox pool", "rollout engine: tools",
+                          "sample(..., decode) with SamplerOptions::encode and ::executor set",
+                          std::string(decode ? "" : "no decoder ") + (opts.encode ? "" : "no encoder ") +
+                              (opts.executor ? "" : "no executor"),
+                          "sample_and_score sets them from the tokenizer and the reward set's pool"});
+  }
+
   // 1 size the pool. A sequence holds at most prompt + max_new_tokens - 1 positions (its
   // last token is sampled, never fed back).
   const int64_t bs = opts.block_size;
@@ -142,8 +167,124 @@ Rollout sample(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_
   const int64_t slots = std::min(opts.max_num_seqs, N);
   EngineStats st;
 
+  auto finish = [&](Sequence& s) {
+    scheduler.finish(&s);  // its blocks are free for the next step
+    if (opts.on_finished) opts.on_finished(s.id, s.completion);
+  };
+
+  // ---- tool calls: pause on a closed call, run it in the pool, append the observation, resume.
+  struct PendingCall {
+    Sequence* seq = nullptr;
+    std::string code;
+    std::future<sandbox::Result> result;
+  };
+  std::vector<PendingCall> pending;  // in submission order
+  const ToolOptions& tools = opts.tools;
+  // Appends the observation of a call that ended with `status` to a paused sequence, then
+  // resumes it, or ends it (over budget; or no room left under max_new_tokens: truncated).
+  auto answer = [&](Sequence& s, const std::string& code, const std::string& status, const sandbox::Result* res,
+                    const std::string& detail) {
+    Observation obs = fit_observation(tool_format, status, res ? res->stdout_text : "", res ? res->stderr_text : "",
+                                      detail, tools.max_observation_tokens, opts.encode);
+    rewards::ToolCallRecord rec;
+    rec.code = code;
+    rec.observation = obs.body;
+    rec.status = status;
+    rec.wall_s = res ? res->wall_s : 0;
+    rec.peak_memory_kb = res ? res->peak_memory_kb : 0;
+    rec.truncated = obs.truncated;
+    const int64_t n = static_cast<int64_t>(s.completion.size());
+    rec.obs_start = n;
+    if (static_cast<int64_t>(obs.ids.size()) > Lmax - n) {  // max_new_tokens bounds the whole completion
+      obs.ids.resize(static_cast<size_t>(Lmax - n));
+      rec.truncated = true;
+    }
+    for (int32_t id : obs.ids) {
+      if (id < 0 || id >= V) {
+        throw Error(ErrorInfo{"a tool observation encoded to a token id outside the vocabulary", "rollout engine: tools",
+                              "0 <= id < " + std::to_string(V), std::to_string(id), "tokenizer and model must match"});
+      }
+      s.completion.push_back(id);
+      s.logprobs.push_back(0.0f);  // not sampled: no policy log-prob
+      s.observation.push_back(1);
+    }
+    rec.obs_tokens = static_cast<int64_t>(obs.ids.size());
+    s.tool_time_s += rec.wall_s;
+    s.tool_calls.push_back(std::move(rec));
+    if (status == "budget") {
+      s.tool_budget_stop = true;
+      finish(s);
+    } else if (static_cast<int64_t>(s.completion.size()) >= Lmax) {
+      finish(s);  // no room to go on: truncated
+    } else {
+      scheduler.resume(&s);
+    }
+  };
+  // After a sampled id that neither stopped the sequence nor reached max_new_tokens.
+  auto maybe_call = [&](Sequence& s) {
+    // Cheap test first: a call ends with a fence ("```") or a tag ("</tool_call>").
+    const std::string last = decode({s.completion.back()});
+    if (last.find(tool_format == rewards::ToolFormat::Python ? '`' : '>') == std::string::npos) return;
+    std::optional<std::string> code = rewards::closed_tool_call(decode(s.completion), tool_format);
+    if (!code) return;
+    scheduler.pause(&s);
+    const double left_s = tools.max_tool_time_s - s.tool_time_s;
+    if (static_cast<int64_t>(s.tool_calls.size()) >= tools.max_calls || left_s < 0.001) {
+      char why[96];
+      if (static_cast<int64_t>(s.tool_calls.size()) >= tools.max_calls)
+        std::snprintf(why, sizeof why, "the chain has used its %lld tool calls", static_cast<long long>(tools.max_calls));
+      else
+        std::snprintf(why, sizeof why, "the chain has used its %g s of tool time", tools.max_tool_time_s);
+      answer(s, *code, "budget", nullptr, why);
+      return;
+    }
+    if (code->empty() && tool_format == rewards::ToolFormat::Qwen) {
+      answer(s, *code, "runtime_error", nullptr,
+             "not JSON with a \"code\" argument");
+      return;
+    }
+    sandbox::Job job;
+    job.language = "python";
+    job.source = *code;
+    job.limits = tools.limits;
+    job.limits.wall_s = std::min(job.limits.wall_s, left_s);  // the chain's tool time is a budget
+    job.limits.cpu_s = std::min(job.limits.cpu_s, left_s);
+    pending.push_back(PendingCall{&s, *code, opts.executor->submit(std::move(job))});
+    ++st.tool_calls;
+  };
+  // Answers every finished call; with `block`, waits until at least one has finished.
+  auto collect = [&](bool block) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (;;) {
+      bool any = false;
+      for (size_t i = 0; i < pending.size();) {
+        if (pending[i].result.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+          ++i;
+          continue;
+        }
+        PendingCall c = std::move(pending[i]);
+        pending.erase(pending.begin() + static_cast<std::ptrdiff_t>(i));
+        const sandbox::Result res = c.result.get();
+        answer(*c.seq, c.code, sandbox::status_name(res.status), &res, observation_detail(res));
+        any = true;
+      }
+      if (any || !block || pending.empty()) break;
+      pending.front().result.wait_for(std::chrono::milliseconds(2));  // nothing else to do: wait for the sandbox
+    }
+    if (block) st.tool_wait_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+
   // 3 step until every sequence finished.
   while (!scheduler.done()) {
+    if (!pending.empty()) collect(/*block=*/!scheduler.runnable());
+    if (!scheduler.runnable()) {
+      if (pending.empty() && !scheduler.done()) {
+        throw Error(ErrorInfo{"the rollout engine holds paused sequences with no tool call running", "rollout engine",
+                              "a pending call per paused sequence", std::to_string(scheduler.num_paused()) + " paused",
+                              "this is a bug in the engine loop"});
+      }
+      continue;
+    }
     ScheduledBatch batch = scheduler.schedule();
     auto logits = runner.run(batch).to(torch::kCPU);  // sync point: [I, V] float32
     scheduler.postprocess(batch);
@@ -153,21 +294,29 @@ Rollout sample(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_
     } else {
       ++st.decode_steps;
       st.idle_slot_steps += static_cast<int64_t>(batch.items.size()) < slots;
+      st.decode_steps_with_paused += scheduler.num_paused() > 0;
     }
     // log p under the tempered policy, the one the tokens are drawn from (top-k/top-p not applied).
     auto logp = torch::log_softmax(logits / lp_temperature, -1);  // [I, V]
     for (size_t i = 0; i < batch.items.size(); ++i) {
       for (Sequence* s : batch.items[i].samplers) {
         auto row = logits.narrow(0, static_cast<int64_t>(i), 1);  // [1, V]
-        const int64_t tok = pick_tokens(row, opts, gens[static_cast<size_t>(s->id)]).item<int64_t>();
+        int64_t tok = pick_tokens(row, opts, gens[static_cast<size_t>(s->id)]).item<int64_t>();  // one draw per sampled id
+        if (!opts.forced_tokens.empty()) {
+          const auto& forced_ids = opts.forced_tokens[static_cast<size_t>(s->id)];
+          if (s->sampled < static_cast<int64_t>(forced_ids.size())) tok = forced_ids[static_cast<size_t>(s->sampled)];
+        }
         s->completion.push_back(static_cast<int32_t>(tok));
         s->logprobs.push_back(logp[static_cast<int64_t>(i)][tok].item<float>());
+        s->observation.push_back(0);
+        ++s->sampled;
         const int64_t n = static_cast<int64_t>(s->completion.size());
         const bool forced = !opts.forced_lengths.empty() && n >= opts.forced_lengths[static_cast<size_t>(s->id)];
         s->stopped = forced || stop_ids.count(tok) > 0;
         if (s->stopped || n >= Lmax) {
-          scheduler.finish(s);  // its blocks are free for the next step
-          if (opts.on_finished) opts.on_finished(s->id, s->completion);
+          finish(*s);
+        } else if (tools_on) {
+          maybe_call(*s);
         }
       }
     }
@@ -187,13 +336,16 @@ Rollout sample(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_
   r.tokens = torch::full({N, P + L}, opts.pad_token_id, torch::kLong);  // [N, P+L]
   r.attention_mask = torch::zeros({N, P + L}, torch::kLong);           // [N, P+L]
   r.completion_mask = torch::zeros({N, L}, torch::kLong);              // [N, L]
+  r.observation_mask = torch::zeros({N, L}, torch::kLong);             // [N, L]
   r.logprobs = torch::zeros({N, L}, torch::kFloat);                    // [N, L]
   auto ta = r.tokens.accessor<int64_t, 2>();
   auto ma = r.attention_mask.accessor<int64_t, 2>();
   auto ca = r.completion_mask.accessor<int64_t, 2>();
+  auto oa = r.observation_mask.accessor<int64_t, 2>();
   auto la = r.logprobs.accessor<float, 2>();
   r.completions.resize(static_cast<size_t>(N));
   r.truncated.resize(static_cast<size_t>(N));
+  r.tool_calls.resize(static_cast<size_t>(N));
   for (int64_t i = 0; i < N; ++i) {
     const Sequence& s = seqs[static_cast<size_t>(i)];
     const int64_t Pi = s.prompt_length(), n = static_cast<int64_t>(s.completion.size());
@@ -201,16 +353,20 @@ Rollout sample(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_
     for (int64_t j = 0; j < n; ++j) {
       ta[i][P + j] = s.completion[static_cast<size_t>(j)];
       ma[i][P + j] = 1;
-      ca[i][j] = 1;
+      const bool obs = s.observation[static_cast<size_t>(j)] != 0;
+      ca[i][j] = obs ? 0 : 1;
+      oa[i][j] = obs ? 1 : 0;
       la[i][j] = s.logprobs[static_cast<size_t>(j)];
     }
     r.completions[static_cast<size_t>(i)] = s.completion;
-    r.truncated[static_cast<size_t>(i)] = !s.stopped;
+    r.truncated[static_cast<size_t>(i)] = !s.stopped && !s.tool_budget_stop;
+    r.tool_calls[static_cast<size_t>(i)] = s.tool_calls;
   }
   const auto dev = model.device();
   if (!dev.is_cpu()) {
     r.tokens = r.tokens.to(dev), r.attention_mask = r.attention_mask.to(dev);
     r.completion_mask = r.completion_mask.to(dev), r.logprobs = r.logprobs.to(dev);
+    r.observation_mask = r.observation_mask.to(dev);
   }
   if (decode) {
     r.texts.reserve(static_cast<size_t>(N));

@@ -10,7 +10,10 @@
 //            cannot fit even alone (prompt + max_new_tokens - 1 positions) is one clear error
 //   2 queue  every prompt's G completions, one group each (its KV computed and stored once)
 //   3 step   schedule -> run -> sample each sequence's next token with its own generator ->
-//            finished sequences free their blocks and go to on_finished at once
+//            finished sequences free their blocks and go to on_finished at once; with tools
+//            (rollout/tools.h, docs/tools.md), a sequence that closed a call pauses keeping its
+//            blocks, the call runs in the sandbox pool, and each step first collects finished
+//            calls: the observation is appended and the sequence resumes as a prefill unit
 //   4 return the Rollout (sampler.h), rows in prompt-major order whatever the schedule
 //
 // Results do not depend on scheduling: each sequence draws from its own CPU generator,

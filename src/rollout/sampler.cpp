@@ -257,6 +257,8 @@ Rollout sample_static(Qwen2ForCausalLMImpl& model, const std::vector<std::vector
   r.tokens = torch::cat({rep_ids, toks}, 1);                                  // [N, P+L]
   r.attention_mask = torch::cat({rep_mask, r.completion_mask}, 1);           // [N, P+L]
   r.logprobs = gen_lp.narrow(1, 0, used) * r.completion_mask.to(torch::kFloat);  // [N, L]
+  r.observation_mask = torch::zeros_like(r.completion_mask);                 // [N, L]: no tools here
+  r.tool_calls.resize(N);
   auto toks_cpu = toks.to(torch::kCPU).contiguous();
   r.completions.resize(N);
   r.truncated.resize(N);

@@ -18,19 +18,26 @@
 
 #include "common/torch_pch.h"    // defines: torch::Tensor
 #include "model/transformer.h"  // defines: Qwen2ForCausalLMImpl
+#include "rewards/tool_calls.h"  // defines: rewards::ToolCallRecord
+#include "rollout/tools.h"       // defines: ToolOptions, EncodeFn
+#include "sandbox/executor.h"    // defines: sandbox::Executor
 
 namespace retort {
 
 struct Rollout {
   torch::Tensor tokens;           // [B*G, P+L] int64: left-padded prompt, completion, pad_token_id after it
   torch::Tensor attention_mask;   // [B*G, P+L] int64: 1 on prompt and completion tokens
-  torch::Tensor completion_mask;  // [B*G, L] int64: 1 on generated tokens, up to and including the stop token
+  torch::Tensor completion_mask;  // [B*G, L] int64: 1 on sampled (model-written) tokens, up to and including the stop
+                                  // token; 0 on padding and on tool observations
+  torch::Tensor observation_mask; // [B*G, L] int64: 1 on tokens a tool call appended (observations); zeros without tools
   torch::Tensor logprobs;         // [B*G, L] float32: log p of each sampled token under the sampling temperature
                                   // (logits / temperature; 1 when greedy), without top-k/top-p: what token_logprobs
                                   // recomputes with the same temperature; 0 where completion_mask is 0
   std::vector<std::string> texts; // B*G decoded completions (stop token excluded); empty without a decoder
   std::vector<std::vector<int32_t>> completions;  // B*G completion ids (stop token included)
-  std::vector<bool> truncated;    // B*G: ended by max_new_tokens, not by a stop token
+  std::vector<bool> truncated;    // B*G: ended by max_new_tokens, not by a stop token (nor by the tool budget)
+  std::vector<std::vector<rewards::ToolCallRecord>> tool_calls;  // B*G: each row's tool calls, in order (empty without tools);
+                                  // a last record with status "budget" ended the row
   int64_t prompt_length = 0;      // P
   int64_t group_size = 1;         // G: rows g*G .. g*G+G-1 belong to prompt g
 };
@@ -62,6 +69,19 @@ struct SamplerOptions {
   // Benchmarks only: row i stops after forced_lengths[i] tokens as if it had drawn a stop token
   // (so that two samplers do the same work). Empty = off.
   std::vector<int64_t> forced_lengths;
+  // Tests and benchmarks only: row i's first forced_tokens[i].size() sampled ids are these
+  // instead of the drawn ones (the draw still happens, so the row's random stream is the one it
+  // would have; log-probs are those of the forced ids). Observations are not counted. Used to
+  // make a random model write tool calls. Empty = off; else one list per row (B*G).
+  std::vector<std::vector<int32_t>> forced_tokens;
+
+  // ---- tool calls (rollout/tools.h; `sample` only): a sequence that closes a call pauses, the
+  // call runs in `executor` while others decode, and its observation (encoded by `encode`) is
+  // appended before it resumes. Needs the DecodeFn of `sample` (the completion's text is tested
+  // for a closed call). max_new_tokens bounds the whole completion, observations included.
+  ToolOptions tools;
+  sandbox::Executor* executor = nullptr;  // not owned; must outlive the call
+  EncodeFn encode;                        // observation text -> ids
 };
 
 // What the engine did (for benchmarks and logs).
@@ -72,6 +92,9 @@ struct EngineStats {
   int64_t prefill_steps = 0, decode_steps = 0;
   int64_t idle_slot_steps = 0;             // decode steps with fewer rows than min(max_num_seqs, N)
   int64_t preemptions = 0;
+  int64_t tool_calls = 0;                  // calls run in the sandbox (budget answers not counted)
+  int64_t decode_steps_with_paused = 0;    // decode steps taken while some sequence waited on a tool call
+  double tool_wait_s = 0;                  // time the loop waited with nothing to run but tool calls
   int64_t peak_kv_bytes() const { return peak_blocks * bytes_per_block; }
 };
 
@@ -79,7 +102,8 @@ using DecodeFn = std::function<std::string(const std::vector<int32_t>& ids)>;
 
 // Samples G completions for each prompt (ids, no padding, each non-empty) with the rollout
 // engine (rollout/engine.cpp). Runs under torch::NoGradGuard. `decode`, when given, fills
-// Rollout::texts; `stats`, when given, receives what the engine did.
+// Rollout::texts (and is required with opts.tools.enabled); `stats`, when given, receives
+// what the engine did.
 Rollout sample(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_t>>& prompts,
                const SamplerOptions& opts, const DecodeFn& decode = {}, EngineStats* stats = nullptr);
 

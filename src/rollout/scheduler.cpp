@@ -29,6 +29,11 @@ ScheduledBatch Scheduler::schedule() {
   schedule_decode(out);
   // Every running sequence was preempted to make room for another: the queue goes on.
   if (out.items.empty() && !waiting_.empty()) schedule_prefill(out);
+  // Nothing runs and the queue's head does not fit: paused sequences give back their blocks.
+  while (out.items.empty() && !waiting_.empty() && release_paused()) {
+    ++out.preempted;
+    schedule_prefill(out);
+  }
   if (out.items.empty() && !done()) {
     throw Error(ErrorInfo{"the rollout scheduler found nothing to run", "rollout: scheduler", "a prefill or a decode step",
                           std::to_string(waiting_.size()) + " waiting, " + std::to_string(running_.size()) + " running, " +
@@ -45,9 +50,8 @@ bool Scheduler::schedule_prefill(ScheduledBatch& out) {
     const int64_t chunk = std::min(u.tokens - u.done, budget);
     if (chunk <= 0) break;
     const bool completes = u.done + chunk == u.tokens;
-    const bool fresh = u.done == 0;
     const bool idle = running_.empty() && out.items.empty();  // nothing else could free blocks: admit what fits at all
-    if (fresh && !idle && seqs + static_cast<int64_t>(u.seqs.size()) > opts_.max_num_seqs) break;
+    if (!u.partial && !idle && seqs + static_cast<int64_t>(u.seqs.size()) > opts_.max_num_seqs) break;
     // One block per completion to grow into, so that admission does not preempt at once.
     const int64_t reserve = completes && !idle ? static_cast<int64_t>(u.seqs.size()) : 0;
     if (blocks_.blocks_needed(u.table, u.done, u.done + chunk) + reserve > blocks_.num_free()) break;
@@ -73,6 +77,10 @@ void Scheduler::schedule_decode(ScheduledBatch& out) {
     bool skipped = false;
     while (!blocks_.append_slots(seq->block_table, seq->num_cached, seq->num_cached + 1, &out.copies)) {
       if (release_partial_prefill()) continue;
+      if (release_paused()) {
+        ++out.preempted;
+        continue;
+      }
       Sequence* victim = running_.back();
       preempt(victim);
       running_.pop_back();
@@ -102,7 +110,8 @@ void Scheduler::postprocess(const ScheduledBatch& batch) {
   for (size_t i = 0; i < batch.items.size(); ++i) {
     Unit& u = waiting_.front();
     u.done += batch.items[i].count;
-    if (u.done < u.tokens) break;  // a chunk: the unit stays at the front
+    u.partial = u.done < u.tokens;
+    if (u.partial) break;  // a chunk: the unit stays at the front
     for (size_t j = 0; j < u.seqs.size(); ++j) {
       Sequence* s = u.seqs[j];
       s->block_table = u.table;
@@ -121,6 +130,39 @@ void Scheduler::finish(Sequence* seq) {
   seq->status = SequenceStatus::Finished;
   auto it = std::find(running_.begin(), running_.end(), seq);
   if (it != running_.end()) running_.erase(it);
+  auto pt = std::find(paused_.begin(), paused_.end(), seq);
+  if (pt != paused_.end()) paused_.erase(pt);
+}
+
+void Scheduler::pause(Sequence* seq) {
+  auto it = std::find(running_.begin(), running_.end(), seq);
+  if (it == running_.end()) {
+    throw Error(ErrorInfo{"only a running sequence can pause for a tool call", "rollout: scheduler",
+                          "a running sequence", "sequence " + std::to_string(seq->id) + " is not running",
+                          "this is a bug in the engine loop"});
+  }
+  running_.erase(it);
+  seq->status = SequenceStatus::Paused;
+  paused_.push_back(seq);
+}
+
+void Scheduler::resume(Sequence* seq) {
+  auto it = std::find(paused_.begin(), paused_.end(), seq);
+  if (it == paused_.end()) {
+    throw Error(ErrorInfo{"only a paused sequence can resume", "rollout: scheduler", "a paused sequence",
+                          "sequence " + std::to_string(seq->id) + " is not paused", "this is a bug in the engine loop"});
+  }
+  paused_.erase(it);
+  // Its kept blocks hold [0, num_cached) (none when they were given back); the unit computes
+  // the rest: the token that closed the call, then the observation.
+  Unit u;
+  u.seqs = {seq};
+  u.tokens = seq->length();
+  u.done = seq->num_cached;
+  u.table = std::move(seq->block_table);
+  seq->block_table.clear();
+  seq->status = SequenceStatus::Waiting;
+  waiting_.push_front(std::move(u));
 }
 
 void Scheduler::preempt(Sequence* seq) {
@@ -136,12 +178,26 @@ void Scheduler::preempt(Sequence* seq) {
 }
 
 bool Scheduler::release_partial_prefill() {
+  // Also a resumed sequence's kept blocks: it recomputes from 0.
   for (Unit& u : waiting_) {
     if (!u.table.empty()) {
       blocks_.release_all(u.table);
       u.done = 0;
+      u.partial = false;
       return true;
     }
+  }
+  return false;
+}
+
+bool Scheduler::release_paused() {
+  for (auto it = paused_.rbegin(); it != paused_.rend(); ++it) {
+    Sequence* s = *it;
+    if (s->block_table.empty()) continue;
+    blocks_.release_all(s->block_table);
+    s->num_cached = 0;
+    ++s->preemptions;
+    return true;
   }
   return false;
 }

@@ -14,6 +14,12 @@
 //            partly prefilled unit and then the most recently admitted running sequences
 //            are preempted (blocks freed, back to the front of the queue).
 // A finished sequence releases its blocks at once (finish()).
+// Tool calls: pause() takes a running sequence out of the batch, keeping its blocks (it holds
+// no batch slot while the sandbox runs its call); resume() queues it at the front as a unit of
+// its own whose prefill computes positions [num_cached, length) into those blocks and samples
+// from the last one. It counts against max_num_seqs like any admission. When blocks run out,
+// paused sequences give theirs back (newest pause first) before a running one is preempted:
+// they then recompute from position 0 when they resume, and a full cache never fails the run.
 // What it deliberately is not: a priority or fairness policy beyond first come first served.
 #pragma once
 
@@ -44,7 +50,7 @@ struct ScheduledBatch {
   bool prefill = false;
   std::vector<BatchItem> items;
   std::vector<BlockCopy> copies;  // to run before the forward pass
-  int64_t preempted = 0;          // sequences preempted to make room for this step
+  int64_t preempted = 0;          // sequences preempted (running, or paused ones' kept blocks) to make room for this step
 };
 
 class Scheduler {
@@ -53,27 +59,36 @@ class Scheduler {
 
   // Queues one prompt's fresh completions (all with the same prompt, none started).
   void add_group(std::vector<Sequence*> group);
-  bool done() const { return waiting_.empty() && running_.empty(); }
+  bool done() const { return waiting_.empty() && running_.empty() && paused_.empty(); }
+  // Something can be scheduled (else only paused sequences remain: wait for a tool call).
+  bool runnable() const { return !waiting_.empty() || !running_.empty(); }
   int64_t num_running() const { return static_cast<int64_t>(running_.size()); }
+  int64_t num_paused() const { return static_cast<int64_t>(paused_.size()); }
 
   // The next step; its block tables are ready to be written. Never empty unless done().
   ScheduledBatch schedule();
   // After the forward pass: the prefilled units become running, decoded positions are cached.
   void postprocess(const ScheduledBatch& batch);
-  // A running sequence ended: its blocks are released now.
+  // A running or paused sequence ended: its blocks are released now.
   void finish(Sequence* seq);
+  // Between steps (after postprocess): a running sequence waits for a tool call, keeping its
+  // blocks; later it resumes with its completion grown (see the top of this file).
+  void pause(Sequence* seq);
+  void resume(Sequence* seq);
 
  private:
   struct Unit {
-    std::vector<Sequence*> seqs;   // G fresh completions of one prompt, or one preempted sequence
+    std::vector<Sequence*> seqs;   // G fresh completions of one prompt, or one preempted or resumed sequence
     int64_t tokens = 0;            // positions to compute (the prompt; or prompt + completion so far)
-    int64_t done = 0;              // positions computed so far
+    int64_t done = 0;              // positions computed so far (a resumed sequence: those its kept blocks hold)
     std::vector<int64_t> table;    // blocks holding them
+    bool partial = false;          // a chunk of its prefill ran, the rest has not: it holds its batch slots already
   };
   bool schedule_prefill(ScheduledBatch& out);
   void schedule_decode(ScheduledBatch& out);
   void preempt(Sequence* seq);
   bool release_partial_prefill();
+  bool release_paused();
 
   BlockManager& blocks_;
   SchedulerOptions opts_;
@@ -82,6 +97,7 @@ class Scheduler {
   // push_front/push_back.
   std::deque<Unit> waiting_;
   std::vector<Sequence*> running_;  // in admission order: the last is preempted first
+  std::vector<Sequence*> paused_;   // waiting for a tool call, in pause order: the last gives its blocks first
 };
 
 }  // namespace retort

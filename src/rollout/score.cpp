@@ -153,8 +153,16 @@ ScoredRollout sample_and_score(Qwen2ForCausalLMImpl& model, const std::vector<st
   };
   // Verification starts here, on the scorer's thread, while the sampler decodes the other rows.
   opts.on_finished = [&](int64_t row, const std::vector<int32_t>& ids) { scorer.submit(row, to_input(row, ids)); };
+  // Tool calls: observations are encoded by the policy's tokenizer and run in the pool the
+  // code verifiers share (made from rewards.sandbox when none exists yet).
+  DecodeFn decode;
+  if (opts.tools.enabled) {
+    if (!opts.encode) opts.encode = [&tok](const std::string& text) { return tok.encode(text); };
+    if (!opts.executor) opts.executor = rewards.executor().get();
+    decode = [&tok](const std::vector<int32_t>& ids) { return tok.decode(ids, /*skip_special=*/false); };
+  }
   const double t0 = now_seconds();
-  s.rollout = sample(model, prompt_ids, opts);
+  s.rollout = sample(model, prompt_ids, opts, decode);
   const double t1 = now_seconds();
   for (int64_t row = 0; row < N; ++row)  // every row is reported by the sampler; this is a safety net
     if (!scorer.submitted(row)) scorer.submit(row, to_input(row, s.rollout.completions[static_cast<size_t>(row)]));
@@ -182,6 +190,8 @@ ChainEntry chain_entry(const PromptRecord& rec, const ScoredRollout& s, int64_t 
   e.reward = s.table.total[r];
   e.length = static_cast<int64_t>(s.rollout.completions[r].size());
   e.truncated = s.rollout.truncated[r];
+  if (r < s.rollout.tool_calls.size())
+    for (const auto& call : s.rollout.tool_calls[r]) e.tool_calls.push_back(rewards::to_json(call));
   return e;
 }
 

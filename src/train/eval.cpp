@@ -56,6 +56,7 @@ void EvalConfig::bind(ConfigBinder& b) {
   b.field("format", format);
   b.field("datasets", datasets);
   b.field("sampling", sampling);
+  b.field("tools", tools);
   b.field("rewards", rewards);
   b.field("batch_size", batch_size, Range::at_least(1));
   b.field("max_prompt_tokens", max_prompt_tokens, Range::at_least(0));
@@ -341,6 +342,7 @@ SamplerOptions base_sampler(const EvalConfig& cfg, int64_t k) {
   base.top_k = cfg.sampling.top_k;
   base.pad_token_id = 0;
   base.kv_cache_mb = cfg.sampling.kv_cache_mb;
+  base.tools = cfg.tools;  // the pool and the encoder come from sample_and_score
   return base;
 }
 

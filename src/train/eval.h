@@ -36,6 +36,7 @@
 #include "data/prompts.h"      // defines: PromptFormatOptions
 #include "rewards/combine.h"   // defines: rewards::RewardsConfig
 #include "rewards/verifier.h"  // defines: rewards::Registry
+#include "rollout/tools.h"     // defines: ToolOptions
 
 namespace retort {
 
@@ -73,6 +74,7 @@ struct EvalConfig {
   PromptFormatOptions format;   // defaults for every dataset's chat_template, system and instructions
   std::vector<EvalDatasetConfig> datasets;
   EvalSamplingConfig sampling;
+  ToolOptions tools;               // tool calls inside the chains (rollout/tools.h, docs/tools.md); off by default
   rewards::RewardsConfig rewards;  // verifiers: the specs (args, weights) datasets name; deadline, threads, sandbox
   int64_t batch_size = 8;          // prompts per sampler call (B); rows per call = B * k
   int64_t max_prompt_tokens = 0;   // longer prompts are skipped and counted; 0 = no limit

@@ -80,6 +80,7 @@ void GrpoConfig::bind(ConfigBinder& b) {
   b.field("prompts_per_step", prompts_per_step, Range::at_least(1));
   b.field("group_size", group_size, Range::at_least(2));
   b.field("sampling", sampling);
+  b.field("tools", tools);
   b.field("rewards", rewards);
   b.field("advantage", advantage);
   b.field("dynamic_sampling", dynamic_sampling);
@@ -1076,6 +1077,7 @@ SamplerOptions sampler_options(const GrpoConfig& cfg, const ModelConfig& mc, con
   s.stop_token_ids = sampler_stop_ids(mc, tok, ChatTemplate::by_name(cfg.data.format.chat_template));
   s.kv_cache_mb = cfg.sampling.kv_cache_mb;
   s.pad_token_id = 0;
+  s.tools = cfg.tools;  // the pool and the encoder come from sample_and_score
   return s;
 }
 

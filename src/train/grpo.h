@@ -58,6 +58,7 @@
 #include "data/prompts.h"      // defines: PromptFormatOptions
 #include "rewards/combine.h"   // defines: rewards::RewardsConfig
 #include "rewards/verifier.h"  // defines: rewards::Registry
+#include "rollout/tools.h"     // defines: ToolOptions
 #include "train/grpo_loss.h"    // defines: GrpoLossOptions
 #include "train/micro_batch.h"  // defines: MicroBatchConfig
 #include "train/optim.h"       // defines: OptimConfig
@@ -129,6 +130,7 @@ struct GrpoConfig {
   int64_t prompts_per_step = 8;  // B
   int64_t group_size = 8;        // G
   GrpoSamplingConfig sampling;
+  ToolOptions tools;             // tool calls inside the chains (rollout/tools.h, docs/tools.md); off by default
   rewards::RewardsConfig rewards;
   AdvantageConfig advantage;
   DynamicSamplingConfig dynamic_sampling;

@@ -73,3 +73,16 @@ TEST_CASE("chain log: schema, whole lines from a background writer, resume trunc
   retort::truncate_jsonl_after_step(path + ".missing", 1);  // nothing to do, no file made
   CHECK(!fs::exists(path + ".missing"));
 }
+
+TEST_CASE("chain log: a chain's tool calls are written only when it made some", "[unit]") {
+  retort::ChainEntry e;
+  e.text = "```python\nprint(1)\n```\n```output\n1\n```\n";
+  CHECK_FALSE(retort::chain_line(e).contains("tool_calls"));
+  e.tool_calls.push_back(json{{"code", "print(1)"}, {"observation", "1"}, {"status", "ok"}, {"wall_s", 0.05},
+                              {"peak_memory_kb", 8000}, {"obs_start", 9}, {"obs_tokens", 6}, {"truncated", false}});
+  const json l = retort::chain_line(e);
+  REQUIRE(l.contains("tool_calls"));
+  REQUIRE(l["tool_calls"].size() == 1);
+  CHECK(l["tool_calls"][0]["status"] == "ok");
+  CHECK(l["tool_calls"][0]["obs_tokens"] == 6);
+}

@@ -9,6 +9,12 @@ add_executable(bench_rollout ${CMAKE_CURRENT_LIST_DIR}/bench_rollout.cpp ${CMAKE
 target_link_libraries(bench_rollout PRIVATE retort_core)
 target_precompile_headers(bench_rollout REUSE_FROM retort_core)
 set_target_properties(bench_rollout PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bench)
+# Tool calls: pausing a sequence for its call against running each call in line.
+add_executable(bench_tools ${CMAKE_CURRENT_LIST_DIR}/bench_tools.cpp ${CMAKE_SOURCE_DIR}/src/common/openblas_env.cpp)
+target_link_libraries(bench_tools PRIVATE retort_core)
+target_compile_definitions(bench_tools PRIVATE RETORT_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+target_precompile_headers(bench_tools REUSE_FROM retort_core)
+set_target_properties(bench_tools PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bench)
 # Training memory at real shapes: chunked LM head, checkpointing, packing (one child process per row).
 add_executable(bench_train_memory ${CMAKE_CURRENT_LIST_DIR}/bench_train_memory.cpp ${CMAKE_SOURCE_DIR}/src/common/openblas_env.cpp)
 target_link_libraries(bench_train_memory PRIVATE retort_core)
