@@ -47,6 +47,7 @@
 // (longest in the batch), L completion length (longest in the batch), V vocab.
 #pragma once
 
+#include <functional>  // defines: std::function
 #include <map>       // defines: std::map
 #include <optional>  // defines: std::optional
 #include <string>    // defines: std::string
@@ -160,9 +161,15 @@ struct GrpoConfig {
   }
 };
 
+struct ScoredRollout;
+
 // What a test or a caller can add that a config file cannot say.
 struct GrpoHooks {
   std::optional<rewards::Registry> registry;  // verifiers to resolve names in; unset = the built-ins
+  // Called with each sampling round's scored rollout (rollout/score.h) after the verifiers and
+  // before its chains are built: to inspect it, or (tests) to edit it as an engine feature
+  // would, e.g. mark completion tokens as tool observations in Rollout::completion_mask.
+  std::function<void(ScoredRollout&)> on_rollout;
 };
 
 struct GrpoStepMetrics {
