@@ -10,6 +10,7 @@ set(RETORT_TESTS_rewards
   ${CMAKE_CURRENT_LIST_DIR}/test_plugins.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_code.cpp
   ${CMAKE_CURRENT_LIST_DIR}/test_synthetic_grading.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_tool_calls.cpp
 )
 set(RETORT_TESTS_rewards_LIBS retort_rewards)
 # The example plugin (built with retort_rewards, see rewards/CMakeLists.txt) and the
