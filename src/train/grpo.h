@@ -25,6 +25,10 @@
 // teaches nothing to a group-relative advantage; it is skipped for the next
 // `set_aside_epochs` epochs of the prompt order, then returns. A completion passes when every
 // applicable verifier passed it (as eval's "all"). The state is in the checkpoint.
+// Tool observations (rollouts with tools): the tokens a tool's output appended to a chain are
+// context, never trained on: the loss, the KL, the entropy, the rollout correction, the OPD
+// advantages and every token count are taken over model-written tokens (Rollout::
+// completion_mask); metrics log written_length_mean and obs_tokens_mean (docs/tools.md).
 // Overlong completions: "mask" leaves truncated completions out of the loss (DAPO overlong
 // filtering); "penalty" requires the `overlong` verifier in the rewards (DAPO soft overlong
 // punishment); "none" treats them like any other completion.
