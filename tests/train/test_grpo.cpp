@@ -823,7 +823,10 @@ TEST_CASE("grpo: tool observation tokens are context only: changing them changes
   // entropy bonus and top-entropy selection, rollout correction, on-policy distillation, token
   // counts) both runs take the same updates, step after step. The control changes the same ids
   // without marking them: its update differs, so the comparison can fail.
-  const std::string prompts = write_jsonl("grpo_obs_prompts.jsonl", number_prompts(8));
+  // Rewards by length: groups differ, so the verifier's advantages drive the policy term too.
+  std::vector<json> rows = number_prompts(8);
+  for (auto& r : rows) r["length_reward"] = true;
+  const std::string prompts = write_jsonl("grpo_obs_prompts.jsonl", rows);
   const std::string student = write_tiny_model(kBin + "/test_runs/grpo_obs_student", 21, 1.0);
   const std::string teacher = write_tiny_model(kBin + "/test_runs/grpo_obs_teacher", 21, 6.0);
   constexpr int64_t kTail = 3;
@@ -875,6 +878,7 @@ TEST_CASE("grpo: tool observation tokens are context only: changing them changes
     for (size_t step = 0; step < 2; ++step) {
       INFO((packed ? "packed" : "padded") << ", step " << step + 1 << "\n" << a[step].dump() << "\n" << b[step].dump());
       CHECK(a[step]["obs_tokens_mean"].get<double>() > 1.0);
+      CHECK(a[step]["reward_std"].get<double>() > 0.0);
       CHECK(a[step]["written_length_mean"].get<double>() + a[step]["obs_tokens_mean"].get<double>() ==
             Approx(a[step]["completion_length_mean"].get<double>()));
       for (const char* key : {"reward_mean", "loss", "policy_loss", "grad_norm", "kl", "kl_update", "entropy", "entropy_kept",

@@ -481,11 +481,14 @@ TEST_CASE("sft + distill: tool observations are not trained on: changing them ch
       for (const char* key : {"loss", "grad_norm", "loss_ce", "loss_logit"}) {
         if (!a[step].contains(key)) continue;
         INFO(key);
-        CHECK(b[step][key].get<double>() == Approx(a[step][key].get<double>()).epsilon(1e-6));
+        CHECK(b[step][key].get<double>() == Approx(a[step][key].get<double>()).epsilon(1e-9));
       }
     }
     auto ca = run("ctrl_a", write("obs_ctrl_a.jsonl", "```result", false), distill);
     auto cb = run("ctrl_b", write("obs_ctrl_b.jsonl", "```result", true), distill);
-    CHECK(cb[0]["loss"].get<double>() != Approx(ca[0]["loss"].get<double>()).epsilon(1e-4));
+    // A near-uniform tiny model barely prefers one digit to another: the loss moves in its 5th
+    // digit, the gradient in its 3rd; far beyond the 1e-9 the runs above agree to.
+    CHECK(std::abs(cb[0]["loss"].get<double>() - ca[0]["loss"].get<double>()) > 1e-6 * ca[0]["loss"].get<double>());
+    CHECK(std::abs(cb[0]["grad_norm"].get<double>() - ca[0]["grad_norm"].get<double>()) > 1e-4 * ca[0]["grad_norm"].get<double>());
   }
 }
