@@ -45,8 +45,7 @@ const json* find_string(const json& j, std::initializer_list<const char*> keys, 
   return nullptr;
 }
 
-// The observation blocks written in a completion's text, in either format, as ascending
-// disjoint byte ranges (overlapping or touching ranges merged).
+// Byte ranges sorted, empty ones dropped, overlapping or touching ones merged: ascending and disjoint.
 std::vector<std::pair<size_t, size_t>> merge_spans(std::vector<std::pair<size_t, size_t>> spans) {
   std::sort(spans.begin(), spans.end());
   std::vector<std::pair<size_t, size_t>> out;
@@ -58,6 +57,7 @@ std::vector<std::pair<size_t, size_t>> merge_spans(std::vector<std::pair<size_t,
   return out;
 }
 
+// The answered calls' observation blocks written in a completion's text, in either format.
 std::vector<std::pair<size_t, size_t>> text_observations(const std::string& completion) {
   std::vector<std::pair<size_t, size_t>> spans;
   for (auto f : {rewards::ToolFormat::Python, rewards::ToolFormat::Qwen})
@@ -66,7 +66,7 @@ std::vector<std::pair<size_t, size_t>> text_observations(const std::string& comp
   return spans;
 }
 
-// What the engine appends after a call that `n` tool turns answer, with bodies `bodies`:
+// The text of consecutive tool turns with bodies `bodies`, as the engine appends an observation:
 // python, one output block (one turn per call); qwen, Qwen2.5's chat template's rendering of
 // consecutive tool turns: one user turn of <tool_response> blocks, then the assistant's turn
 // reopened (for one turn, rewards::render_observation's qwen text).
