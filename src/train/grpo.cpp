@@ -255,10 +255,11 @@ struct Chain {
                                     // length, truncated (rollout/score.h chain_entry)
 };
 
-// Row `row` of the rollout's completion mask as n bytes (n = the row's completion length): 1 on
-// model-written ids, 0 on the tool observations the engine appended (rollout/sampler.h).
-std::vector<uint8_t> written_tokens(const Rollout& r, int64_t row, size_t n) {
-  auto m = r.completion_mask[row].narrow(0, 0, static_cast<int64_t>(n)).to(torch::kCPU).to(torch::kUInt8).contiguous();
+// Row `row` of a rollout's completion mask ([N, L] on the CPU) as n bytes (n = the row's
+// completion length): 1 on model-written ids, 0 on the tool observations the engine appended
+// (rollout/sampler.h).
+std::vector<uint8_t> written_tokens(const torch::Tensor& completion_mask, int64_t row, size_t n) {
+  auto m = completion_mask[row].narrow(0, 0, static_cast<int64_t>(n)).to(torch::kUInt8).contiguous();
   return std::vector<uint8_t>(m.data_ptr<uint8_t>(), m.data_ptr<uint8_t>() + n);
 }
 
@@ -755,6 +756,7 @@ Trajectory generate_trajectory(Qwen2ForCausalLMImpl& policy, const StepContext& 
       }
       ScoredRollout s = sample_and_score(policy, ids, recs, so, c.rewards, c.tok);
       if (c.hooks.on_rollout) c.hooks.on_rollout(s);
+      const torch::Tensor written_mask = s.rollout.completion_mask.to(torch::kCPU);  // [n*G, L] one transfer
       t.sample_s += s.sample_s;
       t.score_wait_s += s.score_wait_s;
       t.verify_busy_s += s.verify_busy_s;
@@ -764,7 +766,7 @@ Trajectory generate_trajectory(Qwen2ForCausalLMImpl& policy, const StepContext& 
         t.sampled_prompt.push_back(static_cast<double>(idx[static_cast<size_t>(g)]));
         t.sampled_pass_rate.push_back(group_pass_rate(s.table, g, G));
         // Tokens the model wrote (tool observations are appended, not sampled).
-        t.sampled_tokens += s.rollout.completion_mask.narrow(0, g * G, G).sum().item<int64_t>();
+        t.sampled_tokens += written_mask.narrow(0, g * G, G).sum().item<int64_t>();
         // Without a verifier (on-policy distillation alone) every group is equal and every
         // group still has its per-token advantage: none is dropped.
         if (equal && cfg.dynamic_sampling.enabled && s.table.k > 0) {
@@ -777,7 +779,7 @@ Trajectory generate_trajectory(Qwen2ForCausalLMImpl& policy, const StepContext& 
           Chain ch;
           ch.prompt = idx[static_cast<size_t>(g)];
           ch.completion = s.rollout.completions[static_cast<size_t>(row)];
-          ch.written = written_tokens(s.rollout, row, ch.completion.size());
+          ch.written = written_tokens(written_mask, row, ch.completion.size());
           auto lp = s.rollout.logprobs[row].narrow(0, 0, static_cast<int64_t>(ch.completion.size())).to(torch::kCPU).contiguous();
           ch.logprobs.assign(lp.data_ptr<float>(), lp.data_ptr<float>() + lp.numel());
           for (int k = 0; k < s.table.k; ++k) {
