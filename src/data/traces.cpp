@@ -1,6 +1,6 @@
 #include "data/traces.h"
 
-#include <algorithm>  // defines: std::max
+#include <algorithm>  // defines: std::max, std::min, std::sort
 #include <fstream>    // defines: std::ifstream
 
 #include <tbb/parallel_for.h>  // defines: tbb::parallel_for
@@ -8,6 +8,7 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "data/jsonl.h"
+#include "rewards/tool_calls.h"  // defines: rewards::find_tool_calls, closed_tool_call, render_observation
 #include "tokenizer/tokenizer.h"
 
 namespace retort {
@@ -42,6 +43,81 @@ const json* find_string(const json& j, std::initializer_list<const char*> keys, 
     }
   }
   return nullptr;
+}
+
+// Byte ranges sorted, empty ones dropped, overlapping or touching ones merged: ascending and disjoint.
+std::vector<std::pair<size_t, size_t>> merge_spans(std::vector<std::pair<size_t, size_t>> spans) {
+  std::sort(spans.begin(), spans.end());
+  std::vector<std::pair<size_t, size_t>> out;
+  for (const auto& sp : spans) {
+    if (sp.second <= sp.first) continue;
+    if (!out.empty() && sp.first <= out.back().second) out.back().second = std::max(out.back().second, sp.second);
+    else out.push_back(sp);
+  }
+  return out;
+}
+
+// The answered calls' observation blocks written in a completion's text, in either format.
+std::vector<std::pair<size_t, size_t>> text_observations(const std::string& completion) {
+  std::vector<std::pair<size_t, size_t>> spans;
+  for (auto f : {rewards::ToolFormat::Python, rewards::ToolFormat::Qwen})
+    for (const auto& c : rewards::find_tool_calls(completion, f))
+      if (c.answered) spans.emplace_back(c.obs_begin, c.obs_end);
+  return spans;
+}
+
+// The text of consecutive tool turns with bodies `bodies`, as the engine appends an observation:
+// python, one output block (one turn per call); qwen, Qwen2.5's chat template's rendering of
+// consecutive tool turns: one user turn of <tool_response> blocks, then the assistant's turn
+// reopened (for one turn, rewards::render_observation's qwen text).
+std::string render_tool_turns(rewards::ToolFormat f, const std::vector<std::string>& bodies) {
+  if (bodies.size() == 1) return rewards::render_observation(f, bodies[0]);
+  std::string out = "<|im_end|>\n<|im_start|>user";
+  for (const auto& b : bodies) out += "\n<tool_response>\n" + b + "\n</tool_response>";
+  return out + "<|im_end|>\n<|im_start|>assistant\n";
+}
+
+// The completion of a conversation whose last assistant turn `last` is preceded by tool turns:
+// messages[first..last] (assistant, its tool turns, assistant, ...) joined as the engine writes
+// the chain, each run of tool turns rendered in the format of the call that closes the
+// assistant turn before it. `first` is the assistant turn that opens the chain. Records the
+// observations' byte ranges in s.observations.
+void render_tool_chain(const json& msgs, int first, int last, const std::string& where, TraceSample& s) {
+  s.completion = msgs[first]["content"].get<std::string>();
+  for (int i = first + 1; i <= last;) {
+    if (msgs[i]["role"] != "tool") {
+      s.completion += msgs[i]["content"].get<std::string>();
+      ++i;
+      continue;
+    }
+    int end = i;
+    std::vector<std::string> bodies;
+    while (end <= last && msgs[end]["role"] == "tool") bodies.push_back(msgs[end++]["content"].get<std::string>());
+    // The call is the end of the chain so far (python calls count inside the reasoning only).
+    const bool qwen = rewards::closed_tool_call(s.completion, rewards::ToolFormat::Qwen).has_value();
+    const bool python = !qwen && rewards::closed_tool_call(s.completion, rewards::ToolFormat::Python).has_value();
+    if (!qwen && !python) {
+      const std::string& prev = msgs[i - 1]["content"].get_ref<const std::string&>();
+      throw Error(ErrorInfo{"tool turn (message " + std::to_string(i) + ") without a preceding call", where,
+                            "the assistant turn before it ends with a closed call: \"```python\\n...\\n```\" inside <think>, "
+                            "or \"<tool_call>\\n{...}\\n</tool_call>\"",
+                            "message " + std::to_string(i - 1) + " ends " + quote_for_error(prev.substr(prev.size() - std::min<size_t>(40, prev.size()))),
+                            "see docs/tools.md for the call formats"});
+    }
+    const auto f = qwen ? rewards::ToolFormat::Qwen : rewards::ToolFormat::Python;
+    const size_t calls = qwen ? rewards::find_tool_calls(msgs[i - 1]["content"].get<std::string>(), f).size() : 1;
+    if (bodies.size() != calls) {
+      throw Error(ErrorInfo{std::to_string(bodies.size()) + " tool turns (from message " + std::to_string(i) + ") answer " +
+                                std::to_string(calls) + " call" + (calls == 1 ? "" : "s"),
+                            where, "one tool turn per call of the assistant turn before them, in order",
+                            std::to_string(bodies.size()) + " tool turns",
+                            qwen ? "" : "a python call pauses the chain: each one is answered by one tool turn"});
+    }
+    const size_t begin = s.completion.size();
+    s.completion += render_tool_turns(f, bodies);
+    s.observations.emplace_back(begin, s.completion.size());
+    i = end;
+  }
 }
 
 }  // namespace
@@ -80,12 +156,40 @@ TraceSample parse_trace(const json& j, const std::string& where) {
       if (!m.is_object() || !m.contains("role") || !m.contains("content") || !m["role"].is_string() || !m["content"].is_string())
         throw Error(ErrorInfo{"message " + std::to_string(i) + " needs string 'role' and 'content'", where,
                               "{\"role\": ..., \"content\": ...}", m.dump().substr(0, 60), ""});
+      auto calls = m.find("tool_calls");
+      if (calls != m.end() && !calls->is_null() && !(calls->is_array() && calls->empty()))
+        throw Error(ErrorInfo{"message " + std::to_string(i) + " carries its calls in 'tool_calls'", where,
+                              "the call written into 'content' as the model writes it",
+                              "'tool_calls': " + calls->dump().substr(0, 60),
+                              "write \"<tool_call>\\n{\\\"name\\\": \\\"python\\\", \\\"arguments\\\": {\\\"code\\\": ...}}\\n</tool_call>\" "
+                              "at the end of 'content' (docs/tools.md)"});
       if (m["role"] == "assistant") last_assistant = static_cast<int>(i);
     }
     if (last_assistant < 0)
       throw Error(ErrorInfo{"the conversation has no assistant turn to learn from", where, "a message with role 'assistant'", "none", ""});
-    for (int i = 0; i < last_assistant; ++i) s.prompt.push_back({msgs[i]["role"], msgs[i]["content"]});
-    s.completion = msgs[last_assistant]["content"].get<std::string>();
+    // The chain: the last assistant turn and, before it, each run of tool turns with the
+    // assistant turn whose call they answer.
+    int first = last_assistant;
+    while (first > 0 && msgs[first - 1]["role"] == "tool") {
+      int k = first - 1;
+      while (k > 0 && msgs[k - 1]["role"] == "tool") --k;
+      if (k == 0 || msgs[k - 1]["role"] != "assistant") {
+        throw Error(ErrorInfo{"tool turn (message " + std::to_string(k) + ") without a preceding call", where,
+                              "an assistant turn ending with a tool call right before the tool turns",
+                              k == 0 ? "the conversation starts with it" : "a '" + msgs[k - 1]["role"].get<std::string>() + "' turn",
+                              "see docs/tools.md for tool turns"});
+      }
+      first = k - 1;
+    }
+    for (int i = 0; i < first; ++i) {
+      if (msgs[i]["role"] == "tool")
+        throw Error(ErrorInfo{"tool turn (message " + std::to_string(i) + ") outside the completion", where,
+                              "tool turns after the last user turn, each after the assistant turn whose call it answers",
+                              "a tool turn in the prompt", "keep one tool-using chain per line"});
+      s.prompt.push_back({msgs[i]["role"], msgs[i]["content"]});
+    }
+    if (first == last_assistant) s.completion = msgs[last_assistant]["content"].get<std::string>();
+    else render_tool_chain(msgs, first, last_assistant, where, s);
   } else if (j.contains("prompt") && j.contains("completion")) {
     s.prompt.push_back({"user", get_string(j, "prompt", where)});
     s.completion = get_string(j, "completion", where);
@@ -111,6 +215,10 @@ TraceSample parse_trace(const json& j, const std::string& where) {
                           "fields: " + keys, "see DESIGN.md section 5 for the accepted formats"});
   }
   if (s.completion.empty()) throw Error(ErrorInfo{"the completion is empty", where, "text to learn from", "\"\"", ""});
+  // Observation blocks written into the text (R1-style tool traces), with the rendered tool turns'.
+  auto spans = text_observations(s.completion);
+  spans.insert(spans.end(), s.observations.begin(), s.observations.end());
+  s.observations = merge_spans(std::move(spans));
   return s;
 }
 
@@ -140,10 +248,12 @@ bool tokenize_trace(const TraceSample& s, const Tokenizer& tok, const TraceDataO
     prompt = tmpl.render(s.prompt, /*add_generation_prompt=*/true);
   }
   std::string completion = s.completion;
+  size_t dropped = 0;  // bytes cut from the completion's start
   // R1 templates end the generation prompt with "<think>\n": do not repeat it.
   if (opt.chat_template == "r1-distill") {
-    if (completion.rfind("<think>\n", 0) == 0) completion = completion.substr(8);
-    else if (completion.rfind("<think>", 0) == 0) completion = completion.substr(7);
+    if (completion.rfind("<think>\n", 0) == 0) dropped = 8;
+    else if (completion.rfind("<think>", 0) == 0) dropped = 7;
+    completion = completion.substr(dropped);
   }
   std::string eos = opt.eos_token;
   if (eos.empty()) {
@@ -152,7 +262,24 @@ bool tokenize_trace(const TraceSample& s, const Tokenizer& tok, const TraceDataO
   }
   out.ids = tok.encode(prompt);
   out.prompt_length = static_cast<int64_t>(out.ids.size());
-  std::vector<int32_t> comp = tok.encode(completion);
+  // The completion piece by piece, split at the tool observations' edges (each observation is
+  // encoded on its own, as the engine appends it): comp_mask 1 on written text, 0 on observations.
+  std::vector<int32_t> comp;
+  std::vector<uint8_t> comp_mask;
+  auto add_piece = [&](size_t begin, size_t end, bool observation) {
+    if (end <= begin) return;
+    std::vector<int32_t> ids = tok.encode(completion.substr(begin, end - begin));
+    comp.insert(comp.end(), ids.begin(), ids.end());
+    comp_mask.insert(comp_mask.end(), ids.size(), observation ? 0 : 1);
+  };
+  size_t at = 0;
+  for (const auto& [b0, e0] : s.observations) {
+    const size_t b = b0 < dropped ? 0 : b0 - dropped, e = e0 < dropped ? 0 : e0 - dropped;
+    add_piece(at, b, false);
+    add_piece(b, e, true);
+    at = e;
+  }
+  add_piece(at, completion.size(), false);
   if (!eos.empty()) {
     auto eos_id = tok.token_to_id(eos);
     if (!eos_id) {
@@ -160,10 +287,11 @@ bool tokenize_trace(const TraceSample& s, const Tokenizer& tok, const TraceDataO
                             quote_for_error(eos), "set data.eos_token to the model's end-of-turn token"});
     }
     comp.push_back(*eos_id);
+    comp_mask.push_back(1);
   }
   out.ids.insert(out.ids.end(), comp.begin(), comp.end());
-  out.loss_mask.assign(out.ids.size(), 0);
-  for (size_t i = opt.loss_on_prompt ? 0 : static_cast<size_t>(out.prompt_length); i < out.ids.size(); ++i) out.loss_mask[i] = 1;
+  out.loss_mask.assign(static_cast<size_t>(out.prompt_length), opt.loss_on_prompt ? 1 : 0);
+  out.loss_mask.insert(out.loss_mask.end(), comp_mask.begin(), comp_mask.end());
   out.truncated = false;
   out.topk_rows = out.topk_k = 0;
   out.topk_ids.clear();
@@ -205,6 +333,8 @@ bool tokenize_trace(const TraceSample& s, const Tokenizer& tok, const TraceDataO
     out.loss_mask.resize(static_cast<size_t>(opt.max_length));
     out.truncated = true;
   }
+  out.observation_tokens = 0;  // what is left of the observations after a cut
+  for (size_t i = static_cast<size_t>(out.prompt_length); i < out.loss_mask.size(); ++i) out.observation_tokens += out.loss_mask[i] == 0;
   return true;
 }
 
@@ -223,6 +353,8 @@ std::vector<TokenizedSample> tokenize_traces(const std::vector<TraceSample>& sam
     }
     st.cut += all[i].truncated;
     st.tokens += static_cast<int64_t>(all[i].ids.size());
+    st.with_tools += all[i].observation_tokens > 0;
+    st.observation_tokens += all[i].observation_tokens;
     out.push_back(std::move(all[i]));
   }
   st.kept = static_cast<int64_t>(out.size());

@@ -1,7 +1,7 @@
 // The GRPO recipe (see grpo.h for the stages, features and failure modes).
 #include "train/grpo.h"
 
-#include <algorithm>           // defines: std::shuffle, std::min
+#include <algorithm>           // defines: std::shuffle, std::min, std::count
 #include <cmath>               // defines: std::sqrt, std::isnan
 #include <filesystem>          // defines: std::filesystem
 #include <random>              // defines: std::mt19937_64
@@ -247,12 +247,22 @@ class PromptOrder {
 struct Chain {
   int64_t prompt = 0;               // index into the PromptSet
   std::vector<int32_t> completion;  // [L_i] ids, the stop token included
+  std::vector<uint8_t> written;     // [L_i] 1 on model-written ids, 0 on tool observations appended by the
+                                    // engine (Rollout::completion_mask): only written ids are trained on
   std::vector<float> logprobs;      // [L_i] log pi_old of each id at the sampling temperature, from the sampler
   std::vector<double> rewards;      // [K] per verifier, NaN = not applicable
   std::vector<uint8_t> passed;      // [K]
   ChainEntry entry;                 // the chains.jsonl line: text, split, verifier cells, reward, advantage, KL,
                                     // length, truncated (rollout/score.h chain_entry)
 };
+
+// Row `row` of a rollout's completion mask ([N, L] on the CPU) as n bytes (n = the row's
+// completion length): 1 on model-written ids, 0 on the tool observations the engine appended
+// (rollout/sampler.h).
+std::vector<uint8_t> written_tokens(const torch::Tensor& completion_mask, int64_t row, size_t n) {
+  auto m = completion_mask[row].narrow(0, 0, static_cast<int64_t>(n)).to(torch::kUInt8).contiguous();
+  return std::vector<uint8_t>(m.data_ptr<uint8_t>(), m.data_ptr<uint8_t>() + n);
+}
 
 // What stage 1 produced: this rank's kept chains and how they were obtained.
 struct Trajectory {
@@ -275,8 +285,10 @@ bool all_equal(const std::vector<double>& r, size_t from, size_t n) {
 
 struct GrpoBatch {
   torch::Tensor ids;              // [N, P+L] int64: left-padded prompt, then the completion, right-padded
-  torch::Tensor attention_mask;   // [N, P+L] int64
-  torch::Tensor completion_mask;  // [N, L] float: 1 on completion tokens (stop token included)
+  torch::Tensor attention_mask;   // [N, P+L] int64: 1 on prompt and completion tokens, observations included
+  torch::Tensor completion_mask;  // [N, L] float: 1 on model-written completion tokens (stop token included),
+                                  // 0 on tool observations and padding: every log-prob, ratio, KL, entropy,
+                                  // mismatch, OPD advantage and token count below is taken under it
   torch::Tensor loss_mask;        // [N, L] float: completion_mask, minus truncated rows when overlong = mask
   torch::Tensor sample_logprobs;  // [N, L] float: log pi_old from the sampler
   torch::Tensor old_logprobs;     // [N, L] float: log pi_old used by the ratio (recomputed; see update_policy)
@@ -311,8 +323,8 @@ GrpoBatch gather_batch(const std::vector<Chain>& chains, const PromptSet& ps, in
     for (int64_t j = 0; j < P; ++j) ia[i][b.P - P + j] = prompt[static_cast<size_t>(j)], ma[i][b.P - P + j] = 1;
     for (size_t j = 0; j < c.completion.size(); ++j) {
       ia[i][b.P + static_cast<int64_t>(j)] = c.completion[j];
-      ma[i][b.P + static_cast<int64_t>(j)] = 1;
-      ca[i][static_cast<int64_t>(j)] = 1.0f;
+      ma[i][b.P + static_cast<int64_t>(j)] = 1;  // an observation is context: attended to, never a target
+      ca[i][static_cast<int64_t>(j)] = c.written[j] ? 1.0f : 0.0f;
       la[i][static_cast<int64_t>(j)] = c.logprobs[j];
     }
     b.advantages[i] = static_cast<float>(c.entry.advantage);
@@ -688,6 +700,7 @@ struct StepContext {
   const SamplerOptions& sampler;  // the config's sampling options; seeds are set per round
   torch::Device device;
   double lp_temperature;          // the sampler's log-prob temperature (1 when greedy)
+  const GrpoHooks& hooks;
 };
 
 // The pass rate of group g (rows g*G .. g*G+G-1 of the table): the share of its completions
@@ -743,6 +756,8 @@ Trajectory generate_trajectory(Qwen2ForCausalLMImpl& policy, const StepContext& 
         recs.push_back(&c.prompts.records[static_cast<size_t>(p)]);
       }
       ScoredRollout s = sample_and_score(policy, ids, recs, so, c.rewards, c.tok);
+      if (c.hooks.on_rollout) c.hooks.on_rollout(s);
+      const torch::Tensor written_mask = s.rollout.completion_mask.to(torch::kCPU);  // [n*G, L] one transfer
       t.sample_s += s.sample_s;
       t.score_wait_s += s.score_wait_s;
       t.verify_busy_s += s.verify_busy_s;
@@ -751,7 +766,8 @@ Trajectory generate_trajectory(Qwen2ForCausalLMImpl& policy, const StepContext& 
         t.all_equal_groups += equal;
         t.sampled_prompt.push_back(static_cast<double>(idx[static_cast<size_t>(g)]));
         t.sampled_pass_rate.push_back(group_pass_rate(s.table, g, G));
-        for (int64_t j = 0; j < G; ++j) t.sampled_tokens += static_cast<int64_t>(s.rollout.completions[static_cast<size_t>(g * G + j)].size());
+        // Tokens the model wrote (tool observations are appended, not sampled).
+        t.sampled_tokens += written_mask.narrow(0, g * G, G).sum().item<int64_t>();
         // Without a verifier (on-policy distillation alone) every group is equal and every
         // group still has its per-token advantage: none is dropped.
         if (equal && cfg.dynamic_sampling.enabled && s.table.k > 0) {
@@ -764,6 +780,7 @@ Trajectory generate_trajectory(Qwen2ForCausalLMImpl& policy, const StepContext& 
           Chain ch;
           ch.prompt = idx[static_cast<size_t>(g)];
           ch.completion = s.rollout.completions[static_cast<size_t>(row)];
+          ch.written = written_tokens(written_mask, row, ch.completion.size());
           auto lp = s.rollout.logprobs[row].narrow(0, 0, static_cast<int64_t>(ch.completion.size())).to(torch::kCPU).contiguous();
           ch.logprobs.assign(lp.data_ptr<float>(), lp.data_ptr<float>() + lp.numel());
           for (int k = 0; k < s.table.k; ++k) {
@@ -827,13 +844,14 @@ void write_chains(std::vector<Chain>& chains, const UpdateStats& u, bool has_anc
 }
 
 // The kept chains' metrics, of the combined batch: reward, pass rate per verifier, completion
-// lengths, truncated share and the sampled tokens' mean -log p.
+// lengths (all tokens, as sampling.max_new_tokens bounds them; the model-written ones; the tool
+// observations'), truncated share and the sampled tokens' mean -log p.
 void chain_metrics(const Trajectory& t, const StepContext& c, json& rec) {
   const std::vector<std::string>& vnames = c.rewards.names();
   const DistContext& dist = c.dist;
   std::vector<std::vector<double>> per(vnames.size());
   std::vector<int64_t> passed(vnames.size(), 0), applicable(vnames.size(), 0);
-  std::vector<double> lengths;
+  std::vector<double> lengths, written_lengths, obs_lengths;  // per chain
   int64_t truncated = 0;
   double neg_logp = 0, comp_tokens = 0;
   for (const auto& ch : t.chains) {
@@ -844,10 +862,14 @@ void chain_metrics(const Trajectory& t, const StepContext& c, json& rec) {
         passed[k] += ch.passed[k] != 0;
       }
     }
+    const auto written = static_cast<double>(std::count(ch.written.begin(), ch.written.end(), uint8_t{1}));
     lengths.push_back(static_cast<double>(ch.completion.size()));
+    written_lengths.push_back(written);
+    obs_lengths.push_back(static_cast<double>(ch.completion.size()) - written);
     truncated += ch.entry.truncated;
-    for (float lp : ch.logprobs) neg_logp -= lp;
-    comp_tokens += static_cast<double>(ch.completion.size());
+    for (size_t j = 0; j < ch.logprobs.size(); ++j)
+      if (ch.written[j]) neg_logp -= ch.logprobs[j];
+    comp_tokens += written;
   }
   {
     std::vector<double> v;
@@ -862,6 +884,8 @@ void chain_metrics(const Trajectory& t, const StepContext& c, json& rec) {
     comp_tokens = v[2 * vnames.size() + 2];
     for (auto& x : per) x = dist.all_gather(x);
     lengths = dist.all_gather(lengths);
+    written_lengths = dist.all_gather(written_lengths);
+    obs_lengths = dist.all_gather(obs_lengths);
   }
   for (size_t k = 0; k < vnames.size(); ++k) {
     MeanStd m = mean_std(per[k]);
@@ -872,6 +896,10 @@ void chain_metrics(const Trajectory& t, const StepContext& c, json& rec) {
   MeanStd len = mean_std(lengths);
   rec["completion_length_mean"] = finite_or_null(len.mean);
   rec["completion_length_max"] = lengths.empty() ? json(nullptr) : json(*std::max_element(lengths.begin(), lengths.end()));
+  // Tool-integrated chains: the tokens the model wrote (what the loss trains) and the tool
+  // observations the engine appended (context only), per chain; 0 observations without tools.
+  rec["written_length_mean"] = finite_or_null(mean_std(written_lengths).mean);
+  rec["obs_tokens_mean"] = finite_or_null(mean_std(obs_lengths).mean);
   rec["truncated_share"] = lengths.empty() ? json(nullptr) : json(static_cast<double>(truncated) / lengths.size());
   // Mean -log p of the sampled tokens under the sampler: the entropy's Monte Carlo estimate
   // (unbiased only without top-k / top-p); "entropy" (rollout_metrics) is the exact per-token entropy.
@@ -1269,7 +1297,7 @@ GrpoResult run_grpo(const json& doc_in, const std::string& where, const std::vec
     bar->update(step);
   }
   NonFiniteGuard nonfinite("grpo", cfg.optim.skip_nonfinite, cfg.run_dir);
-  const StepContext ctx{cfg, prompts, reward_set, tok, dist, sampler, device, lp_temperature};
+  const StepContext ctx{cfg, prompts, reward_set, tok, dist, sampler, device, lp_temperature, hooks};
   while (step < cfg.steps) {
     GrpoStepMetrics sm;
     json rec = train_step(ctx, models, optim, params, order, nonfinite, logs.chains.get(), step, sm);

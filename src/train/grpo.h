@@ -25,6 +25,10 @@
 // teaches nothing to a group-relative advantage; it is skipped for the next
 // `set_aside_epochs` epochs of the prompt order, then returns. A completion passes when every
 // applicable verifier passed it (as eval's "all"). The state is in the checkpoint.
+// Tool observations (rollouts with tools): the tokens a tool's output appended to a chain are
+// context, never trained on: the loss, the KL, the entropy, the rollout correction, the OPD
+// advantages and every token count are taken over model-written tokens (Rollout::
+// completion_mask); metrics log written_length_mean and obs_tokens_mean (docs/tools.md).
 // Overlong completions: "mask" leaves truncated completions out of the loss (DAPO overlong
 // filtering); "penalty" requires the `overlong` verifier in the rewards (DAPO soft overlong
 // punishment); "none" treats them like any other completion.
@@ -47,6 +51,7 @@
 // (longest in the batch), L completion length (longest in the batch), V vocab.
 #pragma once
 
+#include <functional>  // defines: std::function
 #include <map>       // defines: std::map
 #include <optional>  // defines: std::optional
 #include <string>    // defines: std::string
@@ -162,9 +167,15 @@ struct GrpoConfig {
   }
 };
 
+struct ScoredRollout;
+
 // What a test or a caller can add that a config file cannot say.
 struct GrpoHooks {
   std::optional<rewards::Registry> registry;  // verifiers to resolve names in; unset = the built-ins
+  // Called with each sampling round's scored rollout (rollout/score.h) after the verifiers and
+  // before its chains are built: to inspect it, or (tests) to edit it as an engine feature
+  // would, e.g. mark completion tokens as tool observations in Rollout::completion_mask.
+  std::function<void(ScoredRollout&)> on_rollout;
 };
 
 struct GrpoStepMetrics {

@@ -265,6 +265,9 @@ SftData load_data(const SftConfig& cfg, const Tokenizer& tok) {
   log_info("traces: " + std::to_string(stats.samples) + " read, " + std::to_string(stats.kept) + " kept, " +
            std::to_string(stats.dropped_too_long) + " dropped as too long, " + std::to_string(stats.cut) + " cut, " +
            std::to_string(stats.tokens) + " tokens");
+  if (stats.with_tools > 0)  // tool observations are context: loss mask 0 (data/traces.h)
+    log_info("traces: " + std::to_string(stats.with_tools) + " with tool calls, " + std::to_string(stats.observation_tokens) +
+             " observation tokens not trained on");
   if (!cfg.data.valid.empty()) {
     d.valid = tokenize_traces(load_traces(cfg.data.valid), tok, cfg.data.format, nullptr, cfg.data.valid);
   } else if (cfg.data.valid_fraction > 0 && d.train.size() > 1) {

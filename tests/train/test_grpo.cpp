@@ -16,6 +16,7 @@
 #include "model/checkpoint.h"   // defines: save_model
 #include "model/transformer.h"  // defines: Qwen2ForCausalLM
 #include "rewards/verifier.h"
+#include "rollout/score.h"      // defines: ScoredRollout
 #include "train/grpo.h"
 #include "train/grpo_loss.h"
 #include "run_cli.h"  // defines: run_cli_config, run_uninterrupted_and_killed
@@ -811,4 +812,87 @@ TEST_CASE("grpo: a run with the pass-rate curriculum killed with SIGKILL resumes
   REQUIRE(ca.size() == 12u * 2 * 4);
   REQUIRE(cb.size() == ca.size());
   for (size_t i = 0; i < ca.size(); ++i) CHECK(cb[i] == ca[i]);
+}
+
+TEST_CASE("grpo: tool observation tokens are context only: changing them changes no loss, gradient or update", "[train]") {
+  // The hook marks the last 3 tokens of every completion of 5 or more as a tool observation, as
+  // the engine does for the output it appends (Rollout::completion_mask 0, attention 1). In the
+  // "perturbed" runs it also replaces those ids and the sampler's log-probs of them. Tokens at the
+  // end are the ones whose change alters nothing written after them, so every model-written
+  // token keeps its context: with observations masked everywhere (log-probs, ratio, anchor KL,
+  // entropy bonus and top-entropy selection, rollout correction, on-policy distillation, token
+  // counts) both runs take the same updates, step after step. The control changes the same ids
+  // without marking them: its update differs, so the comparison can fail.
+  // Rewards by length: groups differ, so the verifier's advantages drive the policy term too.
+  std::vector<json> rows = number_prompts(8);
+  for (auto& r : rows) r["length_reward"] = true;
+  const std::string prompts = write_jsonl("grpo_obs_prompts.jsonl", rows);
+  const std::string student = write_tiny_model(kBin + "/test_runs/grpo_obs_student", 21, 1.0);
+  const std::string teacher = write_tiny_model(kBin + "/test_runs/grpo_obs_teacher", 21, 6.0);
+  constexpr int64_t kTail = 3;
+  auto hooks_for = [](bool mark, bool perturb) {
+    retort::GrpoHooks h = test_hooks();
+    h.on_rollout = [mark, perturb](retort::ScoredRollout& s) {
+      auto& ro = s.rollout;
+      for (size_t row = 0; row < ro.completions.size(); ++row) {
+        auto& ids = ro.completions[row];
+        const int64_t n = static_cast<int64_t>(ids.size());
+        if (n < 5) continue;
+        for (int64_t j = n - kTail; j < n; ++j) {
+          if (mark) ro.completion_mask[static_cast<int64_t>(row)][j] = 0;
+          if (perturb) {
+            ids[static_cast<size_t>(j)] = (ids[static_cast<size_t>(j)] + 17) % 600;
+            ro.logprobs[static_cast<int64_t>(row)][j] += 5.0f;
+          }
+        }
+      }
+    };
+    return h;
+  };
+  for (bool packed : {false, true}) {
+    std::map<std::string, std::vector<json>> metrics;
+    for (const char* name : {"marked", "perturbed", "control"}) {
+      const std::string run = kBin + "/test_runs/grpo_obs_" + name + (packed ? "_packed" : "");
+      fs::remove_all(run);
+      json cfg = tiny_config(run, prompts, "sevens");
+      cfg.erase("model_config");
+      cfg["model"] = student;
+      cfg["anchor"] = "teacher";
+      cfg["teacher"] = teacher;
+      cfg["opd"] = {{"weight", 0.5}};
+      cfg["mu"] = 2;  // old log-probs from a separate pass, and the rollout correction's weights
+      cfg["loss"]["rollout_correction"] = {{"mode", "tis"}};
+      cfg["loss"]["entropy_coef"] = 0.05;
+      cfg["loss"]["top_entropy_quantile"] = 0.5;
+      cfg["loss"]["aggregation"] = "token";
+      cfg["steps"] = 2;
+      cfg["save_every"] = 0;
+      if (packed) cfg["train"] = {{"micro_batch_tokens", 40}, {"packing", true}};
+      const std::string n = name;
+      retort::run_grpo(cfg, "test", {}, hooks_for(n != "control", n != "marked"));
+      metrics[n] = read_jsonl(run + "/metrics.jsonl");
+      REQUIRE(metrics[n].size() == 2);
+    }
+    const auto& a = metrics["marked"];
+    const auto& b = metrics["perturbed"];
+    for (size_t step = 0; step < 2; ++step) {
+      INFO((packed ? "packed" : "padded") << ", step " << step + 1 << "\n" << a[step].dump() << "\n" << b[step].dump());
+      CHECK(a[step]["obs_tokens_mean"].get<double>() > 1.0);
+      CHECK(a[step]["reward_std"].get<double>() > 0.0);
+      CHECK(a[step]["written_length_mean"].get<double>() + a[step]["obs_tokens_mean"].get<double>() ==
+            Approx(a[step]["completion_length_mean"].get<double>()));
+      for (const char* key : {"reward_mean", "loss", "policy_loss", "grad_norm", "kl", "kl_update", "entropy", "entropy_kept",
+                              "ratio_mean", "clip_low", "clip_high", "mismatch_logratio_mean", "mismatch_logratio_max",
+                              "rollout_weight_mean", "rollout_capped_frac", "adv_opd_mean", "adv_opd_abs_mean", "opd_reverse_kl",
+                              "neg_logp_mean", "written_length_mean", "obs_tokens_mean"}) {
+        INFO(key);
+        REQUIRE(a[step][key].is_number());
+        CHECK(b[step][key].get<double>() == Approx(a[step][key].get<double>()).epsilon(1e-6).margin(1e-9));
+      }
+    }
+    // Unmarked, the same change is trained on: the first update differs.
+    const auto& c = metrics["control"];
+    CHECK(c[0]["obs_tokens_mean"].get<double>() == 0.0);
+    CHECK(c[0]["grad_norm"].get<double>() != Approx(a[0]["grad_norm"].get<double>()).epsilon(1e-4));
+  }
 }

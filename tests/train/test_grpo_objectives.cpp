@@ -396,3 +396,85 @@ TEST_CASE("opd_token_advantages: identical student and teacher give the verifier
   CHECK(torch::equal(adv, want));
   CHECK_THROWS_WITH(retort::opd_token_advantages(torch::zeros({3}, torch::kFloat64), lp, lp, mask, 1.0), Catch::Contains("one value per sequence"));
 }
+
+TEST_CASE("grpo_loss: tool observation tokens count as if deleted (reference), and nothing flows through them", "[unit]") {
+  // Each case is a batch of tool-integrated chains: one or two observation spans inside four of
+  // the five completions. The reference (make_fixtures.py make_observation_cases) deletes the
+  // observation tokens from the sequences and computes on the shortened batch; here the batch
+  // keeps them and the mask is the recipe's, 1 on model-written tokens only (Rollout::
+  // completion_mask). Then every input at the observation positions (policy, old, anchor and
+  // sampler log-probs, entropy, the teacher's) is perturbed: loss, KL, weights, advantages and
+  // gradients must stay bit for bit the same, and no gradient reaches an observation position.
+  const json cases = load_cases();
+  REQUIRE(cases.at("observation_cases").size() == 13);
+  int with_rc = 0, with_opd = 0;
+  for (const auto& c : cases.at("observation_cases")) {
+    const std::string name = c.at("name");
+    INFO("case " << name);
+    const auto& in = c.at("inputs");
+    const auto& want = c.at("expected");
+    const auto opt = options_of(c.at("options"));
+    auto obs = mat(in.at("obs"));
+    auto written = mat(in.at("mask")) * (1 - obs);  // [N, L] the recipe's completion mask
+    REQUIRE(obs.sum().item<double>() >= 6);
+    struct Out {
+      torch::Tensor loss, grad_logp, grad_entropy, weight, adv;
+      retort::GrpoLossStats st;
+      retort::RolloutMismatchStats mm;
+    };
+    auto run = [&](double noise_scale, uint64_t seed) {
+      torch::manual_seed(seed);
+      // x at model-written positions, x + noise at observation positions.
+      auto at_obs = [&](const char* key) { return mat(in.at(key)) + obs * (noise_scale * torch::randn_like(obs) + noise_scale); };
+      Out o;
+      auto logp = at_obs("logp").requires_grad_(true);
+      auto entropy = at_obs("entropy").abs().requires_grad_(true);
+      auto old = at_obs("old");
+      torch::Tensor adv = torch::tensor(in.at("adv").get<std::vector<double>>(), torch::kFloat64);
+      if (in.contains("teacher")) o.adv = adv = retort::opd_token_advantages(adv, at_obs("teacher"), old, written, in.at("opd_weight").get<double>());
+      if (c.at("options").contains("rollout_correction"))
+        o.weight = retort::rollout_correction_weight(old, at_obs("sampler"), written, correction_of(c.at("options").at("rollout_correction")), &o.mm);
+      o.loss = retort::grpo_loss(logp, old, at_obs("ref"), adv, written, opt, &o.st, entropy, o.weight);
+      o.loss.backward();
+      o.grad_logp = logp.grad();
+      o.grad_entropy = entropy.grad().defined() ? entropy.grad() : torch::zeros_like(obs);
+      return o;
+    };
+    Out a = run(0.0, 1), b = run(7.0, 2);
+    // Against the reference on the batch without its observation tokens.
+    CHECK(a.loss.item<double>() == Approx(want.at("loss").get<double>()).epsilon(1e-9).margin(1e-12));
+    CHECK(a.st.kl == Approx(want.at("kl").get<double>()).epsilon(1e-9).margin(1e-12));
+    CHECK(a.st.tokens == written.sum().item<double>());
+    check_close(a.grad_logp, mat(want.at("grad_logp")), name + ": d loss / d logp");
+    if (opt.entropy_coef != 0.0) check_close(a.grad_entropy, mat(want.at("grad_entropy")), name + ": d loss / d entropy");
+    if (a.weight.defined()) {
+      ++with_rc;
+      check_close(a.weight * written, mat(want.at("is_weight")), name + ": rollout correction weights");
+      const auto& mm = c.at("mismatch");
+      CHECK(a.mm.tokens == written.sum().item<double>());
+      CHECK(a.mm.abs_sum / a.mm.tokens == Approx(mm.at("logratio_mean").get<double>()).epsilon(1e-9));
+      CHECK(a.mm.masked / a.mm.sequences == Approx(mm.at("masked_frac").get<double>()).epsilon(1e-12));
+      CHECK(torch::equal(a.weight * written, b.weight * written));
+      CHECK(a.mm.abs_sum == b.mm.abs_sum);
+      CHECK(a.mm.abs_max == b.mm.abs_max);
+    }
+    if (a.adv.defined()) {
+      ++with_opd;
+      check_close(a.adv, mat(want.at("token_adv")), name + ": per-token advantages");
+      CHECK(torch::equal(a.adv, b.adv));
+    }
+    // Perturbed observations: bit for bit the same loss, statistics and gradients.
+    CHECK(torch::equal(a.loss, b.loss));
+    CHECK(a.st.kl == b.st.kl);
+    CHECK(a.st.entropy == b.st.entropy);
+    CHECK(a.st.entropy_kept == b.st.entropy_kept);
+    CHECK(a.st.clip_low == b.st.clip_low);
+    CHECK(a.st.clip_high == b.st.clip_high);
+    CHECK(torch::equal(a.grad_logp, b.grad_logp));
+    CHECK(torch::equal(a.grad_entropy, b.grad_entropy));
+    CHECK(torch::equal(a.grad_logp * obs, torch::zeros_like(obs)));
+    CHECK(torch::equal(a.grad_entropy * obs, torch::zeros_like(obs)));
+  }
+  CHECK(with_rc == 3);
+  CHECK(with_opd == 2);
+}

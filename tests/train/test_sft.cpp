@@ -420,3 +420,75 @@ TEST_CASE("sft + distill: one step's loss and gradient do not depend on how the 
     CHECK(lines[0].contains("peak_rss_mb"));
   }
 }
+
+TEST_CASE("sft + distill: tool observations are not trained on: changing them changes no loss or gradient", "[train]") {
+  // Tool-using traces (the python format of rewards/tool_calls.h) whose completions end with the
+  // tool's output block. Two files differ only in those outputs' digits: the observation tokens
+  // are targets nowhere (loss mask 0) and, last in their sequence, context for no trained token,
+  // so cross-entropy, the logit distillation loss and the gradient must be the same for both. The
+  // control spells the block "```result" (not an observation, so trained on): there the same
+  // change moves the loss.
+  auto write = [](const std::string& name, const std::string& fence, bool flip) {
+    std::vector<json> rows;
+    for (int i = 0; i < 8; ++i) {
+      const int a = 11 + 7 * i, b = 3 + i;
+      std::string out = std::to_string(a + b);
+      if (flip) std::swap(out[0], out[1]);
+      rows.push_back({{"prompt", "What is " + std::to_string(a) + "+" + std::to_string(b) + "?"},
+                      {"completion", "<think>\nI will run it.\n```python\nprint(" + std::to_string(a) + "+" + std::to_string(b) +
+                                         ")\n```\n" + fence + "\n" + out + "\n```\n"}});
+    }
+    return write_jsonl(name, rows);
+  };
+  const std::string teacher_run = kBin + "/test_runs/obs_teacher";
+  fs::remove_all(teacher_run);
+  json tcfg = tiny_config(teacher_run, write("obs_teacher.jsonl", "```output", false));
+  tcfg["model_config"]["hidden_size"] = 48;
+  tcfg["data"]["chat_template"] = "plain";  // no end-of-turn token: the observation ends the sequence
+  tcfg["data"]["valid_fraction"] = 0.0;
+  tcfg["steps"] = 3;
+  tcfg["eval_every"] = 0;
+  const std::string teacher = retort::run_sft(tcfg, "teacher").output_dir;
+
+  auto run = [&](const std::string& name, const std::string& traces, bool distill) {
+    const std::string dir = kBin + "/test_runs/obs_" + name + (distill ? "_d" : "");
+    fs::remove_all(dir);
+    json c = tiny_config(dir, traces);
+    c["data"]["chat_template"] = "plain";
+    c["data"]["valid_fraction"] = 0.0;
+    c["steps"] = 2;
+    c["eval_every"] = 0;
+    c["optim"]["grad_clip"] = 0.0;
+    if (distill) {
+      c["distill"] = {{"teacher", teacher},
+                      {"logit", {{"kind", "forward_kl"}, {"temperature", 2.0}}},
+                      {"schedule", {{"phases", json::array({{{"steps", 1}, {"weights", {{"ce", 1.0}, {"logit", 1.0}}}}})}}}};
+    }
+    retort::run_sft(c, "obs");
+    std::vector<json> lines;
+    std::ifstream m(dir + "/metrics.jsonl");
+    for (std::string l; std::getline(m, l);) lines.push_back(json::parse(l));
+    REQUIRE(lines.size() == 2);
+    return lines;
+  };
+  for (bool distill : {false, true}) {
+    INFO((distill ? "distill" : "sft"));
+    auto a = run("a", write("obs_a.jsonl", "```output", false), distill);
+    auto b = run("b", write("obs_b.jsonl", "```output", true), distill);
+    for (size_t step = 0; step < 2; ++step) {
+      INFO("step " << step + 1 << "\n" << a[step].dump() << "\n" << b[step].dump());
+      REQUIRE(a[step]["tokens"] == b[step]["tokens"]);  // the flipped digits keep every sequence's length
+      for (const char* key : {"loss", "grad_norm", "loss_ce", "loss_logit"}) {
+        if (!a[step].contains(key)) continue;
+        INFO(key);
+        CHECK(b[step][key].get<double>() == Approx(a[step][key].get<double>()).epsilon(1e-9));
+      }
+    }
+    auto ca = run("ctrl_a", write("obs_ctrl_a.jsonl", "```result", false), distill);
+    auto cb = run("ctrl_b", write("obs_ctrl_b.jsonl", "```result", true), distill);
+    // A near-uniform tiny model barely prefers one digit to another: the loss moves in its 5th
+    // digit, the gradient in its 3rd; far beyond the 1e-9 the runs above agree to.
+    CHECK(std::abs(cb[0]["loss"].get<double>() - ca[0]["loss"].get<double>()) > 1e-6 * ca[0]["loss"].get<double>());
+    CHECK(std::abs(cb[0]["grad_norm"].get<double>() - ca[0]["grad_norm"].get<double>()) > 1e-4 * ca[0]["grad_norm"].get<double>());
+  }
+}
