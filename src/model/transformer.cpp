@@ -8,7 +8,8 @@
 
 #include <torch/version.h>  // defines: TORCH_VERSION_MAJOR
 
-#include "common/error.h"  // defines: retort::Error
+#include "common/error.h"      // defines: retort::Error
+#include "model/attention.h"  // defines: chunked_attention
 
 namespace retort {
 
@@ -112,6 +113,14 @@ torch::Tensor Qwen2AttentionImpl::forward(const torch::Tensor& x, const Attentio
     out = at::scaled_dot_product_attention(q, kk, vv, ctx.allowed);
   }
 #endif
+  // Memory-efficient attention (model/attention.h) unless the maps are asked for: always when
+  // autograd is on (training keeps O(chunk x S) per layer instead of [B, H, T, S] scores and
+  // probabilities), and without autograd when the eager scores would pass one chunk's budget
+  // (long prefill, scoring, a checkpointed layer's first run); decoding steps stay eager.
+  if (!out.defined() && !ctx.want_probs && ctx.attention_chunk_elements > 0 &&
+      (torch::GradMode::is_enabled() || B * H * T * S > ctx.attention_chunk_elements)) {
+    out = chunked_attention(q, k_all, v_all, ctx.allowed, AttentionChunkOptions{ctx.attention_chunk_elements});
+  }
   if (!out.defined()) {
     // Eager attention. GQA without copying the kv heads: the n_rep query heads that share a
     // kv head are stacked along the row axis of one matrix multiply.
@@ -346,6 +355,7 @@ ForwardOutput Qwen2ForCausalLMImpl::forward(const torch::Tensor& input_ids, cons
   ctx.past = past;
   ctx.cache = cache;
   ctx.want_probs = opts.output_attentions;
+  ctx.attention_chunk_elements = opts.attention_chunk_elements;
   if (opts.paged != nullptr) {
     if (cache != nullptr || !opts.position_ids.defined()) {
       throw Error(ErrorInfo{"a forward pass over the block KV cache needs position ids and no dense cache", "Qwen2ForCausalLM::forward",

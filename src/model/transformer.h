@@ -22,6 +22,7 @@
 #include <vector>  // defines: std::vector
 
 #include "common/torch_pch.h"  // defines: torch::nn::Module, torch::Tensor
+#include "model/attention.h"   // defines: AttentionChunkOptions
 #include "model/config.h"      // defines: ModelConfig
 
 namespace retort {
@@ -72,6 +73,10 @@ struct ForwardOptions {
                                        // activations (only when grad mode is on and there is no cache)
   torch::Tensor sequence_ids;          // [B, T] int64: packing; a token attends only to earlier tokens of its
                                        // own sequence id, and positions restart at 0 with each sequence
+  // Memory-efficient attention (model/attention.h): elements of one query chunk's [B, H, n, S]
+  // float32 scores; used at layers without attention maps whenever autograd is on, and without
+  // autograd when [B, H, T, S] would pass it. 0 = the eager attention everywhere.
+  int64_t attention_chunk_elements = AttentionChunkOptions{}.chunk_elements;
 };
 
 struct ForwardOutput {
@@ -100,6 +105,7 @@ struct AttentionContext {
   int64_t past = 0;        // cache slots before the new tokens
   KVCache* cache = nullptr;
   bool want_probs = false;
+  int64_t attention_chunk_elements = 0;  // ForwardOptions::attention_chunk_elements
   PagedKV* paged = nullptr;  // the rollout engine's block KV cache (replaces `allowed`'s key axis by its S)
 };
 
