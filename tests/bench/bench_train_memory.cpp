@@ -33,6 +33,10 @@
 #include <unistd.h>    // defines: fork, execv
 
 #include <algorithm>   // defines: std::max
+#include <array>       // defines: std::array
+#include <atomic>      // defines: std::atomic
+#include <chrono>      // defines: std::chrono::milliseconds
+#include <thread>      // defines: std::thread
 #include <cmath>       // defines: std::exp
 #include <cstdio>      // defines: std::printf, popen
 #include <cstdlib>     // defines: std::atoll
@@ -84,6 +88,29 @@ long long current_rss_bytes() {
 
 // ---- one configuration (the child) -------------------------------------------------------------
 
+// Where the peak is: a thread samples VmRSS every 10 ms and keeps the largest value seen in
+// each phase of the step (0 setup, 1 forward, 2 backward, 3 optimizer).
+struct PhaseMonitor {
+  std::atomic<int> phase{0};
+  std::atomic<bool> stop{false};
+  std::array<std::atomic<long long>, 4> peak{};
+  std::thread th;
+  PhaseMonitor() {
+    th = std::thread([this] {
+      while (!stop) {
+        const long long r = current_rss_bytes();
+        auto& p = peak[static_cast<size_t>(phase.load())];
+        if (r > p) p = r;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    });
+  }
+  ~PhaseMonitor() {
+    stop = true;
+    th.join();
+  }
+};
+
 struct Child {
   std::string step = "sft";  // sft | distill | grpo | grpo_h (grpo with the entropy) | prefill | mix
   int64_t T = 1024;          // tokens of the step (sft/distill/grpo: one sequence)
@@ -105,6 +132,7 @@ torch::Tensor full_ce(retort::Qwen2ForCausalLMImpl& m, const torch::Tensor& ids,
 
 json run_child(const Child& c) {
   const long long rss0 = current_rss_bytes();
+  PhaseMonitor mon;
   torch::manual_seed(1);
   retort::Qwen2ForCausalLM model(qwen05_shape(c.layers));
   model->train();
@@ -121,6 +149,7 @@ json run_child(const Child& c) {
   if (c.step == "sft" || c.step == "grpo" || c.step == "grpo_h") {
     auto ids = torch::randint(0, V, {1, c.T}, torch::kLong);
     t0 = retort::now_seconds();
+    mon.phase = 1;
     torch::Tensor loss;
     if (c.step == "sft") {
       if (c.chunk) {
@@ -157,7 +186,9 @@ json run_child(const Child& c) {
       retort::GrpoLossOptions go;
       loss = retort::grpo_loss(logp, old, ref, torch::ones({1}), torch::ones({1, L}), go, nullptr, entropy);
     }
+    mon.phase = 2;
     loss.backward();
+    mon.phase = 3;
     optim.step(1e-5);
     optim.zero_grad();
     dt = retort::now_seconds() - t0;
@@ -171,7 +202,8 @@ json run_child(const Child& c) {
     fo.skip_lm_head = true;
     if (!c.attn) fo.attention_chunk_elements = 0;
     t0 = retort::now_seconds();
-    auto h = model->forward(ids, {}, fo).hidden;
+    mon.phase = 1;
+    auto h = model->forward(ids, {}, fo).hidden;  // [1, T, C]
     dt = retort::now_seconds() - t0;
     tokens = c.T;
   } else if (c.step == "distill") {
@@ -187,6 +219,7 @@ json run_child(const Child& c) {
     auto mask = torch::ones({1, c.T - 1});
     const std::map<std::string, double> w = {{"ce", 1.0}, {"logit", 1.0}, {"feature", 1.0}};
     t0 = retort::now_seconds();
+    mon.phase = 1;
     torch::Tensor loss;
     if (c.chunk) {
       retort::ForwardOptions fo = distiller.student_options(w);
@@ -212,7 +245,9 @@ json run_child(const Child& c) {
       auto ce = -torch::log_softmax(sl.to(torch::kFloat), -1).gather(-1, ids.narrow(1, 1, c.T - 1).unsqueeze(-1)).mean();
       loss = ce + retort::forward_kl_loss(sl, tl, mask, 2.0) + (so.hidden - th).pow(2).mean();
     }
+    mon.phase = 2;
     loss.backward();
+    mon.phase = 3;
     optim.step(1e-5);
     optim.zero_grad();
     dt = retort::now_seconds() - t0;
@@ -260,7 +295,9 @@ json run_child(const Child& c) {
     dt = retort::now_seconds() - t0;
   }
   const long long peak = retort::peak_rss_bytes();
+  auto phase_rest = [&](int i) { return (mon.peak[static_cast<size_t>(i)].load() - rss0 - static_bytes) / 1048576.0; };
   return json{{"peak_mb", peak / 1048576.0}, {"static_mb", static_bytes / 1048576.0},
+              {"rest_fwd_mb", phase_rest(1)}, {"rest_bwd_mb", phase_rest(2)}, {"rest_opt_mb", phase_rest(3)},
               {"rest_mb", (peak - rss0 - static_bytes) / 1048576.0}, {"tokens_per_s", tokens / std::max(dt, 1e-9)},
               {"seconds", dt}, {"tokens", tokens}};
 }
@@ -346,8 +383,8 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   for (const auto& r : split(opt("--rows", "full,chunk,ckpt,eager")))
     if (kinds.count(r)) rows.push_back(kinds.at(r));
-  std::printf("%-8s %6s %-5s %-5s %-5s | %9s %9s %9s | %9s %7s\n", "step", "T", "chunk", "ckpt", "attn", "peak MB",
-              "static MB", "rest MB", "tokens/s", "s");
+  std::printf("%-8s %6s %-5s %-5s %-5s | %9s %9s %9s | %9s %7s | rest by phase: fwd / bwd / opt MB\n", "step", "T",
+              "chunk", "ckpt", "attn", "peak MB", "static MB", "rest MB", "tokens/s", "s");
   std::map<std::string, std::map<int64_t, double>> rest;  // "step row" -> T -> rest MB
   for (const auto& st : steps) {
     for (const auto& T : lengths) {
@@ -367,10 +404,11 @@ int main(int argc, char** argv) {
         if (r.contains("error")) {
           label(r["error"].get<std::string>().c_str());
         } else {
-          std::printf("%-8s %6s %-5s %-5s %-5s | %9.0f %9.0f %9.0f | %9.1f %7.1f\n", st.c_str(), T.c_str(),
-                      row.chunk ? "on" : "off", row.ckpt ? "on" : "off", row.attn ? "mem" : "eager", r["peak_mb"].get<double>(),
-                      r["static_mb"].get<double>(), r["rest_mb"].get<double>(), r["tokens_per_s"].get<double>(),
-                      r["seconds"].get<double>());
+          std::printf("%-8s %6s %-5s %-5s %-5s | %9.0f %9.0f %9.0f | %9.1f %7.1f | %6.0f / %6.0f / %6.0f\n", st.c_str(),
+                      T.c_str(), row.chunk ? "on" : "off", row.ckpt ? "on" : "off", row.attn ? "mem" : "eager",
+                      r["peak_mb"].get<double>(), r["static_mb"].get<double>(), r["rest_mb"].get<double>(),
+                      r["tokens_per_s"].get<double>(), r["seconds"].get<double>(), r["rest_fwd_mb"].get<double>(),
+                      r["rest_bwd_mb"].get<double>(), r["rest_opt_mb"].get<double>());
           rest[st + " " + row.name][std::stoll(T)] = r["rest_mb"].get<double>();
         }
         std::fflush(stdout);

@@ -15,6 +15,7 @@
 #include "rollout/logprobs.h"    // defines: token_logprobs
 #include "train/distill_losses.h"  // defines: logit_loss_rows
 #include "train/micro_batch.h"   // defines: split_by_token_budget
+#include "train/optim.h"         // defines: AdamW
 
 // Last: Torch's logging headers define CHECK too; Catch's must win.
 #include <catch2/catch.hpp>
@@ -378,7 +379,7 @@ TEST_CASE("memory-efficient attention: outputs and gradients equal the eager sof
   }
 }
 
-TEST_CASE("memory-efficient attention: the model's logits and gradients equal the eager attention's", "[model]") {
+TEST_CASE("memory-efficient attention and checkpointed MLP chunks: the model's logits and gradients equal the eager attention's", "[model]") {
   auto model = make_model(51);
   const int64_t T = 11;
   auto ids = torch::randint(1, 97, {2, T}, torch::kLong);
@@ -389,10 +390,13 @@ TEST_CASE("memory-efficient attention: the model's logits and gradients equal th
   auto weights = torch::randn({2, T, 97});
   auto valid = mask.unsqueeze(-1).to(torch::kFloat);  // the loss reads real tokens only
   // chunk_elements: 0 = eager; 2 x B H S = 2 queries a chunk (6 chunks, the last short).
+  // Checkpointed layers also take their MLP half 3 tokens at a time (B 2I = 192 elements a
+  // token), against the eager run's unchunked, uncheckpointed layers.
   auto run = [&](int64_t chunk_elements, bool checkpoint, bool pack) {
     retort::ForwardOptions o;
     o.attention_chunk_elements = chunk_elements;
     o.checkpoint_layers = checkpoint;
+    o.mlp_chunk_elements = 3 * 2 * 2 * 48;
     if (pack) o.sequence_ids = seq;
     auto logits = model->forward(ids, mask, o).logits;  // [2, T, V]
     auto loss = (torch::log_softmax(logits, -1) * weights * valid).sum();
@@ -419,6 +423,35 @@ TEST_CASE("memory-efficient attention: the model's logits and gradients equal th
   eager.attention_chunk_elements = 0;
   chunked.attention_chunk_elements = 3 * 2 * 4 * T;
   CHECK(close(model->forward(ids, mask, chunked).logits, model->forward(ids, mask, eager).logits));
+}
+
+// ---- the optimizer's memory ------------------------------------------------------------------
+
+TEST_CASE("AdamW: a parameter updated in slices of rows equals torch::optim::AdamW", "[unit]") {
+  // [2100, 2048] = 4.3M elements: two slices of 2^22 elements (2048 rows, then 52).
+  torch::manual_seed(61);
+  // Small weights: the updates (~1e-3) are compared through p - p0, exact only to float32's
+  // resolution of p itself.
+  auto w = (torch::randn({2100, 2048}) * 1e-3).requires_grad_(true);
+  auto b = (torch::randn({7}) * 1e-3).requires_grad_(true);
+  auto w_ref = w.detach().clone().requires_grad_(true), b_ref = b.detach().clone().requires_grad_(true);
+  retort::OptimConfig oc;
+  oc.weight_decay = 0.1;  // decoupled, on 2-d tensors only
+  retort::AdamW ours({{"w", w}, {"b", b}}, oc);
+  torch::optim::AdamW ref_w({w_ref}, torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1));
+  torch::optim::AdamW ref_b({b_ref}, torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0));
+  const auto w0 = w.detach().clone(), b0 = b.detach().clone();
+  for (int step = 0; step < 3; ++step) {
+    auto gw = torch::randn({2100, 2048}), gb = torch::randn({7});
+    w.mutable_grad() = gw.clone(), b.mutable_grad() = gb.clone();
+    w_ref.mutable_grad() = gw.clone(), b_ref.mutable_grad() = gb.clone();
+    ours.step(1e-3);
+    ref_w.step();
+    ref_b.step();
+  }
+  // The updates (not the parameters, which would hide them under the initial values).
+  CHECK(close(w.detach() - w0, w_ref.detach() - w0));
+  CHECK(close(b.detach() - b0, b_ref.detach() - b0));
 }
 
 TEST_CASE("split_by_token_budget: packed sums and padded rectangles stay within the budget", "[unit]") {
