@@ -9,6 +9,7 @@ list(APPEND RETORT_CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/model/safetensors.cpp
   ${CMAKE_CURRENT_LIST_DIR}/model/transformer.cpp
   ${CMAKE_CURRENT_LIST_DIR}/model/lm_head.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/model/attention.cpp
   ${CMAKE_CURRENT_LIST_DIR}/model/checkpoint.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rollout/sampler.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rollout/score.cpp

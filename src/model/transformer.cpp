@@ -8,7 +8,8 @@
 
 #include <torch/version.h>  // defines: TORCH_VERSION_MAJOR
 
-#include "common/error.h"  // defines: retort::Error
+#include "common/error.h"      // defines: retort::Error
+#include "model/attention.h"  // defines: chunked_attention
 
 namespace retort {
 
@@ -112,6 +113,14 @@ torch::Tensor Qwen2AttentionImpl::forward(const torch::Tensor& x, const Attentio
     out = at::scaled_dot_product_attention(q, kk, vv, ctx.allowed);
   }
 #endif
+  // Memory-efficient attention (model/attention.h) unless the maps are asked for: always when
+  // autograd is on (training keeps O(chunk x S) per layer instead of [B, H, T, S] scores and
+  // probabilities), and without autograd when the eager scores would pass one chunk's budget
+  // (long prefill, scoring, a checkpointed layer's first run); decoding steps stay eager.
+  if (!out.defined() && !ctx.want_probs && ctx.attention_chunk_elements > 0 &&
+      (torch::GradMode::is_enabled() || B * H * T * S > ctx.attention_chunk_elements)) {
+    out = chunked_attention(q, k_all, v_all, ctx.allowed, AttentionChunkOptions{ctx.attention_chunk_elements});
+  }
   if (!out.defined()) {
     // Eager attention. GQA without copying the kv heads: the n_rep query heads that share a
     // kv head are stacked along the row axis of one matrix multiply.
@@ -177,17 +186,36 @@ struct CheckpointSpec : torch::CustomClassHolder {
   int64_t index = 0;
 };
 
+// Tokens per chunk of a checkpointed layer's MLP half: its [B, n, 2I] gate/up activations
+// stay under ForwardOptions::mlp_chunk_elements. The MLP is per token, so running it chunk by
+// chunk changes nothing but memory: at 8k tokens its whole-sequence activations and their
+// gradients are ~1 GB (gate/up [T, 2I], silu, product, at Qwen2.5-0.5B's I = 4864).
+int64_t mlp_chunk_tokens(const Qwen2DecoderLayerImpl& layer, const AttentionContext& ctx, int64_t B) {
+  if (ctx.mlp_chunk_elements <= 0) return std::numeric_limits<int64_t>::max();
+  return std::max<int64_t>(1, ctx.mlp_chunk_elements / std::max<int64_t>(1, B * 2 * layer.mlp->intermediate));
+}
+
 // A decoder layer that keeps only its input: forward runs without autograd (no activations
 // saved), backward runs the layer again with autograd and differentiates it (what
 // torch.utils.checkpoint does, which LibTorch C++ lacks). The layer's parameters are inputs
-// so that their gradients reach the optimizer. x [B, T, C] -> [B, T, C].
+// so that their gradients reach the optimizer. Both passes take the MLP half in chunks of
+// tokens (mlp_chunk_tokens) and the attention half whole (the attention itself is chunked,
+// model/attention.h), so a layer's transient memory does not grow with T times the MLP width.
+// x [B, T, C] -> [B, T, C].
 class CheckpointedLayerFunction : public torch::autograd::Function<CheckpointedLayerFunction> {
  public:
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, at::TensorList params,
                                c10::intrusive_ptr<CheckpointSpec> spec) {
     (void)params;  // read again from the layer in backward
     ctx->save_for_backward({x});
-    auto y = spec->layer->forward(x, spec->ctx, spec->index, nullptr);
+    auto& layer = *spec->layer;
+    auto h = x + layer.self_attn->forward(layer.input_layernorm(x), spec->ctx, spec->index, nullptr);  // [B, T, C]
+    auto y = torch::empty_like(h);
+    const int64_t T = h.size(1), n = std::min(T, mlp_chunk_tokens(layer, spec->ctx, h.size(0)));
+    for (int64_t t0 = 0; t0 < T; t0 += n) {
+      auto hc = h.narrow(1, t0, std::min(n, T - t0));  // [B, n, C]
+      y.narrow(1, t0, hc.size(1)).copy_(hc + layer.mlp(layer.post_attention_layernorm(hc)));
+    }
     ctx->saved_data["spec"] = c10::IValue::make_capsule(std::move(spec));
     return y;
   }
@@ -196,24 +224,54 @@ class CheckpointedLayerFunction : public torch::autograd::Function<CheckpointedL
     auto x = ctx->get_saved_variables()[0].detach().requires_grad_(true);  // [B, T, C]
     auto holder = ctx->saved_data["spec"].toCapsule();
     auto& spec = *static_cast<CheckpointSpec*>(holder.get());
-    auto params = spec.layer->parameters();
-    variable_list inputs{x};
-    std::vector<size_t> slot;  // params that take a gradient, by position
-    for (size_t i = 0; i < params.size(); ++i)
-      if (params[i].requires_grad()) {
-        inputs.push_back(params[i]);
-        slot.push_back(i);
+    auto& layer = *spec.layer;
+    auto params = layer.parameters();
+    // Gradients by parameter, accumulated over the MLP chunks and the attention half.
+    variable_list pg(params.size());
+    auto slot_of = [&](const torch::Tensor& p) {
+      for (size_t i = 0; i < params.size(); ++i)
+        if (params[i].unsafeGetTensorImpl() == p.unsafeGetTensorImpl()) return i;
+      return params.size();
+    };
+    auto grad_into = [&](const torch::Tensor& out, const torch::Tensor& gout, variable_list inputs,
+                         const std::vector<torch::Tensor>& ps) {
+      for (const auto& p : ps)
+        if (p.requires_grad()) inputs.push_back(p);
+      auto g = torch::autograd::grad({out}, inputs, {gout}, /*retain_graph=*/false, /*create_graph=*/false,
+                                     /*allow_unused=*/true);
+      size_t j = 1;
+      for (const auto& p : ps) {
+        if (!p.requires_grad()) continue;
+        const auto& gj = g[j++];
+        if (!gj.defined()) continue;
+        auto& acc = pg[slot_of(p)];
+        acc = acc.defined() ? acc.add_(gj) : gj;
       }
-    variable_list g;
+      return g[0];
+    };
+    std::vector<torch::Tensor> mlp_params = layer.post_attention_layernorm->parameters();
+    for (const auto& p : layer.mlp->parameters()) mlp_params.push_back(p);
+    std::vector<torch::Tensor> attn_params = layer.input_layernorm->parameters();
+    for (const auto& p : layer.self_attn->parameters()) attn_params.push_back(p);
+    torch::Tensor dx;
     {
       torch::AutoGradMode on(true);
-      auto y = spec.layer->forward(x, spec.ctx, spec.index, nullptr);  // the recomputation
-      g = torch::autograd::grad({y}, inputs, {grads[0]}, /*retain_graph=*/false, /*create_graph=*/false,
-                                /*allow_unused=*/true);
+      auto h = x + layer.self_attn->forward(layer.input_layernorm(x), spec.ctx, spec.index, nullptr);  // recomputed
+      // y = h + mlp(ln2(h)): dL/dh = dL/dy + the MLP's share, chunk by chunk of tokens.
+      auto hd = h.detach();
+      auto dh = grads[0].clone();  // [B, T, C]
+      const int64_t T = h.size(1), n = std::min(T, mlp_chunk_tokens(layer, spec.ctx, h.size(0)));
+      for (int64_t t0 = 0; t0 < T; t0 += n) {
+        const int64_t m = std::min(n, T - t0);
+        auto hc = hd.narrow(1, t0, m).detach().requires_grad_(true);  // [B, m, C]
+        auto out = layer.mlp(layer.post_attention_layernorm(hc));
+        dh.narrow(1, t0, m).add_(grad_into(out, grads[0].narrow(1, t0, m), {hc}, mlp_params));
+      }
+      dx = grad_into(h, dh, {x}, attn_params);
     }
     variable_list out(params.size() + 2);  // x, each parameter, the spec
-    out[0] = g[0];
-    for (size_t j = 0; j < slot.size(); ++j) out[1 + slot[j]] = g[1 + j];
+    out[0] = dx;
+    for (size_t i = 0; i < params.size(); ++i) out[1 + i] = pg[i];
     return out;
   }
 };
@@ -346,6 +404,8 @@ ForwardOutput Qwen2ForCausalLMImpl::forward(const torch::Tensor& input_ids, cons
   ctx.past = past;
   ctx.cache = cache;
   ctx.want_probs = opts.output_attentions;
+  ctx.attention_chunk_elements = opts.attention_chunk_elements;
+  ctx.mlp_chunk_elements = opts.mlp_chunk_elements;
   if (opts.paged != nullptr) {
     if (cache != nullptr || !opts.position_ids.defined()) {
       throw Error(ErrorInfo{"a forward pass over the block KV cache needs position ids and no dense cache", "Qwen2ForCausalLM::forward",

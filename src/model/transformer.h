@@ -22,6 +22,7 @@
 #include <vector>  // defines: std::vector
 
 #include "common/torch_pch.h"  // defines: torch::nn::Module, torch::Tensor
+#include "model/attention.h"   // defines: AttentionChunkOptions
 #include "model/config.h"      // defines: ModelConfig
 
 namespace retort {
@@ -72,6 +73,14 @@ struct ForwardOptions {
                                        // activations (only when grad mode is on and there is no cache)
   torch::Tensor sequence_ids;          // [B, T] int64: packing; a token attends only to earlier tokens of its
                                        // own sequence id, and positions restart at 0 with each sequence
+  // Memory-efficient attention (model/attention.h): elements of one query chunk's [B, H, n, S]
+  // float32 scores; used at layers without attention maps whenever autograd is on, and without
+  // autograd when [B, H, T, S] would pass it. 0 = the eager attention everywhere.
+  int64_t attention_chunk_elements = AttentionChunkOptions{}.chunk_elements;
+  // Checkpointed layers run their MLP half in chunks of tokens whose [B, n, 2I] gate/up
+  // activations stay under this many elements (2^23 = 32 MiB float32, 862 tokens of a 4864-wide
+  // MLP); the MLP is per token, so only memory changes (~1 GB less at 8k tokens, Qwen2.5-0.5B).
+  int64_t mlp_chunk_elements = int64_t{1} << 23;
 };
 
 struct ForwardOutput {
@@ -100,6 +109,8 @@ struct AttentionContext {
   int64_t past = 0;        // cache slots before the new tokens
   KVCache* cache = nullptr;
   bool want_probs = false;
+  int64_t attention_chunk_elements = 0;  // ForwardOptions::attention_chunk_elements
+  int64_t mlp_chunk_elements = 0;        // ForwardOptions::mlp_chunk_elements (checkpointed layers)
   PagedKV* paged = nullptr;  // the rollout engine's block KV cache (replaces `allowed`'s key axis by its S)
 };
 

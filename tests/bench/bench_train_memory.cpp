@@ -1,10 +1,14 @@
 // Training memory and speed at real shapes: one SFT step, one distillation step (forward KL
-// from a teacher of the same shape) and one GRPO update of a Qwen2.5-0.5B-shaped model
+// and a feature loss at the last layer, from a teacher of the same shape) and one GRPO update of a Qwen2.5-0.5B-shaped model
 // (hidden 896, 14 heads, 2 KV heads, intermediate 4864, vocabulary 151,936) cut to 2 layers
 // (166M parameters), random weights, on the CPU, at several sequence lengths, with each
 // feature on and off:
 //   chunk  the chunked LM head (model/lm_head.h) vs the full [T, V] logits and log_softmax
 //   ckpt   activation checkpointing per decoder layer (ForwardOptions::checkpoint_layers)
+//   attn   the memory-efficient attention (model/attention.h) vs the eager [B, H, T, S] one
+//          (ForwardOptions::attention_chunk_elements = 0; sft and distill rows, the student's)
+// Step prefill is a forward pass without autograd (scoring, prefill) with either attention:
+// its tokens/s say whether the chunked path costs speed where no gradient is taken.
 // and packed vs padded micro-batches on a log-normal length mix (R1-like: median ~2.5k,
 // 500 to 16k tokens, scaled down by --mix-scale to keep the run to minutes). Step grpo_h is the
 // GRPO update with the per-token entropy computed in the same head pass (what retort grpo does
@@ -16,19 +20,31 @@
 // ("activations": peak - static - the process's RSS before the model existed) and tokens/s.
 //
 //   build/bench/bench_train_memory [--lengths 1024,4096,8192] [--steps sft,distill,grpo,grpo_h]
-//                                  [--layers 2] [--threads N] [--mix-scale 0.125] [--no-mix]
+//                                  [--rows full,chunk,ckpt,eager] [--layers 2] [--threads N]
+//                                  [--mix-scale 0.125] [--no-mix]
+// Rows per step and length: full = the full [T, V] logits (skipped above 4096 tokens: ~15 GB
+// of logits and softmax copies at 8k), chunk = chunked head, ckpt = chunked head +
+// checkpointing, eager = ckpt with the eager attention. After the table: the linear-growth
+// check (rest at the longest length vs its multiple of the rest at the one before) and the
+// goal (rest < 1.5 GB at 8k).
 //
 // What it deliberately is not: a GPU benchmark, or a measure of learning (weights are random).
 #include <sys/wait.h>  // defines: waitpid
 #include <unistd.h>    // defines: fork, execv
 
 #include <algorithm>   // defines: std::max
+#include <array>       // defines: std::array
+#include <atomic>      // defines: std::atomic
+#include <chrono>      // defines: std::chrono::milliseconds
+#include <thread>      // defines: std::thread
 #include <cmath>       // defines: std::exp
 #include <cstdio>      // defines: std::printf, popen
 #include <cstdlib>     // defines: std::atoll
 #include <functional>  // defines: std::greater
 #include <filesystem>  // defines: std::filesystem
 #include <fstream>     // defines: std::ifstream
+#include <iterator>    // defines: std::prev
+#include <map>         // defines: std::map
 #include <random>      // defines: std::mt19937_64, std::lognormal_distribution
 #include <sstream>     // defines: std::stringstream
 #include <string>      // defines: std::string
@@ -72,10 +88,34 @@ long long current_rss_bytes() {
 
 // ---- one configuration (the child) -------------------------------------------------------------
 
+// Where the peak is: a thread samples VmRSS every 10 ms and keeps the largest value seen in
+// each phase of the step (0 setup, 1 forward, 2 backward, 3 optimizer).
+struct PhaseMonitor {
+  std::atomic<int> phase{0};
+  std::atomic<bool> stop{false};
+  std::array<std::atomic<long long>, 4> peak{};
+  std::thread th;
+  PhaseMonitor() {
+    th = std::thread([this] {
+      while (!stop) {
+        const long long r = current_rss_bytes();
+        auto& p = peak[static_cast<size_t>(phase.load())];
+        if (r > p) p = r;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    });
+  }
+  ~PhaseMonitor() {
+    stop = true;
+    th.join();
+  }
+};
+
 struct Child {
-  std::string step = "sft";  // sft | distill | grpo | grpo_h (grpo with the entropy) | mix
+  std::string step = "sft";  // sft | distill | grpo | grpo_h (grpo with the entropy) | prefill | mix
   int64_t T = 1024;          // tokens of the step (sft/distill/grpo: one sequence)
   bool chunk = true, ckpt = false, packed = true;
+  bool attn = true;          // memory-efficient attention (false: eager, ForwardOptions::attention_chunk_elements = 0)
   int64_t layers = 2;
   double mix_scale = 0.125;
   std::string teacher_dir;
@@ -92,6 +132,7 @@ torch::Tensor full_ce(retort::Qwen2ForCausalLMImpl& m, const torch::Tensor& ids,
 
 json run_child(const Child& c) {
   const long long rss0 = current_rss_bytes();
+  PhaseMonitor mon;
   torch::manual_seed(1);
   retort::Qwen2ForCausalLM model(qwen05_shape(c.layers));
   model->train();
@@ -108,12 +149,14 @@ json run_child(const Child& c) {
   if (c.step == "sft" || c.step == "grpo" || c.step == "grpo_h") {
     auto ids = torch::randint(0, V, {1, c.T}, torch::kLong);
     t0 = retort::now_seconds();
+    mon.phase = 1;
     torch::Tensor loss;
     if (c.step == "sft") {
       if (c.chunk) {
         retort::ForwardOptions fo;
         fo.skip_lm_head = true;
         fo.checkpoint_layers = c.ckpt;
+        if (!c.attn) fo.attention_chunk_elements = 0;
         auto out = model->forward(ids, {}, fo);
         auto mask = torch::ones({1, c.T - 1});
         loss = retort::summed_token_ce(*model, out, ids.narrow(1, 1, c.T - 1), mask) / static_cast<double>(c.T - 1);
@@ -143,45 +186,68 @@ json run_child(const Child& c) {
       retort::GrpoLossOptions go;
       loss = retort::grpo_loss(logp, old, ref, torch::ones({1}), torch::ones({1, L}), go, nullptr, entropy);
     }
+    mon.phase = 2;
     loss.backward();
+    mon.phase = 3;
     optim.step(1e-5);
     optim.zero_grad();
+    dt = retort::now_seconds() - t0;
+    tokens = c.T;
+  } else if (c.step == "prefill") {
+    // A forward pass without autograd over the decoder stack (scoring, a rollout's prefill):
+    // what the attention changes when no gradient is taken; the head is left out.
+    torch::NoGradGuard ng;
+    auto ids = torch::randint(0, V, {1, c.T}, torch::kLong);
+    retort::ForwardOptions fo;
+    fo.skip_lm_head = true;
+    if (!c.attn) fo.attention_chunk_elements = 0;
+    t0 = retort::now_seconds();
+    mon.phase = 1;
+    auto h = model->forward(ids, {}, fo).hidden;  // [1, T, C]
     dt = retort::now_seconds() - t0;
     tokens = c.T;
   } else if (c.step == "distill") {
     retort::DistillConfig dc;
     dc.teacher = c.teacher_dir;
     dc.logit.kind = "forward_kl";
+    dc.feature.layer_map = {{std::to_string(c.layers), c.layers}};  // the last hidden state (after the final norm)
     retort::Tokenizer tok = retort::Tokenizer::from_file(kSrc + "/tests/fixtures/tokenizer/trained.tokenizer.json");
     retort::Distiller distiller(dc, *model, tok, torch::kCPU, "bench");
     static_bytes += 4.0 * P;  // the frozen teacher's weights
     auto ids = torch::randint(0, V, {1, c.T}, torch::kLong);
     auto att = torch::ones({1, c.T}, torch::kLong);
     auto mask = torch::ones({1, c.T - 1});
-    const std::map<std::string, double> w = {{"ce", 1.0}, {"logit", 1.0}};
+    const std::map<std::string, double> w = {{"ce", 1.0}, {"logit", 1.0}, {"feature", 1.0}};
     t0 = retort::now_seconds();
+    mon.phase = 1;
     torch::Tensor loss;
     if (c.chunk) {
       retort::ForwardOptions fo = distiller.student_options(w);
       fo.checkpoint_layers = c.ckpt;
+      if (!c.attn) fo.attention_chunk_elements = 0;
       auto out = model->forward(ids, att, fo);
       retort::Distiller::StepTokens n{static_cast<double>(c.T - 1), 0, static_cast<double>(c.T)};
       loss = distiller.losses(out, ids, att, {}, mask, w, n).total;
     } else {
       // Unchunked: both models' full logits and log_softmax (the pre-chunking code path).
       auto teacher = retort::load_model(c.teacher_dir, retort::LoadOptions{"cpu", "float32"});
-      torch::Tensor tl;
+      torch::Tensor tl, th;
       {
         torch::NoGradGuard ng;
-        tl = teacher->forward(ids, att).logits.narrow(1, 0, c.T - 1);
+        auto to = teacher->forward(ids, att);
+        tl = to.logits.narrow(1, 0, c.T - 1);
+        th = to.hidden;  // [1, T, C]: the feature target
       }
       retort::ForwardOptions fo;
       fo.checkpoint_layers = c.ckpt;
-      auto sl = model->forward(ids, att, fo).logits.narrow(1, 0, c.T - 1);
+      auto so = model->forward(ids, att, fo);
+      auto sl = so.logits.narrow(1, 0, c.T - 1);
       auto ce = -torch::log_softmax(sl.to(torch::kFloat), -1).gather(-1, ids.narrow(1, 1, c.T - 1).unsqueeze(-1)).mean();
-      loss = ce + retort::forward_kl_loss(sl, tl, mask, 2.0);
+      loss = ce + retort::forward_kl_loss(sl, tl, mask, 2.0) + (so.hidden - th).pow(2).mean();
     }
+    mon.phase = 2;
     loss.backward();
+    mon.phase = 3;
     optim.step(1e-5);
     optim.zero_grad();
     dt = retort::now_seconds() - t0;
@@ -229,7 +295,9 @@ json run_child(const Child& c) {
     dt = retort::now_seconds() - t0;
   }
   const long long peak = retort::peak_rss_bytes();
+  auto phase_rest = [&](int i) { return (mon.peak[static_cast<size_t>(i)].load() - rss0 - static_bytes) / 1048576.0; };
   return json{{"peak_mb", peak / 1048576.0}, {"static_mb", static_bytes / 1048576.0},
+              {"rest_fwd_mb", phase_rest(1)}, {"rest_bwd_mb", phase_rest(2)}, {"rest_opt_mb", phase_rest(3)},
               {"rest_mb", (peak - rss0 - static_bytes) / 1048576.0}, {"tokens_per_s", tokens / std::max(dt, 1e-9)},
               {"seconds", dt}, {"tokens", tokens}};
 }
@@ -283,6 +351,7 @@ int main(int argc, char** argv) {
     c.T = std::stoll(opt("--T", "1024"));
     c.chunk = opt("--chunk", "1") == "1";
     c.ckpt = opt("--ckpt", "0") == "1";
+    c.attn = opt("--attn", "1") == "1";
     c.packed = opt("--packed", "1") == "1";
     c.layers = std::stoll(opt("--layers", "2"));
     c.mix_scale = std::stod(opt("--mix-scale", "0.125"));
@@ -304,24 +373,62 @@ int main(int argc, char** argv) {
     retort::Qwen2ForCausalLM teacher(qwen05_shape(std::stoll(layers)));
     retort::save_model(*teacher, teacher_dir);
   }
-  std::printf("%-8s %6s %-5s %-5s | %9s %9s %9s | %9s %7s\n", "step", "T", "chunk", "ckpt", "peak MB", "static MB",
-              "rest MB", "tokens/s", "s");
+  // Row kinds: chunked head, checkpointing, memory-efficient attention.
+  struct Row {
+    std::string name;
+    int chunk, ckpt, attn;
+  };
+  const std::map<std::string, Row> kinds = {{"full", {"full", 0, 0, 1}}, {"chunk", {"chunk", 1, 0, 1}},
+                                            {"ckpt", {"ckpt", 1, 1, 1}}, {"eager", {"eager", 1, 1, 0}}};
+  std::vector<Row> rows;
+  for (const auto& r : split(opt("--rows", "full,chunk,ckpt,eager")))
+    if (kinds.count(r)) rows.push_back(kinds.at(r));
+  std::printf("%-8s %6s %-5s %-5s %-5s | %9s %9s %9s | %9s %7s | rest by phase: fwd / bwd / opt MB\n", "step", "T",
+              "chunk", "ckpt", "attn", "peak MB", "static MB", "rest MB", "tokens/s", "s");
+  std::map<std::string, std::map<int64_t, double>> rest;  // "step row" -> T -> rest MB
   for (const auto& st : steps) {
     for (const auto& T : lengths) {
-      for (const auto& [chunk, ckpt] : std::vector<std::pair<int, int>>{{0, 0}, {1, 0}, {1, 1}}) {
-        json r = spawn({"--step", st, "--T", T, "--chunk", std::to_string(chunk), "--ckpt", std::to_string(ckpt), "--layers",
-                        layers, "--threads", thr, "--teacher", teacher_dir.empty() ? "none" : teacher_dir});
+      for (const auto& row : rows) {
+        auto label = [&](const char* a) {
+          std::printf("%-8s %6s %-5s %-5s %-5s | %s\n", st.c_str(), T.c_str(), row.chunk ? "on" : "off", row.ckpt ? "on" : "off",
+                      row.attn ? "mem" : "eager", a);
+        };
+        if (!row.chunk && std::stoll(T) > 4096) {
+          label("skipped: the full [T, V] logits need ~15 GB at 8k");
+          continue;
+        }
+        if (!row.attn && st != "sft" && st != "distill" && st != "prefill") continue;  // selectable there only
+        json r = spawn({"--step", st, "--T", T, "--chunk", std::to_string(row.chunk), "--ckpt", std::to_string(row.ckpt),
+                        "--attn", std::to_string(row.attn), "--layers", layers, "--threads", thr, "--teacher",
+                        teacher_dir.empty() ? "none" : teacher_dir});
         if (r.contains("error")) {
-          std::printf("%-8s %6s %-5s %-5s | %s\n", st.c_str(), T.c_str(), chunk ? "on" : "off", ckpt ? "on" : "off",
-                      r["error"].get<std::string>().c_str());
+          label(r["error"].get<std::string>().c_str());
         } else {
-          std::printf("%-8s %6s %-5s %-5s | %9.0f %9.0f %9.0f | %9.1f %7.1f\n", st.c_str(), T.c_str(), chunk ? "on" : "off",
-                      ckpt ? "on" : "off", r["peak_mb"].get<double>(), r["static_mb"].get<double>(), r["rest_mb"].get<double>(),
-                      r["tokens_per_s"].get<double>(), r["seconds"].get<double>());
+          std::printf("%-8s %6s %-5s %-5s %-5s | %9.0f %9.0f %9.0f | %9.1f %7.1f | %6.0f / %6.0f / %6.0f\n", st.c_str(),
+                      T.c_str(), row.chunk ? "on" : "off", row.ckpt ? "on" : "off", row.attn ? "mem" : "eager",
+                      r["peak_mb"].get<double>(), r["static_mb"].get<double>(), r["rest_mb"].get<double>(),
+                      r["tokens_per_s"].get<double>(), r["seconds"].get<double>(), r["rest_fwd_mb"].get<double>(),
+                      r["rest_bwd_mb"].get<double>(), r["rest_opt_mb"].get<double>());
+          rest[st + " " + row.name][std::stoll(T)] = r["rest_mb"].get<double>();
         }
         std::fflush(stdout);
       }
     }
+  }
+  // Linear growth: rest(T2) <= (T2 / T1) rest(T1) for the two longest lengths measured, and the
+  // goal: rest < 1.5 GB at 8k tokens (2-layer model).
+  bool header = false;
+  for (const auto& [key, by_t] : rest) {
+    if (by_t.size() < 2) continue;
+    auto hi = std::prev(by_t.end()), lo = std::prev(hi);
+    const double f = static_cast<double>(hi->first) / static_cast<double>(lo->first);
+    if (!header) std::printf("\nlinear growth (rest at the longest T vs T-ratio x rest at the one before):\n");
+    header = true;
+    const double slope = (hi->second - lo->second) / static_cast<double>(hi->first - lo->first) * 1024.0;
+    std::printf("%-14s rest(%lld) = %6.0f MB vs %.0f x rest(%lld) = %6.0f MB (%+.0f MB per 1k tokens): %s%s\n", key.c_str(),
+                static_cast<long long>(hi->first), hi->second, f, static_cast<long long>(lo->first), f * lo->second, slope,
+                hi->second <= f * lo->second ? "linear or better" : "SUPERLINEAR",
+                hi->first == 8192 ? (hi->second < 1536 ? "; goal rest < 1.5 GB at 8k: met" : "; goal rest < 1.5 GB at 8k: NOT met") : "");
   }
   if (!teacher_dir.empty()) fs::remove_all(teacher_dir);
   if (!flag("--no-mix")) {

@@ -4,13 +4,18 @@
 // Values and gradients must agree within 1e-5 relative.
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
 
+#include "model/attention.h"     // defines: chunked_attention
 #include "model/config.h"        // defines: ModelConfig
 #include "model/lm_head.h"       // defines: chunked_head, head_token_logprobs
 #include "model/transformer.h"   // defines: Qwen2ForCausalLM
 #include "rollout/logprobs.h"    // defines: token_logprobs
 #include "train/distill_losses.h"  // defines: logit_loss_rows
 #include "train/micro_batch.h"   // defines: split_by_token_budget
+#include "train/optim.h"         // defines: AdamW
 
 // Last: Torch's logging headers define CHECK too; Catch's must win.
 #include <catch2/catch.hpp>
@@ -265,6 +270,188 @@ TEST_CASE("packing: logits, hidden states and attention maps of a packed row equ
   auto lp = retort::token_logprobs(*model, packed, {}, lo);  // [1, 15]
   CHECK(lp[0][4].item<double>() == 0.0);
   CHECK(close(lp.narrow(1, 5, 7), retort::token_logprobs(*model, seqs[1], {}, {})));
+}
+
+// ---- memory-efficient attention ----------------------------------------------------------------
+
+namespace {
+
+// The attention written from its definition with every kv head copied to its n_rep query
+// heads (repeat_interleave: query head h reads kv head h / n_rep) and the whole [B, H, T, S]
+// softmax: q [B, H, T, D], k, v [B, Hkv, S, D], allowed [B|1, 1, T, S] -> [B, H, T, D].
+torch::Tensor reference_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                  const torch::Tensor& allowed) {
+  const int64_t n_rep = q.size(1) / k.size(1);
+  auto kk = k.repeat_interleave(n_rep, 1), vv = v.repeat_interleave(n_rep, 1);  // [B, H, S, D]
+  auto s = torch::matmul(q, kk.transpose(-2, -1)) / std::sqrt(static_cast<double>(q.size(-1)));
+  s = s.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+  return torch::matmul(torch::softmax(s, -1), vv);
+}
+
+// max |a - b| <= tol max |b| (see close(); tolerance by dtype).
+bool close_tol(const torch::Tensor& a, const torch::Tensor& b, double tol) {
+  if (a.sizes() != b.sizes()) return false;
+  auto x = a.to(torch::kDouble), y = b.to(torch::kDouble);
+  const double scale = std::max(y.abs().max().item<double>(), 1e-12);
+  const double err = (x - y).abs().max().item<double>();
+  if (err <= tol * scale) return true;
+  UNSCOPED_INFO("max |a - b| = " << err << ", max |b| = " << scale);
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("memory-efficient attention: outputs and gradients equal the eager softmax attention", "[model]") {
+  torch::manual_seed(41);
+  const int64_t B = 2, T = 13, D = 8;
+  auto ti = torch::arange(T, torch::kLong);
+  auto causal = (ti.unsqueeze(0) <= ti.unsqueeze(1));  // [T, T]: key s <= query t
+  // Padded: row 1 has 4 left-padding tokens; a padding query attends only itself (as the model does).
+  auto key_valid = torch::ones({B, T}, torch::kBool);
+  key_valid[1].narrow(0, 0, 4).fill_(false);
+  auto padded = causal.unsqueeze(0).logical_and(key_valid.unsqueeze(1).logical_or(torch::eye(T, torch::kBool).unsqueeze(0)));
+  // Packed: sequences of 5, 3 and 5 tokens in one row, block-diagonal causal.
+  auto seg = torch::tensor({0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2}, torch::kLong);
+  auto packed = causal.logical_and(seg.unsqueeze(0) == seg.unsqueeze(1));  // [T, T]
+  struct Case {
+    std::string name;
+    int64_t H, Hkv, S;
+    torch::Tensor allowed;  // [B|1, 1, T, S]
+    int64_t chunk_rows;     // queries per chunk
+  };
+  // 5 past keys before the 13 queries (a cache): query t may attend keys 0 .. t + 5.
+  auto past = (torch::arange(T + 5, torch::kLong).unsqueeze(0) <= (ti + 5).unsqueeze(1));  // [T, T + 5]
+  std::vector<Case> cases = {
+      {"causal, GQA n_rep 2, 5 chunks of 3 (the last short)", 4, 2, T, causal.view({1, 1, T, T}), 3},
+      {"causal, one chunk", 4, 2, T, causal.view({1, 1, T, T}), T},
+      {"padded rows, GQA n_rep 4", 4, 1, T, padded.unsqueeze(1), 4},
+      {"packed block-diagonal, no GQA", 2, 2, T, packed.view({1, 1, T, T}), 2},
+      {"packed, 1 query a chunk, GQA n_rep 3", 6, 2, T, packed.view({1, 1, T, T}), 1},
+      {"past keys (S > T)", 4, 2, T + 5, past.view({1, 1, T, T + 5}), 4},
+  };
+  for (auto dtype : {torch::kFloat, torch::kDouble}) {
+    const double tol = dtype == torch::kFloat ? 1e-5 : 1e-10;
+    for (const auto& c : cases) {
+      INFO(c.name << (dtype == torch::kFloat ? ", float32" : ", float64"));
+      auto opt = torch::TensorOptions().dtype(dtype);
+      auto q = (torch::randn({B, c.H, T, D}, opt) * 1.5).requires_grad_(true);
+      auto k = (torch::randn({B, c.Hkv, c.S, D}, opt) * 1.5).requires_grad_(true);
+      auto v = torch::randn({B, c.Hkv, c.S, D}, opt).requires_grad_(true);
+      auto w = torch::randn({B, c.H, T, D}, opt);  // a random linear functional of the output, for the gradients
+      retort::AttentionChunkOptions o;
+      o.chunk_elements = c.chunk_rows * B * c.H * c.S;
+      auto got = retort::chunked_attention(q, k, v, c.allowed, o);
+      auto g = torch::autograd::grad({(got * w).sum()}, {q, k, v});
+      auto ref = reference_attention(q, k, v, c.allowed);
+      auto gr = torch::autograd::grad({(ref * w).sum()}, {q, k, v});
+      CHECK(got.scalar_type() == dtype);
+      CHECK(close_tol(got.detach(), ref.detach(), tol));
+      for (size_t i = 0; i < 3; ++i) {
+        INFO("gradient " << "qkv"[i]);
+        CHECK(close_tol(g[i], gr[i], tol));
+      }
+    }
+  }
+
+  SECTION("a query with no allowed key gives 0 and no NaN; the other rows are unchanged") {
+    auto q = torch::randn({1, 2, 6, D}).requires_grad_(true);
+    auto k = torch::randn({1, 1, 6, D}).requires_grad_(true);
+    auto v = torch::randn({1, 1, 6, D}).requires_grad_(true);
+    auto allowed = causal.narrow(0, 0, 6).narrow(1, 0, 6).clone().view({1, 1, 6, 6});
+    allowed[0][0][3].fill_(false);  // query 3 attends nothing (the eager softmax gives NaN there)
+    auto w = torch::randn({1, 2, 6, D});
+    w.select(2, 3).zero_();  // the reference's row 3 is NaN; leave it out of the loss
+    retort::AttentionChunkOptions o;
+    o.chunk_elements = 2 * 2 * 6;  // 2 queries a chunk: the masked row shares a chunk with a real one
+    auto got = retort::chunked_attention(q, k, v, allowed, o);
+    auto g = torch::autograd::grad({(got * w).sum()}, {q, k, v});
+    CHECK(got.isnan().any().item<bool>() == false);
+    CHECK(got.detach().select(2, 3).abs().max().item<double>() == 0.0);
+    for (const auto& t : g) CHECK(t.isnan().any().item<bool>() == false);
+    CHECK(g[0].select(2, 3).abs().max().item<double>() == 0.0);
+    // Reference: the same mask with query 3 given its own key (its output is left out of the loss).
+    auto allowed_ref = allowed.clone();
+    allowed_ref[0][0][3][3] = true;
+    auto ref = reference_attention(q, k, v, allowed_ref);
+    auto gr = torch::autograd::grad({(ref * w).sum()}, {q, k, v});
+    for (int64_t t : {0, 1, 2, 4, 5}) CHECK(close(got.detach().select(2, t), ref.detach().select(2, t)));
+    for (size_t i = 0; i < 3; ++i) CHECK(close(g[i], gr[i]));
+  }
+}
+
+TEST_CASE("memory-efficient attention and checkpointed MLP chunks: the model's logits and gradients equal the eager attention's", "[model]") {
+  auto model = make_model(51);
+  const int64_t T = 11;
+  auto ids = torch::randint(1, 97, {2, T}, torch::kLong);
+  auto mask = torch::ones({2, T}, torch::kLong);
+  mask[0].narrow(0, 0, 3).fill_(0);  // left padding
+  mask[1][T - 1] = 0;               // right padding
+  auto seq = torch::tensor({0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2}, torch::kLong).unsqueeze(0).expand({2, T}).contiguous();
+  auto weights = torch::randn({2, T, 97});
+  auto valid = mask.unsqueeze(-1).to(torch::kFloat);  // the loss reads real tokens only
+  // chunk_elements: 0 = eager; 2 x B H S = 2 queries a chunk (6 chunks, the last short).
+  // Checkpointed layers also take their MLP half 3 tokens at a time (B 2I = 192 elements a
+  // token), against the eager run's unchunked, uncheckpointed layers.
+  auto run = [&](int64_t chunk_elements, bool checkpoint, bool pack) {
+    retort::ForwardOptions o;
+    o.attention_chunk_elements = chunk_elements;
+    o.checkpoint_layers = checkpoint;
+    o.mlp_chunk_elements = 3 * 2 * 2 * 48;
+    if (pack) o.sequence_ids = seq;
+    auto logits = model->forward(ids, mask, o).logits;  // [2, T, V]
+    auto loss = (torch::log_softmax(logits, -1) * weights * valid).sum();
+    loss.backward();
+    auto g = grads_of(*model);
+    zero_grads(*model);
+    return std::make_pair(logits.detach(), g);
+  };
+  for (bool pack : {false, true}) {
+    for (bool checkpoint : {false, true}) {
+      INFO((pack ? "packed" : "padded") << ", checkpointing " << (checkpoint ? "on" : "off"));
+      auto eager = run(0, false, pack), chunked = run(2 * 2 * 4 * T, checkpoint, pack);
+      CHECK(chunked.first.isnan().any().item<bool>() == false);
+      CHECK(close(chunked.first, eager.first));
+      for (size_t i = 0; i < eager.second.size(); ++i) {
+        INFO("parameter " << i);
+        CHECK(close(chunked.second[i], eager.second[i]));
+      }
+    }
+  }
+  // Without autograd the chunked path runs when [B, H, T, S] passes the budget: same logits.
+  torch::NoGradGuard ng;
+  retort::ForwardOptions eager, chunked;
+  eager.attention_chunk_elements = 0;
+  chunked.attention_chunk_elements = 3 * 2 * 4 * T;
+  CHECK(close(model->forward(ids, mask, chunked).logits, model->forward(ids, mask, eager).logits));
+}
+
+// ---- the optimizer's memory ------------------------------------------------------------------
+
+TEST_CASE("AdamW: a parameter updated in slices of rows equals torch::optim::AdamW", "[unit]") {
+  // [2100, 2048] = 4.3M elements: two slices of 2^22 elements (2048 rows, then 52).
+  torch::manual_seed(61);
+  // Small weights: the updates (~1e-3) are compared through p - p0, exact only to float32's
+  // resolution of p itself.
+  auto w = (torch::randn({2100, 2048}) * 1e-3).requires_grad_(true);
+  auto b = (torch::randn({7}) * 1e-3).requires_grad_(true);
+  auto w_ref = w.detach().clone().requires_grad_(true), b_ref = b.detach().clone().requires_grad_(true);
+  retort::OptimConfig oc;
+  oc.weight_decay = 0.1;  // decoupled, on 2-d tensors only
+  retort::AdamW ours({{"w", w}, {"b", b}}, oc);
+  torch::optim::AdamW ref_w({w_ref}, torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1));
+  torch::optim::AdamW ref_b({b_ref}, torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0));
+  const auto w0 = w.detach().clone(), b0 = b.detach().clone();
+  for (int step = 0; step < 3; ++step) {
+    auto gw = torch::randn({2100, 2048}), gb = torch::randn({7});
+    w.mutable_grad() = gw.clone(), b.mutable_grad() = gb.clone();
+    w_ref.mutable_grad() = gw.clone(), b_ref.mutable_grad() = gb.clone();
+    ours.step(1e-3);
+    ref_w.step();
+    ref_b.step();
+  }
+  // The updates (not the parameters, which would hide them under the initial values).
+  CHECK(close(w.detach() - w0, w_ref.detach() - w0));
+  CHECK(close(b.detach() - b0, b_ref.detach() - b0));
 }
 
 TEST_CASE("split_by_token_budget: packed sums and padded rectangles stay within the budget", "[unit]") {
