@@ -166,7 +166,6 @@ RewardSet::RewardSet(const RewardsConfig& cfg, Registry registry, std::shared_pt
   impl_->parallelism = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
                                                              static_cast<size_t>(threads) + 1);
   impl_->arena.initialize(threads, /*reserved_for_masters=*/0);
-  Impl* impl = impl_.get();
   VerifierContext ctx;
   ctx.executor = [this]() { return this->executor(); };
   bool any_wait = false;

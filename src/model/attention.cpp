@@ -50,7 +50,7 @@ class ChunkedAttentionFunction : public torch::autograd::Function<ChunkedAttenti
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& q_in, const torch::Tensor& k_in,
                                const torch::Tensor& v_in, const torch::Tensor& allowed, int64_t chunk) {
     const int64_t B = q_in.size(0), H = q_in.size(1), T = q_in.size(2), D = q_in.size(3);
-    const int64_t Hkv = k_in.size(1), S = k_in.size(2), n_rep = H / Hkv;
+    const int64_t Hkv = k_in.size(1), n_rep = H / Hkv;  // S = k_in.size(2) keys, read per chunk below
     const double scale = 1.0 / std::sqrt(static_cast<double>(D));
     auto q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
     auto out = torch::zeros({B, H, T, D}, q.options());                                   // [B, H, T, D]
