@@ -166,7 +166,14 @@ TEST_CASE("pipeline: make demo-tools' overrides parse, and compare_to shows the 
   hooks.on_table = [&](const std::string& lines) { shown.push_back(lines); };
   retort::PipelineResult r = retort::run_pipeline(doc, path, ov, hooks);
   REQUIRE(r.compared.size() == 2);
-  REQUIRE(shown.size() == 1);  // the header and the plain rows, before any stage runs
+  // First the header and the plain rows, before any stage runs; then one row per stage of
+  // this run (none trained here), labelled as using tools.
+  REQUIRE(shown.size() == 4);
+  CHECK(shown[0].rfind("stage ", 0) == 0);
+  CHECK(shown[0].find("+tools") == std::string::npos);
+  CHECK(shown[1].rfind("teacher+tools ", 0) == 0);
+  CHECK(shown[2].rfind("student+tools ", 0) == 0);
+  CHECK(shown[3].rfind("grpo+tools ", 0) == 0);
   CHECK(shown[0].find("student             0.114M        51.1%        36.8%        46.4%") != std::string::npos);
   // This run's student, with tools: its row is labelled, and the note gives the math gain.
   retort::StageSummary mine;
