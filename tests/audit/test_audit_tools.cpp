@@ -26,6 +26,7 @@
 #include "rewards/tool_calls.h"   // defines: ToolCallRecord, to_json
 
 #include <catch2/catch.hpp>
+#include "run_capture.h"  // defines: run_to_file
 #include "test_paths.h"  // defines: RETORT_BINARY_DIR
 
 namespace fs = std::filesystem;
@@ -446,20 +447,7 @@ TEST_CASE("audit tools: the retort CLI filters by tool status and count", "[unit
   }
   std::string dir = write_run("audit_tools_cli");
   auto run = [&](std::vector<std::string> args, const std::string& out_path) {
-    args.insert(args.begin(), bin);
-    std::vector<char*> argv;
-    for (auto& x : args) argv.push_back(x.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, (out_path + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid = 0;
-    REQUIRE(posix_spawn(&pid, bin.c_str(), &fa, nullptr, argv.data(), environ) == 0);
-    posix_spawn_file_actions_destroy(&fa);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return run_to_file(bin, std::move(args), out_path);
   };
   auto ids = [&](const std::string& path) {
     std::set<std::string> out;
