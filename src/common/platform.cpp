@@ -1,11 +1,14 @@
 #include "common/platform.h"
 
+#include <malloc.h>  // defines: mallopt, M_MMAP_THRESHOLD
 #include <unistd.h>  // defines: execv, readlink, sysconf
 
+#include <atomic>   // defines: std::atomic
 #include <chrono>   // defines: std::chrono::steady_clock
 #include <cstdio>   // defines: std::snprintf
 #include <cstdlib>  // defines: getenv, setenv
 #include <fstream>  // defines: std::ifstream
+#include <cstring>  // defines: std::strstr, std::strcmp
 #include <string>
 #include <vector>
 
@@ -54,7 +57,44 @@ bool set_default(const char* name, const std::string& value) {
 std::string preferred_openblas_coretype() { return has_avx2_fma() ? "Haswell" : ""; }
 std::string preferred_aten_capability() { return has_avx2_fma() ? "avx2" : ""; }
 
+namespace {
+std::atomic<int> training_heap_depth{0};
+
+// False when the user chose glibc's threshold: MALLOC_MMAP_THRESHOLD_, the glibc.malloc tunable,
+// or RETORT_MALLOC=glibc.
+bool heap_policy_on() {
+#if defined(__GLIBC__)
+  static const bool on = [] {
+    const char* tunables = std::getenv("GLIBC_TUNABLES");
+    const char* mode = std::getenv("RETORT_MALLOC");
+    return std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr && !(tunables && std::strstr(tunables, "mmap_threshold")) &&
+           !(mode && std::strcmp(mode, "glibc") == 0);
+  }();
+  return on;
+#else
+  return false;
+#endif
+}
+
+void set_mmap_threshold(int bytes) {
+#if defined(__GLIBC__)
+  if (heap_policy_on()) mallopt(M_MMAP_THRESHOLD, bytes);
+#else
+  (void)bytes;
+#endif
+}
+}  // namespace
+
+TrainingHeapScope::TrainingHeapScope() {
+  if (training_heap_depth.fetch_add(1) == 0) set_mmap_threshold(kTrainingMmapThreshold);
+}
+
+TrainingHeapScope::~TrainingHeapScope() {
+  if (training_heap_depth.fetch_sub(1) == 1) set_mmap_threshold(kDefaultMmapThreshold);
+}
+
 void ensure_process_env() {
+  set_mmap_threshold(kDefaultMmapThreshold);
   bool set = set_default("OPENBLAS_CORETYPE", preferred_openblas_coretype());
   set = set_default("ATEN_CPU_CAPABILITY", preferred_aten_capability()) || set;
   set = set_default("OMP_WAIT_POLICY", "PASSIVE") || set;

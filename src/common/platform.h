@@ -19,9 +19,36 @@ namespace retort {
 //   OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning. On a shared CPU (GRPO's
 //     sandbox workers beside the sampler, other jobs) spinning threads take the cores the
 //     others need; measured in docs/rollout.md.
+// It also fixes glibc's mmap threshold (kDefaultMmapThreshold, below).
 // Returns only when no re-exec was needed or possible. Called from a static constructor in
 // every executable (common/openblas_env.cpp). A value the user set always wins.
 void ensure_process_env();
+
+// glibc's mmap threshold: an allocation of at least this many bytes is its own mmap, returned
+// to the system when freed (and paid for with page faults when first written); smaller ones come
+// from the heap, whose freed space glibc keeps. Left alone the threshold is dynamic: it rises to
+// the size of each freed mmapped block, up to 32 MiB. Two phases want different ones:
+//   training steps (TrainingHeapScope): 1 MiB. At long lengths a step allocates and frees many
+//     tensors of 1-32 MiB (a [8192, 896] float32 activation is 28 MiB); from the heap, what they
+//     fragment stays resident: an 8k-token SFT step of a 2-layer Qwen2.5-0.5B shape kept ~0.8 GB
+//     more than its live tensors (docs/long_traces.md).
+//   everything else, sampling above all: 32 MiB, the dynamic threshold's ceiling, which it
+//     reaches after the first large free. A decode step allocates tens of MiB of short-lived
+//     tensors (gathered keys, logits); as fresh mmaps, zeroed page by page, they made the rollout
+//     engine 1.75x slower (tests/bench/bench_rollout, RETORT_MALLOC=glibc to compare).
+// The process starts in the second (ensure_process_env). Nothing is changed when the user set
+// MALLOC_MMAP_THRESHOLD_ (or the glibc.malloc.mmap_threshold tunable), or RETORT_MALLOC=glibc.
+constexpr int kTrainingMmapThreshold = 1 << 20;
+constexpr int kDefaultMmapThreshold = 32 << 20;
+
+// Training's threshold for the scope's lifetime (forward, backward, optimizer step); nests.
+class TrainingHeapScope {
+ public:
+  TrainingHeapScope();
+  ~TrainingHeapScope();
+  TrainingHeapScope(const TrainingHeapScope&) = delete;
+  TrainingHeapScope& operator=(const TrainingHeapScope&) = delete;
+};
 
 // The OpenBLAS core type and ATen CPU capability retort pins on this CPU ("Haswell" and
 // "avx2" on x86-64 with AVX2 and FMA; "" where nothing is pinned).

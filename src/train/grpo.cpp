@@ -570,6 +570,7 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
                           std::vector<torch::Tensor>& params, GrpoBatch& batch, const GrpoConfig& cfg,
                           const DistContext& dist, torch::Device device, double lp_temperature, int64_t step,
                           int64_t n_global, double lr, NonFiniteGuard& nonfinite) {
+  TrainingHeapScope heap;
   UpdateStats u;
   u.agg.entropy_kept = 0;  // a token-weighted sum below
   const int64_t N = batch.ids.size(0);

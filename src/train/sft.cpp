@@ -558,6 +558,7 @@ nlohmann::json train_step(const StepContext& c, int64_t step, DataCursor& data, 
   std::map<std::string, double> weights =
       c.distiller ? c.distiller->schedule().weights_at(step) : std::map<std::string, double>{{"ce", 1.0}};
   if (draw.on_policy) weights["ce"] = 0.0;  // no reference completion: the teacher is the only target
+  TrainingHeapScope heap;  // after step_batches: an on-policy draw samples under the default heap
   StepLoss l = forward_backward(c, micro, weights);
   const double grad_norm = clip_grad_norm(c.params, c.cfg.optim.grad_clip);
   const double lr = learning_rate(c.cfg.optim, step, c.cfg.steps);

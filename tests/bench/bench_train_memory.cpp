@@ -7,6 +7,8 @@
 //   ckpt   activation checkpointing per decoder layer (ForwardOptions::checkpoint_layers)
 //   attn   the memory-efficient attention (model/attention.h) vs the eager [B, H, T, S] one
 //          (ForwardOptions::attention_chunk_elements = 0; sft and distill rows, the student's)
+//   heap   glibc's mmap threshold at 1 MiB in training steps (TrainingHeapScope, what retort
+//          does; common/platform.h) vs glibc's dynamic one (RETORT_MALLOC=glibc in the child)
 // Step prefill is a forward pass without autograd (scoring, prefill) with either attention:
 // its tokens/s say whether the chunked path costs speed where no gradient is taken.
 // and packed vs padded micro-batches on a log-normal length mix (R1-like: median ~2.5k,
@@ -20,11 +22,12 @@
 // ("activations": peak - static - the process's RSS before the model existed) and tokens/s.
 //
 //   build/bench/bench_train_memory [--lengths 1024,4096,8192] [--steps sft,distill,grpo,grpo_h]
-//                                  [--rows full,chunk,ckpt,eager] [--layers 2] [--threads N]
+//                                  [--rows full,chunk,ckpt,eager,glibc] [--layers 2] [--threads N]
 //                                  [--mix-scale 0.125] [--no-mix]
 // Rows per step and length: full = the full [T, V] logits (skipped above 4096 tokens: ~15 GB
 // of logits and softmax copies at 8k), chunk = chunked head, ckpt = chunked head +
-// checkpointing, eager = ckpt with the eager attention. After the table: the linear-growth
+// checkpointing, eager = ckpt with the eager attention, glibc = ckpt with glibc's dynamic mmap
+// threshold in the step. After the table: the linear-growth
 // check (rest at the longest length vs its multiple of the rest at the one before) and the
 // goal (rest < 1.5 GB at 8k).
 //
@@ -45,6 +48,7 @@
 #include <fstream>     // defines: std::ifstream
 #include <iterator>    // defines: std::prev
 #include <map>         // defines: std::map
+#include <optional>    // defines: std::optional
 #include <random>      // defines: std::mt19937_64, std::lognormal_distribution
 #include <sstream>     // defines: std::stringstream
 #include <string>      // defines: std::string
@@ -145,6 +149,10 @@ json run_child(const Child& c) {
   const int64_t V = model->config().vocab_size;
   int64_t tokens = 0;
   double t0 = 0, dt = 0;
+  // The heap as retort sets it for a training step (common/platform.h); scoring and prefill
+  // (step prefill) run without.
+  std::optional<retort::TrainingHeapScope> heap;
+  if (c.step != "prefill") heap.emplace();
 
   if (c.step == "sft" || c.step == "grpo" || c.step == "grpo_h") {
     auto ids = torch::randint(0, V, {1, c.T}, torch::kLong);
@@ -306,8 +314,9 @@ json run_child(const Child& c) {
 
 std::string self_path() { return fs::read_symlink("/proc/self/exe").string(); }
 
-json spawn(const std::vector<std::string>& args) {
-  std::string cmd = "'" + self_path() + "' --child";
+// env: "NAME=value " put before the command (the child's environment), or "".
+json spawn(const std::vector<std::string>& args, const std::string& env = "") {
+  std::string cmd = env + "'" + self_path() + "' --child";
   for (const auto& a : args) cmd += " " + a;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return json{{"error", "popen failed"}};
@@ -373,25 +382,27 @@ int main(int argc, char** argv) {
     retort::Qwen2ForCausalLM teacher(qwen05_shape(std::stoll(layers)));
     retort::save_model(*teacher, teacher_dir);
   }
-  // Row kinds: chunked head, checkpointing, memory-efficient attention.
+  // Row kinds: chunked head, checkpointing, memory-efficient attention, glibc's mmap threshold
+  // at 1 MiB in the step (retort's TrainingHeapScope) or left dynamic (RETORT_MALLOC=glibc).
   struct Row {
     std::string name;
-    int chunk, ckpt, attn;
+    int chunk, ckpt, attn, pinned;
   };
-  const std::map<std::string, Row> kinds = {{"full", {"full", 0, 0, 1}}, {"chunk", {"chunk", 1, 0, 1}},
-                                            {"ckpt", {"ckpt", 1, 1, 1}}, {"eager", {"eager", 1, 1, 0}}};
+  const std::map<std::string, Row> kinds = {{"full", {"full", 0, 0, 1, 1}}, {"chunk", {"chunk", 1, 0, 1, 1}},
+                                            {"ckpt", {"ckpt", 1, 1, 1, 1}}, {"eager", {"eager", 1, 1, 0, 1}},
+                                            {"glibc", {"glibc", 1, 1, 1, 0}}};
   std::vector<Row> rows;
   for (const auto& r : split(opt("--rows", "full,chunk,ckpt,eager")))
     if (kinds.count(r)) rows.push_back(kinds.at(r));
-  std::printf("%-8s %6s %-5s %-5s %-5s | %9s %9s %9s | %9s %7s | rest by phase: fwd / bwd / opt MB\n", "step", "T",
-              "chunk", "ckpt", "attn", "peak MB", "static MB", "rest MB", "tokens/s", "s");
+  std::printf("%-8s %6s %-5s %-5s %-5s %-5s | %9s %9s %9s | %9s %7s | rest by phase: fwd / bwd / opt MB\n", "step", "T",
+              "chunk", "ckpt", "attn", "heap", "peak MB", "static MB", "rest MB", "tokens/s", "s");
   std::map<std::string, std::map<int64_t, double>> rest;  // "step row" -> T -> rest MB
   for (const auto& st : steps) {
     for (const auto& T : lengths) {
       for (const auto& row : rows) {
         auto label = [&](const char* a) {
-          std::printf("%-8s %6s %-5s %-5s %-5s | %s\n", st.c_str(), T.c_str(), row.chunk ? "on" : "off", row.ckpt ? "on" : "off",
-                      row.attn ? "mem" : "eager", a);
+          std::printf("%-8s %6s %-5s %-5s %-5s %-5s | %s\n", st.c_str(), T.c_str(), row.chunk ? "on" : "off",
+                      row.ckpt ? "on" : "off", row.attn ? "mem" : "eager", row.pinned ? "1MiB" : "glibc", a);
         };
         if (!row.chunk && std::stoll(T) > 4096) {
           label("skipped: the full [T, V] logits need ~15 GB at 8k");
@@ -400,12 +411,14 @@ int main(int argc, char** argv) {
         if (!row.attn && st != "sft" && st != "distill" && st != "prefill") continue;  // selectable there only
         json r = spawn({"--step", st, "--T", T, "--chunk", std::to_string(row.chunk), "--ckpt", std::to_string(row.ckpt),
                         "--attn", std::to_string(row.attn), "--layers", layers, "--threads", thr, "--teacher",
-                        teacher_dir.empty() ? "none" : teacher_dir});
+                        teacher_dir.empty() ? "none" : teacher_dir},
+                       row.pinned ? "" : "RETORT_MALLOC=glibc ");
         if (r.contains("error")) {
           label(r["error"].get<std::string>().c_str());
         } else {
-          std::printf("%-8s %6s %-5s %-5s %-5s | %9.0f %9.0f %9.0f | %9.1f %7.1f | %6.0f / %6.0f / %6.0f\n", st.c_str(),
+          std::printf("%-8s %6s %-5s %-5s %-5s %-5s | %9.0f %9.0f %9.0f | %9.1f %7.1f | %6.0f / %6.0f / %6.0f\n", st.c_str(),
                       T.c_str(), row.chunk ? "on" : "off", row.ckpt ? "on" : "off", row.attn ? "mem" : "eager",
+                      row.pinned ? "1MiB" : "glibc",
                       r["peak_mb"].get<double>(), r["static_mb"].get<double>(), r["rest_mb"].get<double>(),
                       r["tokens_per_s"].get<double>(), r["seconds"].get<double>(), r["rest_fwd_mb"].get<double>(),
                       r["rest_bwd_mb"].get<double>(), r["rest_opt_mb"].get<double>());
