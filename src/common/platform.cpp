@@ -1,6 +1,6 @@
 #include "common/platform.h"
 
-#include <malloc.h>  // defines: mallopt, M_MMAP_THRESHOLD
+#include <malloc.h>  // defines: mallopt, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
 #include <unistd.h>  // defines: execv, readlink, sysconf
 
 #include <atomic>   // defines: std::atomic
@@ -78,7 +78,12 @@ bool heap_policy_on() {
 
 void set_mmap_threshold(int bytes) {
 #if defined(__GLIBC__)
-  if (heap_policy_on()) mallopt(M_MMAP_THRESHOLD, bytes);
+  if (!heap_policy_on()) return;
+  // Setting the threshold freezes glibc's dynamic rule, which would also keep the heap's top
+  // trim threshold at twice it; left at its 128 KiB default, every large free at the top of
+  // the heap goes back to the system and the next allocation faults its pages in again.
+  mallopt(M_MMAP_THRESHOLD, bytes);
+  mallopt(M_TRIM_THRESHOLD, 2 * bytes);
 #else
   (void)bytes;
 #endif

@@ -16,6 +16,7 @@
 // at Qwen2.5-1.5B's shapes.
 //
 //   build/bench/bench_rollout [--max-new-tokens L] [--prompts B] [--group G] [--threads N]
+//                             [--only engine|static]   (one side alone, e.g. under a profiler)
 #include <sys/resource.h>  // defines: getrusage
 
 #include <cmath>    // defines: std::log, std::exp
@@ -63,6 +64,7 @@ struct Run {
 int main(int argc, char** argv) {
   int64_t max_new = 256, B = 32, G = 8;
   int threads = 0;
+  std::string only;  // "engine" or "static": run one side (for a profiler), print its time
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     const bool v = i + 1 < argc;
@@ -70,6 +72,7 @@ int main(int argc, char** argv) {
     else if (a == "--prompts" && v) B = std::atoll(argv[++i]);
     else if (a == "--group" && v) G = std::atoll(argv[++i]);
     else if (a == "--threads" && v) threads = std::atoi(argv[++i]);
+    else if (a == "--only" && v) only = argv[++i];
     else {
       std::fprintf(stderr, "bench_rollout: unknown or incomplete option '%s' (see the top of bench_rollout.cpp)\n", a.c_str());
       return 2;
@@ -136,8 +139,14 @@ int main(int argc, char** argv) {
     for (const auto& c : out.completions) r.tokens += static_cast<int64_t>(c.size());
     return r;
   };
-  Run st = run(false, 0);
   const double budget = 0.35 * dense_mb;
+  if (!only.empty()) {
+    Run r = run(only == "engine", only == "engine" ? budget : 0);
+    std::printf("%s only: %lld tokens in %.1f s, %.1f tokens/s\n", only.c_str(), static_cast<long long>(r.tokens), r.seconds,
+                r.tokens / r.seconds);
+    return 0;
+  }
+  Run st = run(false, 0);
   Run en = run(true, budget);
   if (st.tokens != en.tokens || st.tokens != total_len) {
     std::fprintf(stderr, "bench_rollout: the two samplers produced different work (%lld vs %lld tokens, expected %lld)\n",

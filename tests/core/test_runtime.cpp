@@ -1,7 +1,11 @@
 // Torch runtime settings: threads from config, device resolution, the pinned CPU kernels.
 #include <catch2/catch.hpp>
 
+#include <malloc.h>  // defines: mallinfo2
+
 #include <algorithm>   // defines: std::count
+#include <cstdlib>     // defines: std::getenv, std::malloc, std::free
+#include <cstring>     // defines: std::memset
 #include <filesystem>  // defines: std::filesystem
 #include <fstream>     // defines: std::ofstream
 #include <string>      // defines: std::string
@@ -24,6 +28,55 @@ TEST_CASE("runtime sets intra-op threads to the core count by default", "[unit]"
   retort::apply_runtime(cfg);
   CHECK(at::get_num_threads() == 1);
   CHECK_THROWS_AS(retort::resolve_device("tpu"), retort::Error);
+}
+
+// glibc's mmap threshold as common/platform.h sets it, read back through mallinfo2's count of
+// mmapped bytes (hblkhd). glibc's documented rule: a request at or above M_MMAP_THRESHOLD that
+// the heap's free space cannot serve is mmapped; below it the heap grows. A process that has run
+// other tests has free heap space of any size, so the probe runs in a fresh process (this test
+// binary, the hidden test below), in an order where each request is larger than the heap's
+// free space.
+TEST_CASE("heap probe (run alone in a fresh process by the test below)", "[.heap_probe]") {
+#if defined(__GLIBC__)
+  auto mmapped_by = [](size_t bytes) {  // mmapped bytes that one live block of `bytes` adds
+    const size_t before = mallinfo2().hblkhd;
+    void* p = std::malloc(bytes);
+    REQUIRE(p != nullptr);
+    std::memset(p, 1, bytes);
+    const size_t added = mallinfo2().hblkhd - before;
+    std::free(p);
+    return added;
+  };
+  {
+    retort::TrainingHeapScope outer;
+    CHECK(mmapped_by(2u << 20) >= (2u << 20));
+    {
+      retort::TrainingHeapScope inner;  // nests: leaving it keeps the outer scope's threshold
+    }
+    CHECK(mmapped_by(3u << 20) >= (3u << 20));
+    CHECK(mmapped_by(256u << 10) == 0);
+  }
+  CHECK(mmapped_by(4u << 20) == 0);   // outside a training step: up to 32 MiB from the heap
+  CHECK(mmapped_by(24u << 20) == 0);
+  CHECK(mmapped_by(48u << 20) >= (48u << 20));
+#endif
+}
+
+TEST_CASE("training steps take blocks of 1 MiB and more from mmap; outside them blocks up to 32 MiB come from the heap", "[unit]") {
+#if defined(__GLIBC__)
+  const std::string out = run_capture("env -u MALLOC_MMAP_THRESHOLD_ -u GLIBC_TUNABLES -u RETORT_MALLOC '" +
+                                      std::filesystem::read_symlink("/proc/self/exe").string() + "' '[heap_probe]' 2>&1");
+  INFO(out);
+  CHECK(out.find("All tests passed (12 assertions in 1 test case)") != std::string::npos);
+  // With RETORT_MALLOC=glibc retort leaves glibc's dynamic threshold alone, which has risen only
+  // to the 3 MiB of the largest block freed so far: the 4 MiB request outside is mmapped.
+  const std::string off = run_capture("env -u MALLOC_MMAP_THRESHOLD_ -u GLIBC_TUNABLES RETORT_MALLOC=glibc '" +
+                                      std::filesystem::read_symlink("/proc/self/exe").string() + "' '[heap_probe]' 2>&1");
+  INFO(off);
+  CHECK(off.find("FAILED") != std::string::npos);
+#else
+  WARN("skipped: not glibc");
+#endif
 }
 
 // The kernels retort pins when the user set none (common/platform.h): a process started with
