@@ -1,7 +1,7 @@
 // The Scheduler (see scheduler.h for the policy).
 #include "rollout/scheduler.h"
 
-#include <algorithm>  // defines: std::min, std::find
+#include <algorithm>  // defines: std::min, std::find, std::none_of
 
 #include "common/error.h"  // defines: retort::Error
 
@@ -30,7 +30,8 @@ ScheduledBatch Scheduler::schedule() {
   // Every running sequence was preempted to make room for another: the queue goes on.
   if (out.items.empty() && !waiting_.empty()) schedule_prefill(out);
   // Nothing runs and the queue's head does not fit: paused sequences give back their blocks.
-  while (out.items.empty() && !waiting_.empty() && release_paused()) {
+  // Then waiting units' kept blocks, even those shared with other waiting units.
+  while (out.items.empty() && !waiting_.empty() && (release_paused() || release_waiting_blocks(false))) {
     ++out.preempted;
     schedule_prefill(out);
   }
@@ -76,7 +77,7 @@ void Scheduler::schedule_decode(ScheduledBatch& out) {
     Sequence* seq = running_[i];
     bool skipped = false;
     while (!blocks_.append_slots(seq->block_table, seq->num_cached, seq->num_cached + 1, &out.copies)) {
-      if (release_partial_prefill()) continue;
+      if (release_waiting_blocks(true)) continue;
       if (release_paused()) {
         ++out.preempted;
         continue;
@@ -167,25 +168,39 @@ void Scheduler::resume(Sequence* seq) {
 
 void Scheduler::preempt(Sequence* seq) {
   // Recompute later (vLLM's recompute preemption): cheaper than swapping for short chains.
-  blocks_.release_all(seq->block_table);
-  seq->num_cached = 0;
-  seq->status = SequenceStatus::Waiting;
-  ++seq->preemptions;
+  // The leading full blocks that other sequences also hold (its prompt's, shared with running
+  // siblings) are kept: giving them back would free nothing, and on re-admission the sequence
+  // rejoins them and recomputes only from their end.
+  std::vector<int64_t>& table = seq->block_table;
+  const int64_t bs = blocks_.block_size();
+  size_t keep = 0;
+  while (keep < table.size() && blocks_.ref_count(table[keep]) > 1 && static_cast<int64_t>(keep + 1) * bs <= seq->num_cached)
+    ++keep;
+  for (size_t i = keep; i < table.size(); ++i) blocks_.release(table[i]);
+  table.resize(keep);
   Unit u;
   u.seqs = {seq};
   u.tokens = seq->length();
+  u.done = static_cast<int64_t>(keep) * bs;
+  u.table = std::move(table);
+  table.clear();
+  seq->num_cached = 0;
+  seq->status = SequenceStatus::Waiting;
+  ++seq->preemptions;
   waiting_.push_front(std::move(u));
 }
 
-bool Scheduler::release_partial_prefill() {
-  // Also a resumed sequence's kept blocks: it recomputes from 0.
+bool Scheduler::release_waiting_blocks(bool only_if_frees) {
+  // A partly prefilled unit, a resumed sequence's kept blocks or a preempted one's shared
+  // prompt blocks: it recomputes from 0.
   for (Unit& u : waiting_) {
-    if (!u.table.empty()) {
-      blocks_.release_all(u.table);
-      u.done = 0;
-      u.partial = false;
-      return true;
-    }
+    if (u.table.empty()) continue;
+    if (only_if_frees && std::none_of(u.table.begin(), u.table.end(), [&](int64_t b) { return blocks_.ref_count(b) == 1; }))
+      continue;
+    blocks_.release_all(u.table);
+    u.done = 0;
+    u.partial = false;
+    return true;
   }
   return false;
 }

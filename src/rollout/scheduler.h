@@ -8,11 +8,14 @@
 //            for its G completions: its KV is computed once into blocks that all G then hold
 //            (reference counts); its partly filled last block is copied by each completion
 //            on its first write. A preempted sequence is a unit of its own that recomputes
-//            its prompt and what it had generated. Admission needs a free slot in the batch
-//            (max_num_seqs) and the unit's blocks plus one per completion to grow into.
-//   decode   one new position for every running sequence; when no block is free, the
-//            partly prefilled unit and then the most recently admitted running sequences
-//            are preempted (blocks freed, back to the front of the queue).
+//            what it had generated, and its prompt unless it rejoins the prompt's full
+//            blocks, which it keeps while its siblings hold them. Admission needs a free
+//            slot in the batch (max_num_seqs) and the unit's blocks plus one per completion
+//            to grow into.
+//   decode   one new position for every running sequence; when no block is free, a
+//            waiting unit's blocks that would free memory (a partly prefilled prompt, kept
+//            blocks), then paused sequences' and then the most recently admitted running
+//            sequences' are taken (preempted: back to the front of the queue).
 // A finished sequence releases its blocks at once (finish()).
 // Tool calls: pause() takes a running sequence out of the batch, keeping its blocks (it holds
 // no batch slot while the sandbox runs its call); resume() queues it at the front as a unit of
@@ -80,14 +83,16 @@ class Scheduler {
   struct Unit {
     std::vector<Sequence*> seqs;   // G fresh completions of one prompt, or one preempted or resumed sequence
     int64_t tokens = 0;            // positions to compute (the prompt; or prompt + completion so far)
-    int64_t done = 0;              // positions computed so far (a resumed sequence: those its kept blocks hold)
+    int64_t done = 0;              // positions computed so far (resumed or preempted: those its kept blocks hold)
     std::vector<int64_t> table;    // blocks holding them
     bool partial = false;          // a chunk of its prefill ran, the rest has not: it holds its batch slots already
   };
   bool schedule_prefill(ScheduledBatch& out);
   void schedule_decode(ScheduledBatch& out);
   void preempt(Sequence* seq);
-  bool release_partial_prefill();
+  // Gives back one waiting unit's blocks (with only_if_frees, only a unit holding a block no
+  // one else holds); false when none qualifies.
+  bool release_waiting_blocks(bool only_if_frees);
   bool release_paused();
 
   BlockManager& blocks_;

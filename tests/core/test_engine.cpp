@@ -18,6 +18,7 @@
 #include "rollout/block_manager.h"  // defines: BlockManager
 #include "rollout/logprobs.h"       // defines: token_logprobs
 #include "rollout/sampler.h"        // defines: sample, sample_static, EngineStats
+#include "rollout/scheduler.h"      // defines: Scheduler
 #include "common/hash.h"             // defines: mix_seed
 #include "run_capture.h"             // defines: run_capture
 #include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
@@ -52,6 +53,60 @@ torch::Tensor recomputed_logprobs(retort::Qwen2ForCausalLMImpl& model, const ret
 }
 
 }  // namespace
+
+// The scheduler alone (Torch-free), driven as the engine drives it: a preempted completion
+// whose sibling still runs keeps the prompt's full blocks they share, and on re-admission
+// recomputes from their end (a prefix-sharing engine's behaviour: vLLM's prefix caching,
+// SGLang's radix cache), not from position 0.
+TEST_CASE("a preempted completion rejoins its prompt's shared blocks and recomputes only past them", "[unit]") {
+  const int64_t bs = 4;
+  retort::BlockManager blocks(6, bs);
+  retort::SchedulerOptions so;
+  so.max_num_seqs = 8;
+  retort::Scheduler sched(blocks, so);
+  const std::vector<int32_t> prompt = {11, 12, 13, 14, 15, 16, 17, 18, 19};  // 9 positions: 2 full blocks + 1
+  retort::Sequence a, b;
+  for (retort::Sequence* s : {&a, &b}) s->prompt = &prompt;
+  a.id = 0;
+  b.id = 1;
+  b.sample_index = 1;
+  sched.add_group({&a, &b});
+  // One step as the engine takes it: schedule, (forward), postprocess, then each sampler's token.
+  auto step = [&]() {
+    retort::ScheduledBatch batch = sched.schedule();
+    sched.postprocess(batch);
+    for (const auto& it : batch.items)
+      for (retort::Sequence* s : it.samplers) s->completion.push_back(7);
+    return batch;
+  };
+  retort::ScheduledBatch first = step();
+  REQUIRE(first.prefill);
+  REQUIRE(a.block_table.size() == 3);
+  const int64_t p0 = a.block_table[0], p1 = a.block_table[1];
+  CHECK(blocks.ref_count(p0) == 2);
+  // 6 blocks: the prompt's 3, a copy of the shared last one, then one more each at position 12;
+  // position 16 needs a 7th: the later admitted (b) is preempted.
+  int64_t preempted_at = -1;
+  for (int i = 0; i < 12 && preempted_at < 0; ++i)
+    if (step().preempted > 0) preempted_at = i;
+  REQUIRE(preempted_at >= 0);
+  CHECK(b.status == retort::SequenceStatus::Waiting);
+  CHECK(a.status == retort::SequenceStatus::Running);
+  // b still holds the two full prompt blocks, shared with a; its other blocks were freed.
+  CHECK(blocks.ref_count(p0) == 2);
+  CHECK(blocks.ref_count(p1) == 2);
+  // a ends: b's re-admission computes from position 8, the end of the kept blocks.
+  sched.finish(&a);
+  CHECK(blocks.ref_count(p0) == 1);
+  retort::ScheduledBatch again = sched.schedule();
+  REQUIRE(again.prefill);
+  REQUIRE(again.items.size() == 1);
+  CHECK(again.items[0].source == &b);
+  CHECK(again.items[0].start == 2 * bs);
+  CHECK(again.items[0].count == b.length() - 2 * bs);
+  CHECK((*again.items[0].block_table)[0] == p0);
+  CHECK((*again.items[0].block_table)[1] == p1);
+}
 
 TEST_CASE("engine completions are the same whatever the budget, batch, admission order or preemption", "[model]") {
   auto model = retort::load_model(fixture("qwen2_tiny"));
