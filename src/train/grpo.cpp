@@ -430,6 +430,28 @@ torch::Tensor rows_on(const torch::Tensor& t, const torch::Tensor& rows, torch::
   return t.index_select(0, rows).to(device);
 }
 
+// Every row's completion log-probs [N, L] (CPU) from a no-grad forward of `model`, for the
+// anchor and old passes: under the update's token budget when one is set (train.micro_batch_tokens;
+// packed without padding when train.packing), else logprob_micro_batch rows at a time. At R1
+// lengths this bounds the pass's activations as it bounds the update's.
+torch::Tensor nograd_completion_logprobs(Qwen2ForCausalLMImpl& model, const GrpoBatch& b, const GrpoConfig& cfg, double temperature,
+                                         torch::Device device) {
+  torch::NoGradGuard ng;
+  const int64_t N = b.ids.size(0);
+  if (cfg.train.micro_batch_tokens <= 0 || N == 0)
+    return completion_logprobs(model, b, {}, cfg.logprob_micro_batch, temperature, device).to(torch::kCPU);
+  auto real = b.attention_mask.to(torch::kCPU).sum(1);  // [N] real tokens of each row
+  std::vector<int64_t> lengths;
+  for (int64_t i = 0; i < N; ++i) lengths.push_back(cfg.train.packing ? real[i].item<int64_t>() : b.P + b.L);
+  auto out = torch::zeros({N, b.L}, torch::kFloat);  // [N, L]
+  for (const auto& part : split_by_token_budget(lengths, cfg.train.micro_batch_tokens, cfg.train.packing)) {
+    auto rows = torch::tensor(part, torch::kLong);  // [n]
+    auto lp = completion_logprobs(model, b, rows, 0, temperature, device, cfg.train.packing).to(torch::kCPU, torch::kFloat);
+    out.index_copy_(0, rows, lp);
+  }
+  return out;
+}
+
 // 5: the anchor's log-probs (batch.ref_logprobs [N, L], unless apply_opd kept the teacher's),
 //    and each chain's mean KL to it under the sampling policy (k-estimator of the loss, with
 //    the same single definition: grpo_loss with A = 0, beta = 1) into u.chain_kl [N].
@@ -439,7 +461,7 @@ void anchor_kl(Qwen2ForCausalLMImpl& anchor, GrpoBatch& batch, const GrpoConfig&
   double t0 = now_seconds();
   torch::NoGradGuard ng;
   if (!batch.ref_logprobs.defined())  // already there when the teacher is the anchor and opd is on (apply_opd)
-    batch.ref_logprobs = completion_logprobs(anchor, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);  // [N, L]
+    batch.ref_logprobs = nograd_completion_logprobs(anchor, batch, cfg, lp_temperature, device);  // [N, L]
   GrpoLossOptions klo = cfg.loss;
   klo.beta = 1.0;
   klo.aggregation = "sequence";
@@ -596,7 +618,7 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
     double t0 = now_seconds();
     torch::NoGradGuard ng;
     policy->eval();
-    batch.old_logprobs = completion_logprobs(*policy, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);
+    batch.old_logprobs = nograd_completion_logprobs(*policy, batch, cfg, lp_temperature, device);
     policy->train();
     batch.is_weight = rollout_correction_weight(batch.old_logprobs, batch.sample_logprobs, batch.completion_mask,
                                                 cfg.loss.rollout_correction, &u.mismatch);
@@ -669,7 +691,7 @@ OpdStats apply_opd(GrpoBatch& batch, Qwen2ForCausalLMImpl& teacher, bool teacher
   OpdStats o;
   const double t0 = now_seconds();
   torch::NoGradGuard ng;
-  auto teacher_lp = completion_logprobs(teacher, batch, {}, cfg.logprob_micro_batch, lp_temperature, device).to(torch::kCPU);  // [N, L]
+  auto teacher_lp = nograd_completion_logprobs(teacher, batch, cfg, lp_temperature, device);  // [N, L]
   if (teacher_is_anchor) batch.ref_logprobs = teacher_lp;
   const auto& m = batch.completion_mask;                                                       // [N, L]
   auto opd = (cfg.opd.weight * (teacher_lp - batch.sample_logprobs) * m).to(torch::kFloat64);  // [N, L]

@@ -580,7 +580,9 @@ TEST_CASE("grpo: one update's loss and gradient do not depend on micro-batches, 
                                      {"packed", 1, {{"micro_batch_tokens", 40}, {"packing", true}}},
                                      {"padded", 1, {{"micro_batch_tokens", 40}, {"packing", false}}},
                                      {"ckpt", 2, {{"activation_checkpointing", "on"}}}};
-  for (const char* aggregation : {"sequence", "token", "dr_grpo"}) {
+  // mu = 2 adds the no-grad pass of the old log-probs, which runs under the same token budget
+  // (packed or padded) as the update, as the anchor's pass does.
+  for (const auto& [aggregation, mu] : std::vector<std::pair<std::string, int>>{{"sequence", 1}, {"token", 1}, {"dr_grpo", 1}, {"token", 2}}) {
     std::vector<json> first;
     for (const auto& s : splits) {
       std::string run = kBin + "/test_runs/grpo_split_" + s.name;
@@ -588,25 +590,26 @@ TEST_CASE("grpo: one update's loss and gradient do not depend on micro-batches, 
       json cfg = tiny_config(run, prompts, "sevens");
       cfg["steps"] = 1;
       cfg["save_every"] = 0;
+      cfg["mu"] = mu;
       cfg["grad_accum"] = s.grad_accum;
       cfg["optim"]["grad_clip"] = 0.0;
       cfg["loss"]["aggregation"] = aggregation;
       // An entropy bonus (its gradient goes through the chunked head, packed or padded) with one
       // of the aggregations.
-      if (std::string(aggregation) == "token") cfg["loss"]["entropy_coef"] = 0.05;
+      if (aggregation == "token") cfg["loss"]["entropy_coef"] = 0.05;
       if (!s.train.empty()) cfg["train"] = s.train;
       retort::run_grpo(cfg, "test", {}, test_hooks());
       first.push_back(read_jsonl(run + "/metrics.jsonl").at(0));
     }
     for (size_t i = 1; i < splits.size(); ++i) {
-      INFO(aggregation << ": " << splits[i].name << " vs whole");
+      INFO(aggregation << ", mu " << mu << ": " << splits[i].name << " vs whole");
       CHECK(first[i]["reward_mean"] == first[0]["reward_mean"]);  // the same samples
       for (const char* key : {"loss", "grad_norm", "kl_update", "entropy", "mismatch_logratio_mean"})
         CHECK(first[i][key].get<double>() == Approx(first[0][key].get<double>()).epsilon(1e-5).margin(1e-7));  // loss ~ 0 at ratio 1
     }
     CHECK(first[0].contains("peak_rss_mb"));
     // A step with a gradient to compare (the entropy bonus has one whatever the rewards).
-    if (std::string(aggregation) == "token") CHECK(first[0]["grad_norm"].get<double>() > 0.0);
+    if (aggregation == "token") CHECK(first[0]["grad_norm"].get<double>() > 0.0);
   }
 }
 
