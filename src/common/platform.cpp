@@ -90,12 +90,12 @@ void set_mmap_threshold(int bytes) {
 }
 }  // namespace
 
-TrainingHeapScope::TrainingHeapScope() {
-  if (training_heap_depth.fetch_add(1) == 0) set_mmap_threshold(kTrainingMmapThreshold);
+TrainingHeapScope::TrainingHeapScope(bool active) : active_(active) {
+  if (active_ && training_heap_depth.fetch_add(1) == 0) set_mmap_threshold(kTrainingMmapThreshold);
 }
 
 TrainingHeapScope::~TrainingHeapScope() {
-  if (training_heap_depth.fetch_sub(1) == 1) set_mmap_threshold(kDefaultMmapThreshold);
+  if (active_ && training_heap_depth.fetch_sub(1) == 1) set_mmap_threshold(kDefaultMmapThreshold);
 }
 
 void ensure_process_env() {

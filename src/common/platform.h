@@ -42,12 +42,17 @@ constexpr int kTrainingMmapThreshold = 1 << 20;
 constexpr int kDefaultMmapThreshold = 32 << 20;
 
 // Training's threshold for the scope's lifetime (forward, backward, optimizer step); nests.
+// An inactive scope changes nothing: the fresh mappings cost a page fault per 4 KiB, which a
+// small model's step cannot hide (MicroBatchConfig::compact_heap decides, src/train/micro_batch.h).
 class TrainingHeapScope {
  public:
-  TrainingHeapScope();
+  explicit TrainingHeapScope(bool active = true);
   ~TrainingHeapScope();
   TrainingHeapScope(const TrainingHeapScope&) = delete;
   TrainingHeapScope& operator=(const TrainingHeapScope&) = delete;
+
+ private:
+  bool active_;
 };
 
 // The OpenBLAS core type and ATen CPU capability retort pins on this CPU ("Haswell" and

@@ -156,6 +156,8 @@ void Distiller::load_parameters(const std::map<std::string, torch::Tensor>& tens
   }
 }
 
+int64_t Distiller::teacher_hidden_size() const { return teacher_ ? teacher_->config().hidden_size : 0; }
+
 ForwardOptions Distiller::student_options(const std::map<std::string, double>& w) const {
   ForwardOptions o;
   o.skip_lm_head = true;

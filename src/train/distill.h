@@ -104,6 +104,8 @@ class Distiller {
   bool offline() const { return cfg_.logit.kind == "offline"; }
 
   const DistillSchedule& schedule() const { return schedule_; }
+  // The teacher's hidden width (C_t): its activations in a step can be wider than the student's.
+  int64_t teacher_hidden_size() const;
 
  private:
   DistillConfig cfg_;

@@ -592,7 +592,12 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
                           std::vector<torch::Tensor>& params, GrpoBatch& batch, const GrpoConfig& cfg,
                           const DistContext& dist, torch::Device device, double lp_temperature, int64_t step,
                           int64_t n_global, double lr, NonFiniteGuard& nonfinite) {
-  TrainingHeapScope heap;
+  // The largest micro-batch any pass can run: under the token budget (a longer row alone),
+  // else every row at once.
+  const int64_t row_tokens = batch.ids.size(1);
+  const int64_t largest = cfg.train.micro_batch_tokens > 0 ? std::max(cfg.train.micro_batch_tokens, row_tokens) : batch.ids.numel();
+  const int64_t width = std::max<int64_t>(policy->config().hidden_size, anchor ? anchor->config().hidden_size : 0);
+  TrainingHeapScope heap(cfg.train.compact_heap_for(largest, width));
   UpdateStats u;
   u.agg.entropy_kept = 0;  // a token-weighted sum below
   const int64_t N = batch.ids.size(0);

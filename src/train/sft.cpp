@@ -558,7 +558,10 @@ nlohmann::json train_step(const StepContext& c, int64_t step, DataCursor& data, 
   std::map<std::string, double> weights =
       c.distiller ? c.distiller->schedule().weights_at(step) : std::map<std::string, double>{{"ce", 1.0}};
   if (draw.on_policy) weights["ce"] = 0.0;  // no reference completion: the teacher is the only target
-  TrainingHeapScope heap;  // after step_batches: an on-policy draw samples under the default heap
+  int64_t largest = 0;  // tokens of the largest micro-batch, padding included
+  for (const Batch& b : micro) largest = std::max<int64_t>(largest, b.ids.numel());
+  const int64_t width = std::max<int64_t>(c.model.config().hidden_size, c.distiller ? c.distiller->teacher_hidden_size() : 0);
+  TrainingHeapScope heap(c.cfg.train.compact_heap_for(largest, width));  // after step_batches: an on-policy draw samples under the default heap
   StepLoss l = forward_backward(c, micro, weights);
   const double grad_norm = clip_grad_norm(c.params, c.cfg.optim.grad_clip);
   const double lr = learning_rate(c.cfg.optim, step, c.cfg.steps);

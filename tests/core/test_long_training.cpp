@@ -14,7 +14,7 @@
 #include "model/transformer.h"   // defines: Qwen2ForCausalLM
 #include "rollout/logprobs.h"    // defines: token_logprobs
 #include "train/distill_losses.h"  // defines: logit_loss_rows
-#include "train/micro_batch.h"   // defines: split_by_token_budget
+#include "train/micro_batch.h"   // defines: split_by_token_budget, MicroBatchConfig
 #include "train/optim.h"         // defines: AdamW
 
 // Last: Torch's logging headers define CHECK too; Catch's must win.
@@ -460,4 +460,23 @@ TEST_CASE("split_by_token_budget: packed sums and padded rectangles stay within 
   CHECK(retort::split_by_token_budget({5, 4, 3, 9, 1}, 10, /*packed=*/false) == V{{0, 1}, {2}, {3}, {4}});
   CHECK(retort::split_by_token_budget({12, 2}, 10, /*packed=*/true) == V{{0}, {1}});  // longer than the budget: alone
   CHECK(retort::split_by_token_budget({}, 10, true).empty());
+}
+
+TEST_CASE("compact_heap: auto compacts the long steps of real shapes and leaves the demo's alone", "[unit]") {
+  retort::MicroBatchConfig t;  // compact_heap = "auto"
+  // The demo's GRPO update: 64 rows of 270 tokens, the anchor teacher 96 wide (6.6 MB a hidden state).
+  CHECK_FALSE(t.compact_heap_for(64 * 270, 96));
+  // The demo's teacher SFT: 16 traces padded to 384 tokens, 96 wide.
+  CHECK_FALSE(t.compact_heap_for(16 * 384, 96));
+  // Qwen2.5-0.5B (896 wide): 8k and 4k tokens compact, 2k not (the measured cost is 5% there).
+  CHECK(t.compact_heap_for(8192, 896));
+  CHECK(t.compact_heap_for(4096, 896));
+  CHECK_FALSE(t.compact_heap_for(2048, 896));
+  // R1-Distill-Qwen-1.5B (1536 wide) from 2k tokens a micro-batch.
+  CHECK(t.compact_heap_for(2048, 1536));
+  CHECK_FALSE(t.compact_heap_for(1024, 1536));
+  t.compact_heap = "on";
+  CHECK(t.compact_heap_for(1, 1));
+  t.compact_heap = "off";
+  CHECK_FALSE(t.compact_heap_for(16384, 1536));
 }
