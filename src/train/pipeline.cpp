@@ -188,9 +188,31 @@ std::string content_hash(const std::string& path) {
   return hex;
 }
 
-json input_hashes(const std::vector<std::string>& inputs) {
+// An input's key in stage.json: its path relative to the run folder `root` when it lies inside
+// it (all of the pipeline's inputs do), so that a run folder copied or moved elsewhere (a
+// second GRPO seed on a copy of runs/demo) still matches its records.
+std::string input_key(const std::string& root, const std::string& path) {
+  const std::string prefix = root + "/";
+  return path.compare(0, prefix.size(), prefix) == 0 ? path.substr(prefix.size()) : path;
+}
+
+// A stage's config as stage.json records and compares it: paths inside the run folder written
+// as "{run_dir}/..." (the stage configs name their inputs by path), for the same reason.
+json within_run(const json& x, const std::string& root) {
+  if (x.is_string()) {
+    const std::string& v = x.get_ref<const std::string&>();
+    if (v == root) return "{run_dir}";
+    return v.compare(0, root.size() + 1, root + "/") == 0 ? json("{run_dir}/" + v.substr(root.size() + 1)) : x;
+  }
+  if (!x.is_structured()) return x;
+  json out = x;
+  for (auto it = out.begin(); it != out.end(); ++it) *it = within_run(*it, root);
+  return out;
+}
+
+json input_hashes(const std::string& root, const std::vector<std::string>& inputs) {
   json out = json::object();
-  for (const auto& path : inputs) out[path] = content_hash(path);
+  for (const auto& path : inputs) out[input_key(root, path)] = content_hash(path);
   return out;
 }
 
@@ -205,28 +227,28 @@ json canonical_as_written(const json& doc) { return doc; }
 // A finished stage leaves DIR/stage.json: its resolved config and the hashes of its inputs.
 // Returns true when the stage can be skipped; throws when it finished under a different
 // config (naming the keys that differ) or from different inputs.
-bool finished_earlier(const std::string& dir, const json& doc, Canonical canonical, const std::string& key_prefix,
+bool finished_earlier(const std::string& root, const std::string& dir, const json& doc, Canonical canonical, const std::string& key_prefix,
                       const std::vector<std::string>& inputs, const std::string& stage, const std::string& where) {
   const std::string marker = dir + "/stage.json";
   if (!fs::exists(marker)) return false;
   json before = load_json_file(marker);
-  const json now_config = canonical(doc);
-  const json then_config = before.is_object() && before.contains("config") ? canonical(before["config"]) : json();
+  const json now_config = within_run(canonical(doc), root);
+  const json then_config = before.is_object() && before.contains("config") ? within_run(canonical(before["config"]), root) : json();
   if (then_config != now_config) {
     throw Error(ErrorInfo{"the " + stage + " stage in " + dir + " finished under a different config", where,
                           "the config recorded in " + marker,
                           then_config.is_null() ? std::string("no config recorded") : config_differences(then_config, now_config, key_prefix),
                           "use a new run_dir, or delete " + dir + " (and the stages after it) to train it again"});
   }
-  const json now = input_hashes(inputs);
   const json& then = before.contains("inputs") ? before["inputs"] : json::object();
-  for (auto it = now.begin(); it != now.end(); ++it) {
-    const std::string& path = it.key();
-    const json& hash = it.value();
-    if (!then.contains(path) || then[path] != hash) {
+  for (const auto& path : inputs) {
+    const std::string hash = content_hash(path);
+    // Records written before keys were relative to the run folder hold the path itself.
+    const std::string key = then.contains(input_key(root, path)) ? input_key(root, path) : path;
+    if (!then.contains(key) || then[key] != hash) {
       throw Error(ErrorInfo{"the " + stage + " stage in " + dir + " was made from other inputs than the ones now in the run directory",
-                            where, path + " as recorded in " + marker + " (hash " + (then.contains(path) ? then[path].get<std::string>() : "none") + ")",
-                            "hash " + hash.get<std::string>(),
+                            where, path + " as recorded in " + marker + " (hash " + (then.contains(key) ? then[key].get<std::string>() : "none") + ")",
+                            "hash " + hash,
                             "an earlier stage was redone; delete " + dir + " (and the stages after it) to redo it from the new inputs"});
     }
   }
@@ -235,10 +257,10 @@ bool finished_earlier(const std::string& dir, const json& doc, Canonical canonic
 }
 
 // Records the config resolved (every default written out), so that stage.json says exactly
-// what the stage ran with.
-void mark_finished(const std::string& dir, const json& doc, Canonical canonical, const std::vector<std::string>& inputs) {
+// what the stage ran with (paths in the run folder as "{run_dir}/...", within_run).
+void mark_finished(const std::string& root, const std::string& dir, const json& doc, Canonical canonical, const std::vector<std::string>& inputs) {
   make_dirs(dir);
-  write_json_file_atomic(dir + "/stage.json", json{{"config", canonical(doc)}, {"inputs", input_hashes(inputs)}}, 2);
+  write_json_file_atomic(dir + "/stage.json", json{{"config", within_run(canonical(doc), root)}, {"inputs", input_hashes(root, inputs)}}, 2);
 }
 
 std::vector<std::string> read_lines(const std::string& path) {
@@ -288,7 +310,7 @@ PipelineConfig parse_pipeline_config(const json& doc_in, const std::string& wher
 double run_data_stage(const PipelineConfig& cfg, const Paths& p, const std::string& where) {
   const double t0 = now_seconds();
   json data_doc = config_to_json(cfg.data);
-  if (!finished_earlier(p.data, data_doc, canonical_as_written, "data.", {}, "data", where)) {
+  if (!finished_earlier(p.root, p.data, data_doc, canonical_as_written, "data.", {}, "data", where)) {
     SyntheticData data = generate_synthetic(cfg.data);
     SyntheticFiles files = write_synthetic(data, p.data, /*tokenizer_corpus=*/true);
     std::vector<std::string> math = read_lines(files.rl_math), code = read_lines(files.rl_code);
@@ -302,7 +324,7 @@ double run_data_stage(const PipelineConfig& cfg, const Paths& p, const std::stri
     log_info("pipeline: data: " + std::to_string(data.train.size()) + " training traces, " + std::to_string(data.valid.size()) +
              " validation traces, " + std::to_string(math.size() + code.size()) + " RL prompts, " +
              std::to_string(data.eval_math.size()) + " + " + std::to_string(data.eval_code.size()) + " held-out math + code prompts");
-    mark_finished(p.data, data_doc, canonical_as_written, {});
+    mark_finished(p.root, p.data, data_doc, canonical_as_written, {});
   }
   return now_seconds() - t0;
 }
@@ -313,13 +335,13 @@ double run_tokenizer_stage(const PipelineConfig& cfg, const Paths& p, const std:
   const std::string dir = fs::path(p.tokenizer).parent_path().string();
   json tok_doc = config_to_json(cfg.tokenizer);
   const std::vector<std::string> tok_inputs = {p.data + "/tokenizer.jsonl"};
-  if (!finished_earlier(dir, tok_doc, canonical_as_written, "tokenizer.", tok_inputs, "tokenizer", where)) {
+  if (!finished_earlier(p.root, dir, tok_doc, canonical_as_written, "tokenizer.", tok_inputs, "tokenizer", where)) {
     BpeTrainerStats stats;
     json tok = train_bpe(read_training_texts(p.data + "/tokenizer.jsonl"), cfg.tokenizer, &stats);
     make_dirs(dir);
     write_json_file_atomic(p.tokenizer, tok, 2);
     log_info("pipeline: tokenizer: " + std::to_string(stats.merges) + " merges on " + std::to_string(stats.texts) + " texts");
-    mark_finished(dir, tok_doc, canonical_as_written, tok_inputs);
+    mark_finished(p.root, dir, tok_doc, canonical_as_written, tok_inputs);
   }
   return now_seconds() - t0;
 }
@@ -344,18 +366,18 @@ std::vector<TrainedStage> trained_stages(const Paths& p, const StageDocs& docs) 
 
 // teacher, student, grpo: trains the stage unless it is not among the stages or finished
 // earlier (reused). -> its row of the table, without the evaluation.
-StageSummary train_stage(const PipelineConfig& cfg, const TrainedStage& t, const std::string& where) {
+StageSummary train_stage(const PipelineConfig& cfg, const Paths& p, const TrainedStage& t, const std::string& where) {
   StageSummary s;
   s.stage = t.stage;
   s.label = cfg.data.tools == "none" ? t.stage : t.stage + "+tools";
   s.model = t.model;
-  if (wants(cfg, t.stage) && !finished_earlier(t.dir, *t.doc, t.canonical, t.stage + ".", t.inputs, t.stage, where)) {
+  if (wants(cfg, t.stage) && !finished_earlier(p.root, t.dir, *t.doc, t.canonical, t.stage + ".", t.inputs, t.stage, where)) {
     const double t0 = now_seconds();
     log_info("pipeline: " + t.stage + " -> " + t.model);
     if (t.stage == "grpo") run_grpo(*t.doc, where + " (grpo)");
     else run_sft(*t.doc, where + " (" + t.stage + ")");
     s.train_s = now_seconds() - t0;
-    mark_finished(t.dir, *t.doc, t.canonical, t.inputs);
+    mark_finished(p.root, t.dir, *t.doc, t.canonical, t.inputs);
   }
   if (fs::exists(t.model)) s.parameters = count_parameters(t.model);
   return s;
@@ -376,9 +398,9 @@ void evaluate_stage(StageSummary& s, const StageDocs& docs, const Paths& p, cons
   const std::string eval_json = dir + "/eval.json";
   const double t0 = now_seconds();
   const std::vector<std::string> eval_inputs = {p.data + "/eval.math.jsonl", p.data + "/eval.code.jsonl", p.tokenizer, s.model};
-  if (!finished_earlier(dir, ed, canonical_config<EvalConfig>, "eval.", eval_inputs, "eval of " + s.stage, where) || !fs::exists(eval_json)) {
+  if (!finished_earlier(p.root, dir, ed, canonical_config<EvalConfig>, "eval.", eval_inputs, "eval of " + s.stage, where) || !fs::exists(eval_json)) {
     run_eval(ed, where + " (eval of " + s.stage + ")");
-    mark_finished(dir, ed, canonical_config<EvalConfig>, eval_inputs);
+    mark_finished(p.root, dir, ed, canonical_config<EvalConfig>, eval_inputs);
   }
   s.eval_s = now_seconds() - t0;
   json ev = load_json_file(eval_json);
@@ -500,7 +522,7 @@ PipelineResult run_pipeline(const json& doc_in, const std::string& where, const 
   // Each model is evaluated as soon as it is trained, and its row shown before the next
   // stage starts: the table grows while the pipeline runs.
   for (const TrainedStage& t : trained_stages(p, docs)) {
-    StageSummary s = train_stage(cfg, t, where);
+    StageSummary s = train_stage(cfg, p, t, where);
     if (wants(cfg, "eval")) evaluate_stage(s, docs, p, where);
     result.stages.push_back(s);
     const bool first_row = result.stages.size() == 1 && result.compared.empty();

@@ -374,6 +374,23 @@ TEST_CASE("pipeline: a small end-to-end run, then a rerun that reuses every stag
   // stage.json records the resolved config, defaults included.
   CHECK(retort::load_json_file(run + "/grpo/stage.json")["config"]["loss"]["kl_estimator"] == "k3");
 
+  // A copy of the run folder elsewhere (a second GRPO seed on a copy, a moved folder) is the same
+  // run: stage.json records its inputs relative to the run folder, so every stage is reused.
+  {
+    const std::string copy = run + "_copy";
+    fs::remove_all(copy);
+    fs::copy(run, copy, fs::copy_options::recursive);
+    retort::PipelineResult moved = retort::run_pipeline(small_pipeline(copy), "pipeline test");
+    REQUIRE(moved.stages.size() == 3);
+    for (size_t i = 0; i < 3; ++i) {
+      INFO(moved.stages[i].stage);
+      CHECK(moved.stages[i].train_s == 0.0);
+      CHECK(moved.stages[i].all_pass1 == r.stages[i].all_pass1);
+    }
+    CHECK(count_lines(copy + "/grpo/chains.jsonl") == chains_before);
+    fs::remove_all(copy);
+  }
+
   // A changed stage config is refused, naming the key and both values: the stage's checkpoints
   // belong to the old one.
   json changed = small_pipeline(run);
