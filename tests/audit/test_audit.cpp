@@ -23,6 +23,7 @@
 #include "audit/report.h"
 #include "common/error.h"
 #include "error_of.h"  // defines: error_of
+#include "jsonl_files.h"  // defines: read_text
 
 #include <catch2/catch.hpp>
 #include "run_capture.h"  // defines: run_to_file
@@ -180,13 +181,6 @@ int64_t count_matches(const std::string& path, const ChainFilter& filter) {
 template <class Pred>
 int64_t count_if(const std::vector<Gen>& v, Pred p) {
   return std::count_if(v.begin(), v.end(), p);
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 }  // namespace
@@ -557,7 +551,7 @@ TEST_CASE("audit: report.html has every section, caps the chains and escapes mod
   CHECK(res.chains == static_cast<int64_t>(gen.size()));
   CHECK(res.metric_rows == 6);  // the cut last metrics line is skipped
   CHECK(res.eval);
-  std::string html = read_file(res.path);
+  std::string html = read_text(res.path);
   for (const char* id : {"id=\"summary\"", "id=\"eval\"", "id=\"metrics\"", "id=\"pass-rate\"", "id=\"lengths\"",
                          "id=\"failures\"", "id=\"flags\"", "id=\"chains\"", "id=\"chains-data\""})
     CHECK(html.find(id) != std::string::npos);
@@ -596,7 +590,7 @@ TEST_CASE("audit: report.html has every section, caps the chains and escapes mod
   opt.out = dir + "/small.html";
   res = write_report(opt);
   CHECK(res.embedded == 10);
-  html = read_file(opt.out);
+  html = read_text(opt.out);
   CHECK(html.find("left out: " + std::to_string(gen.size() - 10)) != std::string::npos);
   a = html.find(open) + open.size();
   data = json::parse(html.substr(a, html.find("</script>", a) - a));
@@ -626,7 +620,7 @@ TEST_CASE("audit: report.html opens with RUN_DIR/results.json's table, before th
   ReportOptions opt;
   opt.run_dir = dir;
   // Without results.json the page opens with the run summary, as before.
-  std::string html = read_file(write_report(opt).path);
+  std::string html = read_text(write_report(opt).path);
   CHECK(html.find("id=\"results\"") == std::string::npos);
   CHECK(html.find("<section") == html.find("<section id=\"summary\">"));
 
@@ -637,7 +631,7 @@ TEST_CASE("audit: report.html opens with RUN_DIR/results.json's table, before th
   std::ofstream(dir + "/results.json") << table.dump();
   ReportResult res = write_report(opt);
   CHECK(res.results);
-  html = read_file(res.path);
+  html = read_text(res.path);
   // The first section is the table; the chain browser comes after it.
   const size_t first = html.find("<section");
   REQUIRE(first != std::string::npos);
@@ -694,24 +688,24 @@ TEST_CASE("audit: the retort CLI runs audit and report on a fixture run", "[unit
   };
   std::string out = dir + "/cli.out";
   REQUIRE(run({"audit", dir, "--failed", "math", "--step", "2:5"}, out) == 0);
-  std::string text = read_file(out);
+  std::string text = read_text(out);
   int64_t want = count_if(gen, [](const Gen& c) { return c.is_math && !c.math_passed && c.step >= 2 && c.step <= 5; });
   CHECK(std::count(text.begin(), text.end(), '\n') == want);
 
   CHECK(run({"audit", dir, "--summary", "--prompt", "p3"}, out) == 0);
-  CHECK(read_file(out).find("prompt p3 across steps") != std::string::npos);
+  CHECK(read_text(out).find("prompt p3 across steps") != std::string::npos);
 
   // Bad flags: non-zero exit, nothing on stdout, one message on stderr.
   CHECK(run({"audit", dir, "--stepp", "3"}, out) != 0);
   CHECK(run({"audit", dir, "--step", "a:b"}, out) != 0);
-  CHECK(read_file(out).empty());
-  CHECK(read_file(out + ".err").find("--step") != std::string::npos);
+  CHECK(read_text(out).empty());
+  CHECK(read_text(out + ".err").find("--step") != std::string::npos);
   CHECK(run({"audit", dir, "--passed", "maths"}, out) != 0);
 
   fs::remove(dir + "/report.html");
   REQUIRE(run({"report", dir}, out) == 0);
   CHECK(fs::exists(dir + "/report.html"));
-  CHECK(json::parse(read_file(out))["chains"] == static_cast<int64_t>(gen.size()));
+  CHECK(json::parse(read_text(out))["chains"] == static_cast<int64_t>(gen.size()));
 }
 
 TEST_CASE("audit: report.html renders in headless Chromium and hostile text stays text", "[unit]") {

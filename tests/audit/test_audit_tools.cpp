@@ -23,6 +23,7 @@
 #include "audit/query.h"          // defines: ChainFilter, ChainQuery, Summary, prints_only_constants
 #include "audit/report.h"         // defines: write_report
 #include "error_of.h"             // defines: error_of
+#include "jsonl_files.h"  // defines: read_text
 #include "rewards/tool_calls.h"   // defines: ToolCallRecord, to_json
 
 #include <catch2/catch.hpp>
@@ -121,13 +122,6 @@ std::set<std::string> matching(const std::string& dir, const ChainFilter& filter
   while (r.next(c, raw))
     if (q.matches(view_chain(c, "x"), c)) ids.insert(c["prompt_id"].get<std::string>());
   return ids;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 }  // namespace
@@ -366,7 +360,7 @@ TEST_CASE("audit tools: report.html shows the calls in the chain browser", "[uni
   opt.per_step = 100;
   ReportResult res = write_report(opt);
   REQUIRE(res.embedded == 7);
-  std::string html = read_file(res.path);
+  std::string html = read_text(res.path);
   CHECK(html.find("<section id=\"tools\">") != std::string::npos);
   CHECK(html.find("9 calls in 6 of 7 chains") != std::string::npos);
   CHECK(html.find("id=\"f-tool\"") != std::string::npos);
@@ -451,7 +445,7 @@ TEST_CASE("audit tools: the retort CLI filters by tool status and count", "[unit
   };
   auto ids = [&](const std::string& path) {
     std::set<std::string> out;
-    std::istringstream in(read_file(path));
+    std::istringstream in(read_text(path));
     for (std::string line; std::getline(in, line);) out.insert(json::parse(line)["prompt_id"].get<std::string>());
     return out;
   };
@@ -463,5 +457,5 @@ TEST_CASE("audit tools: the retort CLI filters by tool status and count", "[unit
   REQUIRE(run({"audit", dir, "--flag", "answer_from_constant_print"}, out) == 0);
   CHECK(ids(out) == std::set<std::string>{"c2"});
   CHECK(run({"audit", dir, "--tool-status", "hung"}, out) != 0);
-  CHECK(read_file(out + ".err").find("--tool-status") != std::string::npos);
+  CHECK(read_text(out + ".err").find("--tool-status") != std::string::npos);
 }

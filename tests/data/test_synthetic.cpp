@@ -17,6 +17,7 @@
 #include "data/synthetic.h"
 #include "data/traces.h"    // defines: load_traces
 #include "tokenizer/text_io.h"  // defines: read_training_texts
+#include "jsonl_files.h"  // defines: read_text
 #include "test_paths.h"  // defines: RETORT_SOURCE_DIR, RETORT_BINARY_DIR
 
 namespace fs = std::filesystem;
@@ -37,13 +38,6 @@ SyntheticOptions small_options(int64_t seed) {
   o.rl.math = 60, o.rl.code = 30;
   o.eval.math = 50, o.eval.code = 25;
   return o;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
 }
 
 std::string out_dir(const std::string& name) {
@@ -100,10 +94,10 @@ TEST_CASE("synthetic data: the same seed gives the same bytes, another seed othe
   retort::write_synthetic(retort::generate_synthetic(small_options(8)), c);
   for (const auto& f : kFiles) {
     INFO(f);
-    std::string fa = slurp(a + "/" + f);
+    std::string fa = read_text(a + "/" + f);
     REQUIRE_FALSE(fa.empty());
-    CHECK(fa == slurp(b + "/" + f));
-    CHECK(fa != slurp(c + "/" + f));
+    CHECK(fa == read_text(b + "/" + f));
+    CHECK(fa != read_text(c + "/" + f));
   }
 }
 
