@@ -322,14 +322,18 @@ TEST_CASE("pipeline: a small end-to-end run, then a rerun that reuses every stag
 
   // A rerun with the same config trains nothing and reports the same numbers.
   const size_t chains_before = count_lines(run + "/grpo/chains.jsonl");
+  // A rerun that reused every stage: nothing trained, the same figures, GRPO did not sample again.
+  auto check_all_reused = [&](const retort::PipelineResult& rerun, const std::string& dir) {
+    REQUIRE(rerun.stages.size() == 3);
+    for (size_t i = 0; i < 3; ++i) {
+      INFO(rerun.stages[i].stage);
+      CHECK(rerun.stages[i].train_s == 0.0);
+      CHECK(rerun.stages[i].all_pass1 == r.stages[i].all_pass1);
+    }
+    CHECK(count_lines(dir + "/grpo/chains.jsonl") == chains_before);
+  };
   retort::PipelineResult again = retort::run_pipeline(small_pipeline(run), "pipeline test");
-  REQUIRE(again.stages.size() == 3);
-  for (size_t i = 0; i < 3; ++i) {
-    INFO(again.stages[i].stage);
-    CHECK(again.stages[i].train_s == 0.0);
-    CHECK(again.stages[i].all_pass1 == r.stages[i].all_pass1);
-  }
-  CHECK(count_lines(run + "/grpo/chains.jsonl") == chains_before);  // GRPO did not sample again
+  check_all_reused(again, run);
 
   // `retort run` prints each row as its stage is done (here: reused), between the stages'
   // log lines on stderr, and the whole table at the end.
@@ -364,13 +368,7 @@ TEST_CASE("pipeline: a small end-to-end run, then a rerun that reuses every stag
   spelled["grpo"]["loss"]["kl_estimator"] = "k3";
   spelled["eval"]["rewards"]["sandbox"] = {{"warm_workers", false}};
   retort::PipelineResult same = retort::run_pipeline(spelled, "pipeline test");
-  REQUIRE(same.stages.size() == 3);
-  for (size_t i = 0; i < 3; ++i) {
-    INFO(same.stages[i].stage);
-    CHECK(same.stages[i].train_s == 0.0);
-    CHECK(same.stages[i].all_pass1 == r.stages[i].all_pass1);
-  }
-  CHECK(count_lines(run + "/grpo/chains.jsonl") == chains_before);
+  check_all_reused(same, run);
   // stage.json records the resolved config, defaults included.
   CHECK(retort::load_json_file(run + "/grpo/stage.json")["config"]["loss"]["kl_estimator"] == "k3");
 
@@ -381,13 +379,7 @@ TEST_CASE("pipeline: a small end-to-end run, then a rerun that reuses every stag
     fs::remove_all(copy);
     fs::copy(run, copy, fs::copy_options::recursive);
     retort::PipelineResult moved = retort::run_pipeline(small_pipeline(copy), "pipeline test");
-    REQUIRE(moved.stages.size() == 3);
-    for (size_t i = 0; i < 3; ++i) {
-      INFO(moved.stages[i].stage);
-      CHECK(moved.stages[i].train_s == 0.0);
-      CHECK(moved.stages[i].all_pass1 == r.stages[i].all_pass1);
-    }
-    CHECK(count_lines(copy + "/grpo/chains.jsonl") == chains_before);
+    check_all_reused(moved, copy);
     fs::remove_all(copy);
   }
 
