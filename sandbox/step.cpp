@@ -351,7 +351,11 @@ void StepRun::start() {
 
 void StepRun::kill_tree(KillReason reason) {
   if (finished_) return;
-  if (outcome_.killed == KillReason::None && !exited_) outcome_.killed = reason;
+  // Output over the cap is a verdict on the bytes, whenever the reader gets to them: a program
+  // that wrote them and exited first exceeded the cap all the same. A timer that fires after
+  // the exit kills nothing and says nothing.
+  const bool output = reason == KillReason::Stdout || reason == KillReason::Stderr;
+  if (outcome_.killed == KillReason::None && (!exited_ || output)) outcome_.killed = reason;
   if (pid_ > 0 && !exited_) {
     kill(pid_, SIGKILL);  // bwrap: its pid namespace dies with it (--die-with-parent), or the bare program
     if (!cgroup_.active()) kill(-pid_, SIGKILL);  // rlimits-only without cgroups: its process group

@@ -326,8 +326,13 @@ void WarmRun::start() {
 }
 
 void WarmRun::limit(KillReason why) {
-  if (finished_ || reported_) return;
+  if (finished_) return;
+  // Output over the cap is a verdict on the bytes (see StepRun::kill_tree): it stands when the
+  // server reported the job's end before the reader got to them. A late timer says nothing.
+  const bool output = why == KillReason::Stdout || why == KillReason::Stderr;
+  if (reported_ && !output) return;
   if (killed_ == KillReason::None) killed_ = why;
+  if (reported_) return;  // the job has ended: nothing left to kill
   w_->kill_job_processes();
   // The server now reports the killed child; if it does not (it was stopped or killed by
   // the job), the worker goes.
