@@ -35,7 +35,7 @@ struct MicroBatchConfig {
   // (TrainingHeapScope, common/platform.h): on | off | auto (on when one float32 hidden state
   // of the step's largest micro-batch, tokens x width x 4 bytes, reaches kAutoCompactHeapBytes).
   // On, the heap holds only live tensors: 280-300 MB less for a 2-layer Qwen2.5-0.5B shape at
-  // 1k-2k tokens, 780-880 MB at 8k (docs/long_traces.md). The price is a page fault per 4 KiB
+  // 1k-2k tokens, 780-910 MB at 8k (docs/long_traces.md). The price is a page fault per 4 KiB
   // of every fresh mapping, which a narrow model's step cannot hide: the demo's teacher SFT ran
   // 1.37x faster and its GRPO steps 1.63x faster without it, the 0.5B shape 1.14x at 1k tokens
   // and 1.05x at 2k.
