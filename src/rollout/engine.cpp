@@ -17,7 +17,7 @@
 #include "common/hash.h"             // defines: mix_seed
 #include "rollout/block_manager.h"   // defines: BlockManager
 #include "rollout/model_runner.h"    // defines: ModelRunner
-#include "rollout/sampler.h"         // defines: sample, Rollout, SamplerOptions, pick_tokens
+#include "rollout/sampler.h"         // defines: sample, Rollout, SamplerOptions, draw_tokens
 #include "rollout/scheduler.h"       // defines: Scheduler
 #include "rollout/sequence.h"        // defines: Sequence
 #include "rollout/tools.h"           // defines: fit_observation, observation_detail
@@ -296,28 +296,46 @@ Rollout sample(Qwen2ForCausalLMImpl& model, const std::vector<std::vector<int32_
       st.idle_slot_steps += static_cast<int64_t>(batch.items.size()) < slots;
       st.decode_steps_with_paused += scheduler.num_paused() > 0;
     }
-    // log p under the tempered policy, the one the tokens are drawn from (top-k/top-p not applied).
-    auto logp = torch::log_softmax(logits / lp_temperature, -1);  // [I, V]
+    // One draw per sampler (a prompt's prefill row samples the first token of each of its G
+    // completions; a chunk before a prompt's last has none), batched over the step: draw r is
+    // logits row rows[r], drawn with that sequence's generator.
+    std::vector<int64_t> rows;
+    std::vector<Sequence*> drawers;
+    std::vector<at::Generator*> draw_gens;
     for (size_t i = 0; i < batch.items.size(); ++i) {
       for (Sequence* s : batch.items[i].samplers) {
-        auto row = logits.narrow(0, static_cast<int64_t>(i), 1);  // [1, V]
-        int64_t tok = pick_tokens(row, opts, gens[static_cast<size_t>(s->id)]).item<int64_t>();  // one draw per sampled id
-        if (!opts.forced_tokens.empty()) {
-          const auto& forced_ids = opts.forced_tokens[static_cast<size_t>(s->id)];
-          if (s->sampled < static_cast<int64_t>(forced_ids.size())) tok = forced_ids[static_cast<size_t>(s->sampled)];
-        }
-        s->completion.push_back(static_cast<int32_t>(tok));
-        s->logprobs.push_back(logp[static_cast<int64_t>(i)][tok].item<float>());
-        s->observation.push_back(0);
-        ++s->sampled;
-        const int64_t n = static_cast<int64_t>(s->completion.size());
-        const bool forced = !opts.forced_lengths.empty() && n >= opts.forced_lengths[static_cast<size_t>(s->id)];
-        s->stopped = forced || stop_ids.count(tok) > 0;
-        if (s->stopped || n >= Lmax) {
-          finish(*s);
-        } else if (tools_on) {
-          maybe_call(*s);
-        }
+        rows.push_back(static_cast<int64_t>(i));
+        drawers.push_back(s);
+        draw_gens.push_back(&gens[static_cast<size_t>(s->id)]);
+      }
+    }
+    if (rows.empty()) continue;
+    bool identity = static_cast<int64_t>(rows.size()) == logits.size(0);
+    for (size_t r = 0; identity && r < rows.size(); ++r) identity = rows[r] == static_cast<int64_t>(r);
+    auto drawn = draw_tokens(identity ? logits : logits.index_select(0, torch::tensor(rows, torch::kLong)), opts,
+                             draw_gens);  // [R] int64
+    const int64_t* drawn_ids = drawn.data_ptr<int64_t>();
+    // log p under the tempered policy, the one the tokens are drawn from (top-k/top-p not applied).
+    auto logp = torch::log_softmax(logits / lp_temperature, -1);  // [I, V]
+    auto lpa = logp.accessor<float, 2>();
+    for (size_t r = 0; r < rows.size(); ++r) {
+      Sequence* s = drawers[r];
+      int64_t tok = drawn_ids[r];
+      if (!opts.forced_tokens.empty()) {
+        const auto& forced_ids = opts.forced_tokens[static_cast<size_t>(s->id)];
+        if (s->sampled < static_cast<int64_t>(forced_ids.size())) tok = forced_ids[static_cast<size_t>(s->sampled)];
+      }
+      s->completion.push_back(static_cast<int32_t>(tok));
+      s->logprobs.push_back(lpa[rows[r]][tok]);
+      s->observation.push_back(0);
+      ++s->sampled;
+      const int64_t n = static_cast<int64_t>(s->completion.size());
+      const bool forced = !opts.forced_lengths.empty() && n >= opts.forced_lengths[static_cast<size_t>(s->id)];
+      s->stopped = forced || stop_ids.count(tok) > 0;
+      if (s->stopped || n >= Lmax) {
+        finish(*s);
+      } else if (tools_on) {
+        maybe_call(*s);
       }
     }
   }

@@ -5,7 +5,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>  // defines: at::detail::createCPUGenerator
 
-#include <algorithm>  // defines: std::max
+#include <algorithm>  // defines: std::max, std::min, std::upper_bound
 #include <limits>     // defines: std::numeric_limits
 #include <mutex>      // defines: std::lock_guard
 
@@ -83,6 +83,48 @@ torch::Tensor pick_tokens(const torch::Tensor& logits, const SamplerOptions& opt
     x = x.scatter(-1, idx, vals.masked_fill(before >= opts.top_p, -inf));
   }
   return torch::softmax(x, -1).multinomial(1, /*replacement=*/false, gen).squeeze(-1);  // [A]
+}
+
+torch::Tensor draw_tokens(const torch::Tensor& logits, const SamplerOptions& opts, const std::vector<at::Generator*>& gens) {
+  const int64_t R = logits.size(0), V = logits.size(1);
+  if (static_cast<int64_t>(gens.size()) != R || !logits.device().is_cpu()) {
+    throw Error(ErrorInfo{"draw_tokens needs CPU logits and one generator per row", "sampler",
+                          std::to_string(R) + " generators, CPU", std::to_string(gens.size()) + ", " + logits.device().str(),
+                          "this is a bug in the caller"});
+  }
+  if (opts.greedy || opts.temperature <= 0) return logits.argmax(-1);  // [R]
+  const double inf = std::numeric_limits<double>::infinity();
+  auto x = logits.to(torch::kFloat) / opts.temperature;  // [R, V]
+  if (opts.top_k > 0 && opts.top_k < V) {
+    auto kth = std::get<0>(x.topk(opts.top_k, -1)).narrow(-1, opts.top_k - 1, 1);  // [R, 1]
+    x = x.masked_fill(x < kth, -inf);
+  }
+  torch::Tensor order;  // [R, V] vocabulary id at each position of x (undefined: x is in vocabulary order)
+  if (opts.top_p < 1.0) {
+    // Nucleus, drawn in sorted order: keep tokens, most likely first, while the probability
+    // before them is < top_p (the set pick_tokens keeps).
+    auto sorted = x.sort(-1, /*descending=*/true);
+    x = std::get<0>(sorted), order = std::get<1>(sorted);  // [R, V]
+    auto p = torch::softmax(x, -1);
+    x = x.masked_fill(p.cumsum(-1) - p >= opts.top_p, -inf);
+  }
+  // Inverse transform: the first position whose cumulative probability exceeds u * total.
+  auto cdf = torch::softmax(x, -1).to(torch::kDouble).cumsum(-1).contiguous();  // [R, V]
+  auto picked = torch::empty({R}, torch::kLong);                                // [R]
+  const double* c = cdf.data_ptr<double>();
+  int64_t* out = picked.data_ptr<int64_t>();
+  for (int64_t r = 0; r < R; ++r) {
+    uint64_t bits;
+    {
+      std::lock_guard<std::mutex> lock(gens[static_cast<size_t>(r)]->mutex());
+      bits = at::check_generator<at::CPUGeneratorImpl>(*gens[static_cast<size_t>(r)])->random64();
+    }
+    const double u = static_cast<double>(bits >> 11) * 0x1.0p-53;  // [0, 1), 53 random bits
+    const double* row = c + r * V;
+    const int64_t j = std::upper_bound(row, row + V, u * row[V - 1]) - row;
+    out[r] = std::min(j, V - 1);
+  }
+  return order.defined() ? order.gather(1, picked.unsqueeze(1)).squeeze(1).contiguous() : picked;  // [R]
 }
 
 namespace {

@@ -113,7 +113,16 @@ Rollout sample_static(Qwen2ForCausalLMImpl& model, const std::vector<std::vector
                       const SamplerOptions& opts, const DecodeFn& decode = {}, EngineStats* stats = nullptr);
 
 // Picks one token per row of logits [A, V] according to opts (greedy / temperature / top-k /
-// top-p) -> [A] int64. Exposed for tests.
+// top-p) -> [A] int64, with torch's multinomial (one exponential draw per vocabulary entry).
+// The static sampler's token choice; exposed for tests.
 torch::Tensor pick_tokens(const torch::Tensor& logits, const SamplerOptions& opts, at::Generator& gen);
+
+// The engine's token choice: one token per row of CPU logits [R, V], row r drawn with
+// *gens[r] (CPU generators), from the same distribution as pick_tokens (greedy / temperature /
+// top-k / top-p) -> [R] int64. Batched over rows, with one uniform per row (inverse transform
+// over the row's float64 cumulative distribution) instead of V exponentials: at a 32k-152k
+// vocabulary that is the sampler's dominant cost, and at the demo's 768 the per-row calls are.
+// A row's token depends only on its logits and its generator, never on the other rows.
+torch::Tensor draw_tokens(const torch::Tensor& logits, const SamplerOptions& opts, const std::vector<at::Generator*>& gens);
 
 }  // namespace retort

@@ -39,7 +39,7 @@ retort::SamplerOptions base_options() {
   o.max_new_tokens = 20;
   o.temperature = 2.5;  // the fixture model mostly repeats the last token: flatten it so that rows differ
   o.stop_token_ids = {2, 40, 41};  // some rows stop early, others run to max_new_tokens
-  o.seed = 7;
+  o.seed = 23;  // 4 of the 9 completions stop early
   o.block_size = 4;
   return o;
 }

@@ -4,8 +4,10 @@
 
 #include <ATen/CPUGeneratorImpl.h>  // defines: at::detail::createCPUGenerator
 
-#include <algorithm>  // defines: std::count
+#include <algorithm>  // defines: std::count, std::sort
+#include <cmath>      // defines: std::exp, std::log, std::sqrt
 #include <set>        // defines: std::set
+#include <vector>     // defines: std::vector
 
 #include "common/error.h"      // defines: retort::Error
 #include "model/checkpoint.h"  // defines: load_model
@@ -156,4 +158,90 @@ TEST_CASE("the sampler refuses empty prompts and out-of-vocabulary ids", "[unit]
   retort::SamplerOptions o;
   CHECK_THROWS_AS(retort::sample(*model, {{}}, o), retort::Error);
   CHECK_THROWS_AS(retort::sample(*model, {{1, 96}}, o), retort::Error);
+}
+
+namespace {
+
+// Expected token probabilities, computed here from the definitions (not by the sampler):
+// p_i ∝ exp(l_i / T); top-k keeps the k largest; top-p keeps tokens, most likely first, while
+// the probability mass before them is < top_p; what is kept is renormalised.
+std::vector<double> expected_probs(const std::vector<double>& logits, double T, int64_t top_k, double top_p) {
+  const size_t V = logits.size();
+  std::vector<size_t> order(V);
+  for (size_t i = 0; i < V; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return logits[a] > logits[b]; });
+  std::vector<double> p(V, 0.0);
+  const size_t k = top_k > 0 ? static_cast<size_t>(top_k) : V;
+  double z = 0;
+  for (size_t r = 0; r < k; ++r) z += std::exp(logits[order[r]] / T);
+  double before = 0, kept = 0;
+  for (size_t r = 0; r < k; ++r) {
+    const double q = std::exp(logits[order[r]] / T) / z;
+    if (before >= top_p) break;
+    p[order[r]] = q, kept += q, before += q;
+  }
+  for (double& q : p) q /= kept;
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("draw_tokens samples the tempered distribution restricted by top-k and top-p", "[unit]") {
+  const std::vector<double> base = {0.04, 0.4, 0.1, 0.25, 0.06, 0.15};
+  std::vector<double> logits;
+  for (double q : base) logits.push_back(std::log(q));
+  const int64_t R = 40000, V = static_cast<int64_t>(base.size());
+  auto rows = torch::tensor(logits, torch::kFloat).unsqueeze(0).repeat({R, 1});  // [R, V]
+  struct Case { double T; int64_t top_k; double top_p; };
+  for (const Case& c : {Case{1.0, 0, 1.0}, Case{0.6, 0, 1.0}, Case{1.5, 0, 1.0}, Case{1.0, 3, 1.0}, Case{1.0, 0, 0.7},
+                        Case{0.6, 0, 0.95}, Case{1.3, 4, 0.8}}) {
+    INFO("T " << c.T << " top_k " << c.top_k << " top_p " << c.top_p);
+    retort::SamplerOptions o;
+    o.temperature = c.T, o.top_k = c.top_k, o.top_p = c.top_p;
+    auto gen = at::detail::createCPUGenerator(17);
+    std::vector<at::Generator*> gens(static_cast<size_t>(R), &gen);
+    auto t = retort::draw_tokens(rows, o, gens);
+    REQUIRE(t.size(0) == R);
+    auto counts = torch::bincount(t, {}, V);
+    const auto expect = expected_probs(logits, c.T, c.top_k, c.top_p);
+    for (int64_t v = 0; v < V; ++v) {
+      const double p = expect[static_cast<size_t>(v)], f = counts[v].item<double>() / R;
+      INFO("token " << v << ": expected " << p << ", drew " << f);
+      if (p == 0) {
+        CHECK(f == 0);
+      } else {
+        CHECK(std::abs(f - p) <= 5 * std::sqrt(p * (1 - p) / R));  // 5 standard errors
+      }
+    }
+  }
+}
+
+TEST_CASE("draw_tokens: a row's token depends on its logits and generator only", "[unit]") {
+  torch::manual_seed(5);
+  const int64_t R = 9, V = 300;
+  auto logits = torch::randn({R, V}) * 3;  // [R, V]
+  for (double top_p : {1.0, 0.9}) {
+    INFO("top_p " << top_p);
+    retort::SamplerOptions o;
+    o.temperature = 0.8, o.top_p = top_p;
+    std::vector<int64_t> alone;
+    for (int64_t r = 0; r < R; ++r) {
+      auto g = at::detail::createCPUGenerator(100 + static_cast<uint64_t>(r));
+      alone.push_back(retort::draw_tokens(logits.narrow(0, r, 1), o, {&g})[0].item<int64_t>());
+    }
+    // All rows at once, in reverse order, each with a fresh generator of its seed.
+    std::vector<at::Generator> gens;
+    for (int64_t r = R - 1; r >= 0; --r) gens.push_back(at::detail::createCPUGenerator(100 + static_cast<uint64_t>(r)));
+    std::vector<at::Generator*> ptrs;
+    for (auto& g : gens) ptrs.push_back(&g);
+    auto together = retort::draw_tokens(logits.flip({0}), o, ptrs);
+    for (int64_t r = 0; r < R; ++r) CHECK(together[R - 1 - r].item<int64_t>() == alone[static_cast<size_t>(r)]);
+    // The same row under 20 seeds: the generator decides among the likely tokens.
+    std::set<int64_t> distinct;
+    for (uint64_t seed = 0; seed < 20; ++seed) {
+      auto g = at::detail::createCPUGenerator(seed);
+      distinct.insert(retort::draw_tokens(logits.narrow(0, 0, 1) * 0.1, o, {&g})[0].item<int64_t>());
+    }
+    CHECK(distinct.size() > 1);
+  }
 }
