@@ -7,6 +7,8 @@
 #include <string>     // defines: std::string, std::to_string
 #include <vector>     // defines: std::vector
 
+#include <ATen/Parallel.h>  // defines: at::parallel_for
+
 #include "common/error.h"  // defines: retort::Error
 
 namespace retort {
@@ -145,6 +147,117 @@ torch::Tensor chunked_attention(const torch::Tensor& q, const torch::Tensor& k, 
   const int64_t per_row = std::max<int64_t>(1, q.size(0) * q.size(1) * k.size(2));  // B H S scores per query
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(std::max<int64_t>(q.size(2), 1), opts.chunk_elements / per_row));
   return ChunkedAttentionFunction::apply(q, k, v, allowed, chunk);
+}
+
+namespace {
+
+// The dot product of two float rows of width D, in 8 interleaved partial sums (so that the
+// compiler vectorises it without reassociating: the order is fixed by the source, not by the
+// instruction set), then the partial sums pairwise.
+inline float dot8(const float* a, const float* b, int64_t D) {
+  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8) {
+    for (int l = 0; l < 8; ++l) acc[l] += a[d + l] * b[d + l];
+  }
+  for (; d < D; ++d) acc[d & 7] += a[d] * b[d];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+// One (row, kv head) of paged_decode_attention: scores of its n_rep query heads over the L
+// keys at `slots`, softmax, weighted sum of the values. `p` is scratch of n_rep * L floats.
+// Built for AVX2 as well as the baseline where the compiler supports it: lanes are fixed by the
+// source (dot8) and no FMA is enabled, so both builds round the same way.
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void decode_item(const float* qh, const float* kp, const float* vp, const int64_t* slots, int64_t L, int64_t Hkv,
+                 int64_t g, int64_t n_rep, int64_t D, float scale, float* p, float* oh) {
+  for (int64_t s = 0; s < L; ++s) {
+    const float* kr = kp + (slots[s] * Hkv + g) * D;
+    for (int64_t r = 0; r < n_rep; ++r) p[r * L + s] = dot8(qh + r * D, kr, D) * scale;
+  }
+  std::fill(oh, oh + n_rep * D, 0.f);
+  for (int64_t r = 0; r < n_rep; ++r) {
+    float* pr = p + r * L;
+    const float m = *std::max_element(pr, pr + L);
+    for (int64_t s = 0; s < L; ++s) pr[s] = std::exp(pr[s] - m);
+  }
+  for (int64_t s = 0; s < L; ++s) {
+    const float* vr = vp + (slots[s] * Hkv + g) * D;
+    for (int64_t r = 0; r < n_rep; ++r) {
+      const float w = p[r * L + s];
+      float* o = oh + r * D;
+      for (int64_t d = 0; d < D; ++d) o[d] += w * vr[d];
+    }
+  }
+  for (int64_t r = 0; r < n_rep; ++r) {
+    float z = 0.f;
+    for (int64_t s = 0; s < L; ++s) z += p[r * L + s];
+    const float inv = 1.f / z;
+    for (int64_t d = 0; d < D; ++d) oh[r * D + d] *= inv;
+  }
+}
+
+}  // namespace
+
+torch::Tensor paged_decode_attention(const torch::Tensor& q, const torch::Tensor& k_pool, const torch::Tensor& v_pool,
+                                     const torch::Tensor& read_slots, int64_t S, const torch::Tensor& lengths) {
+  constexpr const char* where = "paged_decode_attention";
+  const bool ok = q.dim() == 4 && q.size(2) == 1 && k_pool.dim() == 3 && v_pool.sizes() == k_pool.sizes() &&
+                  k_pool.size(1) > 0 && q.size(1) % k_pool.size(1) == 0 && k_pool.size(2) == q.size(3) &&
+                  q.scalar_type() == torch::kFloat && k_pool.scalar_type() == torch::kFloat &&
+                  v_pool.scalar_type() == torch::kFloat && q.device().is_cpu() && k_pool.device().is_cpu() &&
+                  read_slots.scalar_type() == torch::kLong && read_slots.numel() == q.size(0) * S &&
+                  lengths.scalar_type() == torch::kLong && lengths.numel() == q.size(0) && k_pool.is_contiguous() &&
+                  v_pool.is_contiguous();
+  if (!ok) {
+    throw Error(ErrorInfo{"paged decode attention inputs have inconsistent shapes, dtypes or devices", where,
+                          "CPU float32 q [B, H, 1, D], contiguous k_pool and v_pool [slots, Hkv, D] with H a multiple "
+                          "of Hkv, read_slots [B * S] and lengths [B] int64",
+                          "q " + shape(q) + ", k_pool " + shape(k_pool) + ", v_pool " + shape(v_pool) + ", read_slots " +
+                              shape(read_slots) + " with S " + std::to_string(S) + ", lengths " + shape(lengths),
+                          "use the gathered (eager) attention for other devices, dtypes or several queries per row"});
+  }
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(3), Hkv = k_pool.size(1), n_rep = H / Hkv;
+  const int64_t slots = k_pool.size(0);
+  auto qc = q.contiguous();                          // [B, H, 1, D]
+  auto rs = read_slots.contiguous();
+  auto ln = lengths.contiguous();
+  auto out = torch::empty({B, H, 1, D}, q.options());  // [B, H, 1, D]
+  const float* qp = qc.data_ptr<float>();
+  const float* kp = k_pool.data_ptr<float>();
+  const float* vp = v_pool.data_ptr<float>();
+  const int64_t* sp = rs.data_ptr<int64_t>();
+  const int64_t* lp = ln.data_ptr<int64_t>();
+  float* op = out.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b) {
+    if (lp[b] < 1 || lp[b] > S) {
+      throw Error(ErrorInfo{"a row's key count is outside its slot table", where, "1 <= lengths[b] <= S = " + std::to_string(S),
+                            "lengths[" + std::to_string(b) + "] = " + std::to_string(lp[b]),
+                            "pass each row's positions held, including the new token"});
+    }
+    for (int64_t p = 0; p < lp[b]; ++p) {
+      const int64_t slot = sp[b * S + p];
+      if (slot < 0 || slot >= slots) {
+        throw Error(ErrorInfo{"a row's slot is outside the KV pool", where, "0 <= slot < " + std::to_string(slots),
+                              "read_slots[" + std::to_string(b * S + p) + "] = " + std::to_string(slot),
+                              "the block tables and the pool must come from the same engine"});
+      }
+    }
+  }
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  // One work item per (row, kv head): its n_rep query heads read each key and value once.
+  at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> p;  // [n_rep, L] scores, then unnormalised probabilities
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / Hkv, g = item % Hkv, L = lp[b];
+      p.resize(static_cast<size_t>(n_rep * L));
+      decode_item(qp + (b * H + g * n_rep) * D, kp, vp, sp + b * S, L, Hkv, g, n_rep, D, scale, p.data(),
+                  op + (b * H + g * n_rep) * D);
+    }
+  });
+  return out;
 }
 
 }  // namespace retort

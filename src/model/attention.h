@@ -41,4 +41,16 @@ struct AttentionChunkOptions {
 torch::Tensor chunked_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                 const torch::Tensor& allowed, const AttentionChunkOptions& opts = {});
 
+// One decode step's attention over the rollout engine's block KV cache, reading each row's
+// keys and values in place: no gather into a [B, Hkv, S, D] copy, and each row costs its own
+// length, not the batch's longest (the eager path pads every row to S). CPU, float32, one new
+// query per row, no autograd.
+//   q [B, H, 1, D]; k_pool and v_pool [slots, Hkv, D]; read_slots [B * S] int64 (row b's
+//   position p lives in slot read_slots[b * S + p]); lengths [B] int64 (row b attends its
+//   positions 0..lengths[b] - 1, lengths[b] >= 1) -> [B, H, 1, D] float32.
+// A row's result depends on its own query, slots and cache contents only (the scores and sums
+// run in a fixed order per row), so it is the same whatever the batch and thread count.
+torch::Tensor paged_decode_attention(const torch::Tensor& q, const torch::Tensor& k_pool, const torch::Tensor& v_pool,
+                                     const torch::Tensor& read_slots, int64_t S, const torch::Tensor& lengths);
+
 }  // namespace retort

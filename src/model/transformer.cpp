@@ -9,7 +9,7 @@
 #include <torch/version.h>  // defines: TORCH_VERSION_MAJOR
 
 #include "common/error.h"      // defines: retort::Error
-#include "model/attention.h"  // defines: chunked_attention
+#include "model/attention.h"  // defines: chunked_attention, paged_decode_attention
 
 namespace retort {
 
@@ -100,6 +100,12 @@ torch::Tensor Qwen2AttentionImpl::forward(const torch::Tensor& x, const Attentio
     pk.index_copy_(0, ctx.paged->write_slots, k.transpose(1, 2).reshape({B * T, Hkv, D}));
     pv.index_copy_(0, ctx.paged->write_slots, v.transpose(1, 2).reshape({B * T, Hkv, D}));
     const int64_t Sp = ctx.paged->S;
+    if (T == 1 && !ctx.want_probs && x.device().is_cpu() && x.scalar_type() == torch::kFloat &&
+        !torch::GradMode::is_enabled() && ctx.paged->lengths.defined()) {
+      // A decode step on the CPU: read the blocks in place (model/attention.h).
+      auto o = paged_decode_attention(q, pk, pv, ctx.paged->read_slots, Sp, ctx.paged->lengths);  // [B, H, 1, D]
+      return o_proj(o.transpose(1, 2).reshape({B, T, H * D}));                                      // [B, T, C]
+    }
     k_all = pk.index_select(0, ctx.paged->read_slots).view({B, Sp, Hkv, D}).transpose(1, 2);
     v_all = pv.index_select(0, ctx.paged->read_slots).view({B, Sp, Hkv, D}).transpose(1, 2);
   }

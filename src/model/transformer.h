@@ -56,6 +56,7 @@ struct PagedKV {
   torch::Tensor read_slots;         // [B*S] int64: slots of each row's positions 0..S-1 (padded with the scratch slot)
   torch::Tensor allowed;            // [B, 1, T, S] bool: query t may attend position s
   int64_t S = 0;                    // key positions per row (the batch's longest)
+  torch::Tensor lengths;            // [B] int64: positions each row holds after this step (its own S)
 };
 
 struct ForwardOptions {

@@ -47,15 +47,18 @@ torch::Tensor ModelRunner::run(const ScheduledBatch& batch) {
   auto pos = torch::zeros({I, T}, torch::kLong);                 // [I, T] position ids (0 on padding)
   auto write = torch::full({I * T}, scratch, torch::kLong);      // [I*T]
   auto read = torch::full({I * S}, scratch, torch::kLong);       // [I*S]
+  auto lengths = torch::empty({I}, torch::kLong);                 // [I] positions held after the step
   auto ia = ids.accessor<int64_t, 2>();
   auto pa = pos.accessor<int64_t, 2>();
   int64_t* wp = write.data_ptr<int64_t>();
   int64_t* rp = read.data_ptr<int64_t>();
+  int64_t* lp = lengths.data_ptr<int64_t>();
   for (int64_t i = 0; i < I; ++i) {
     const BatchItem& it = batch.items[static_cast<size_t>(i)];
     const std::vector<int64_t>& table = *it.block_table;
     auto slot = [&](int64_t p) { return table[static_cast<size_t>(p / block_size_)] * block_size_ + p % block_size_; };
     const int64_t off = T - it.count;
+    lp[i] = it.start + it.count;
     for (int64_t j = 0; j < it.count; ++j) {
       const int64_t p = it.start + j;
       ia[i][off + j] = it.source->token(p);
@@ -73,6 +76,7 @@ torch::Tensor ModelRunner::run(const ScheduledBatch& batch) {
   kv_.read_slots = read.to(dev);
   kv_.allowed = allowed.to(dev);
   kv_.S = S;
+  kv_.lengths = lengths.to(dev);
   ForwardOptions fo;
   fo.paged = &kv_;
   fo.position_ids = pos.to(dev);

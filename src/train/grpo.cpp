@@ -536,10 +536,15 @@ MicroLoss micro_step(Qwen2ForCausalLMImpl& policy, const UpdatePlan& p, const st
                                   &entropy, /*entropy_grad=*/cfg.loss.entropy_coef != 0.0);  // [n, L], with autograd
   auto mask = rows_on(batch.loss_mask, rows, p.device);
   torch::Tensor old, is_weight;  // [n, L]
-  if (p.old_in_pass) {
+  if (p.old_in_pass && pass == 0) {
     old = logp.detach();
     is_weight = rollout_correction_weight(old, rows_on(batch.sample_logprobs, rows, p.device), rows_on(batch.completion_mask, rows, p.device),
                                           rc, &u.mismatch);  // sync point (its statistics)
+    if (batch.old_logprobs.defined()) {  // mu > 1: kept for the later passes
+      auto at = rows.to(p.device);
+      batch.old_logprobs.index_copy_(0, at, old.to(torch::kFloat));
+      batch.is_weight.index_copy_(0, at, is_weight.to(torch::kFloat));
+    }
   } else {
     old = rows_on(batch.old_logprobs, rows, p.device);
     is_weight = rows_on(batch.is_weight, rows, p.device);
@@ -612,13 +617,19 @@ UpdateStats update_policy(Qwen2ForCausalLMImpl* policy, Qwen2ForCausalLMImpl* an
 
   // 6: the old policy's log-probs, always from a training forward pass (TRL, verl): the
   //    sampler's own differ from the trainer's (decode kernels, batch shapes, precision), and
-  //    the ratio must compare like with like. One optimizer step per batch (mu = 1, one
-  //    minibatch): the policy has not moved before its only forward, so old = logp.detach()
-  //    inside the micro-batch (no extra forward; the ratio is exactly 1, as TRL with
-  //    num_iterations = 1). Otherwise a no-grad forward before the passes. Either way the
-  //    mismatch with the sampler's log-probs is measured and, as configured, corrected
+  //    the ratio must compare like with like. With one minibatch per pass the policy does not
+  //    move before the first pass's optimizer step, so every micro-batch of pass 0 sees the old
+  //    policy: old = logp.detach() inside the micro-batch (the ratio is exactly 1, as TRL with
+  //    num_iterations = 1), kept in batch.old_logprobs for passes 1..mu-1 (no extra forward).
+  //    Several minibatches: a no-grad forward before the passes. Either way the mismatch with
+  //    the sampler's log-probs is measured and, as configured, corrected
   //    (rollout_correction_weight in grpo_loss.h).
-  const bool old_in_pass = cfg.mu == 1 && n_minibatches == 1;
+  const bool old_in_pass = n_minibatches == 1;
+  if (old_in_pass && cfg.mu > 1 && N > 0) {
+    auto f = torch::TensorOptions().dtype(torch::kFloat).device(device);
+    batch.old_logprobs = torch::zeros({N, batch.L}, f);  // [N, L], filled by pass 0's micro-batches
+    batch.is_weight = torch::ones({N, batch.L}, f);      // [N, L]
+  }
   if (!old_in_pass && N > 0) {
     double t0 = now_seconds();
     torch::NoGradGuard ng;

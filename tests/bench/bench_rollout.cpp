@@ -17,6 +17,7 @@
 //
 //   build/bench/bench_rollout [--max-new-tokens L] [--prompts B] [--group G] [--threads N]
 //                             [--only engine|static]   (one side alone, e.g. under a profiler)
+#include <malloc.h>        // defines: malloc_trim
 #include <sys/resource.h>  // defines: getrusage
 
 #include <cmath>    // defines: std::log, std::exp
@@ -130,6 +131,7 @@ int main(int argc, char** argv) {
     Run r;
     retort::SamplerOptions so = o;
     so.kv_cache_mb = budget_mb;
+    malloc_trim(0);  // the previous run's freed heap back to the system: "above start" is this run's own
     reset_peak_rss();
     r.base_rss_kb = rss_kb();
     const double t0 = retort::now_seconds();

@@ -4,7 +4,11 @@
 // copies blocks; a sequence that cannot fit is one clear error.
 #include <catch2/catch.hpp>
 
-#include <cmath>       // defines: std::abs
+#include <algorithm>   // defines: std::shuffle, std::max
+#include <cmath>       // defines: std::abs, std::exp, std::sqrt
+#include <limits>      // defines: std::numeric_limits
+#include <random>      // defines: std::mt19937_64
+#include <vector>      // defines: std::vector
 #include <cstdio>      // defines: popen, pclose
 #include <filesystem>  // defines: std::filesystem
 #include <fstream>     // defines: std::ofstream
@@ -14,6 +18,7 @@
 #include <nlohmann/json.hpp>  // defines: nlohmann::json
 
 #include "common/error.h"           // defines: retort::Error
+#include "model/attention.h"         // defines: paged_decode_attention
 #include "model/checkpoint.h"       // defines: load_model
 #include "rollout/block_manager.h"  // defines: BlockManager
 #include "rollout/logprobs.h"       // defines: token_logprobs
@@ -300,4 +305,70 @@ TEST_CASE("retort generate --prompts: the same lines for any --kv-cache-mb, log-
     const size_t n = r["ids"].size(), off = lp.size() - n;
     for (size_t j = 0; j < n; ++j) CHECK(std::abs(lp[off + j].get<double>() - r["logprobs"][j].get<double>()) < 1e-4);
   }
+}
+
+TEST_CASE("paged decode attention equals softmax attention over each row's own slots", "[unit]") {
+  // Reference: the definition in double precision, softmax(q k^T / sqrt(D)) v per query head
+  // h over kv head h / n_rep, reading row b's positions 0..L_b - 1 from its slots. Slots no row
+  // may read hold NaN, so a read past a row's length would show.
+  const int64_t B = 5, H = 6, Hkv = 2, D = 20, S = 11, slots = 64, n_rep = H / Hkv;
+  torch::manual_seed(3);
+  auto q = torch::randn({B, H, 1, D});
+  auto k = torch::full({slots, Hkv, D}, std::numeric_limits<float>::quiet_NaN());
+  auto v = torch::full({slots, Hkv, D}, std::numeric_limits<float>::quiet_NaN());
+  const std::vector<int64_t> L = {1, 11, 4, 7, 9};
+  std::vector<int64_t> perm(static_cast<size_t>(slots - 1));  // every slot but the last, in random order
+  for (int64_t i = 0; i < slots - 1; ++i) perm[static_cast<size_t>(i)] = i;
+  std::mt19937_64 rng(5);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  auto read = torch::full({B * S}, slots - 1, torch::kLong);  // padding points at a NaN slot
+  size_t next = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t p = 0; p < L[static_cast<size_t>(b)]; ++p) {
+      const int64_t slot = perm[next++];
+      read[b * S + p] = slot;
+      k[slot] = torch::randn({Hkv, D}) * 2.0;
+      v[slot] = torch::randn({Hkv, D});
+    }
+  }
+  auto lengths = torch::tensor(L, torch::kLong);
+  auto got = retort::paged_decode_attention(q, k, v, read, S, lengths);  // [B, H, 1, D]
+  REQUIRE(got.sizes() == torch::IntArrayRef({B, H, 1, D}));
+  auto qa = q.accessor<float, 4>();
+  auto ka = k.accessor<float, 3>();
+  auto va = v.accessor<float, 3>();
+  auto ga = got.accessor<float, 4>();
+  double worst = 0.0;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t g = h / n_rep, n = L[static_cast<size_t>(b)];
+      std::vector<double> w(static_cast<size_t>(n));
+      double m = -1e300, z = 0.0;
+      for (int64_t p = 0; p < n; ++p) {
+        const int64_t slot = read[b * S + p].item<int64_t>();
+        double dot = 0.0;
+        for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(qa[b][h][0][d]) * ka[slot][g][d];
+        w[static_cast<size_t>(p)] = dot / std::sqrt(static_cast<double>(D));
+        m = std::max(m, w[static_cast<size_t>(p)]);
+      }
+      for (auto& x : w) z += (x = std::exp(x - m));
+      for (int64_t d = 0; d < D; ++d) {
+        double o = 0.0;
+        for (int64_t p = 0; p < n; ++p) o += w[static_cast<size_t>(p)] / z * va[read[b * S + p].item<int64_t>()][g][d];
+        worst = std::max(worst, std::abs(o - ga[b][h][0][d]));
+      }
+    }
+  }
+  CHECK(worst < 2e-6);
+
+  // A row's output does not depend on the other rows of the batch: rows 3 and 1 alone, in that order.
+  auto sub = torch::tensor(std::vector<int64_t>{3, 1}, torch::kLong);
+  auto sub_read = read.view({B, S}).index_select(0, sub).reshape({-1});
+  auto alone = retort::paged_decode_attention(q.index_select(0, sub), k, v, sub_read, S, lengths.index_select(0, sub));
+  CHECK(torch::equal(alone, got.index_select(0, sub)));
+
+  // A key count outside the slot table is one clear error, not a read out of bounds.
+  auto bad = lengths.clone();
+  bad[2] = S + 1;
+  CHECK_THROWS_AS(retort::paged_decode_attention(q, k, v, read, S, bad), retort::Error);
 }

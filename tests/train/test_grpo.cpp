@@ -385,15 +385,21 @@ TEST_CASE("grpo: every step logs the sampler/trainer mismatch and the policy's e
   const double log_v = std::log(static_cast<double>(tiny_model_config()["vocab_size"].get<int64_t>()));
   struct Run {
     std::string name;
-    json set;  // loss and update settings
-    bool old_in_pass;
+    json set;            // loss and update settings
+    bool old_in_pass;    // old log-probs from the first pass's own forward (no extra forward)
+    bool one_step;       // one optimizer step per batch: the ratio is exactly 1
+    bool top_entropy;    // top_entropy_quantile 0.5
   };
+  const json tis_half = {{"beta", 0.01}, {"entropy_coef", 0.01}, {"top_entropy_quantile", 0.5},
+                         {"rollout_correction", {{"mode", "tis"}, {"cap", 2.0}}}};
   const std::vector<Run> runs = {
       // One optimizer step per batch: old = the update's own forward, detached (no extra pass).
-      {"one_step", json::object(), true},
-      // mu 2: a no-grad forward gives old; TIS, an entropy bonus and the top-50% entropy tokens.
-      {"mu2_tis", {{"mu", 2}, {"loss", {{"beta", 0.01}, {"entropy_coef", 0.01}, {"top_entropy_quantile", 0.5},
-                                       {"rollout_correction", {{"mode", "tis"}, {"cap", 2.0}}}}}}, false},
+      {"one_step", json::object(), true, true, false},
+      // mu 2, one minibatch: pass 0's forward gives old (the policy moves only after it), kept for
+      // pass 1, whose ratio is no longer 1; TIS, an entropy bonus and the top-50% entropy tokens.
+      {"mu2_tis", {{"mu", 2}, {"loss", tis_half}}, true, false, true},
+      // mu 2 over two minibatches: the policy moves within a pass, so a no-grad forward gives old.
+      {"mu2_minibatches", {{"mu", 2}, {"minibatch_size", 2}, {"loss", tis_half}}, false, false, true},
   };
   for (const auto& r : runs) {
     std::string run = kBin + "/test_runs/grpo_mismatch_" + r.name;
@@ -429,11 +435,19 @@ TEST_CASE("grpo: every step logs the sampler/trainer mismatch and the policy's e
       CHECK(s["neg_logp_mean"].get<double>() == Approx(h).epsilon(0.02));
       if (r.old_in_pass) {
         CHECK(s["time_old_logprobs_s"].get<double>() == 0.0);  // no extra forward
-        CHECK(s["ratio_mean"].get<double>() == Approx(1.0).margin(1e-9));  // old is the update's own log-prob
-        CHECK(s["entropy_kept"].get<double>() == Approx(1.0));
       } else {
         CHECK(s["time_old_logprobs_s"].get<double>() > 0.0);
+      }
+      if (r.one_step) {
+        CHECK(s["ratio_mean"].get<double>() == Approx(1.0).margin(1e-9));  // old is the update's own log-prob
+      } else {
+        CHECK(s["optimizer_steps"].get<double>() >= 2);
+        CHECK(std::abs(s["ratio_mean"].get<double>() - 1.0) > 1e-6);  // a later step's policy has moved
+      }
+      if (r.top_entropy) {
         CHECK(s["entropy_kept"].get<double>() == Approx(0.5).margin(0.1));  // the top half by entropy
+      } else {
+        CHECK(s["entropy_kept"].get<double>() == Approx(1.0));
       }
     }
   }
