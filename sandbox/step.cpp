@@ -31,6 +31,7 @@
 #include <boost/asio/steady_timer.hpp>       // defines: boost::asio::steady_timer
 #include <boost/asio/write.hpp>              // defines: boost::asio::async_write
 
+#include "common/platform.h"         // defines: now_seconds
 #include "sandbox/seccomp_filter.h"  // defines: seccomp_bpf_memfd, seccomp_bpf_program
 #include "sandbox/spawn.h"           // defines: spawn_process
 
@@ -48,10 +49,6 @@ constexpr int kStatusFd = 9;       // where sandbox_init reports the program's w
 constexpr int kFirstFileFd = 10;   // job files are passed to bwrap from here on
 
 std::atomic<uint64_t> g_workdir_seq{0};
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 bool valid_file_name(const std::string& n) {
   if (n.empty() || n == "." || n == ".." || n.size() > 255) return false;
@@ -319,7 +316,7 @@ void StepRun::start() {
   }
 
   // 4. Spawn.
-  t_start_ = now_s();
+  t_start_ = now_seconds();
   Spawned sp = spawn_process(s);
   for (int fd : to_close) close(fd);
   for (int fd : memfds) close(fd);
@@ -424,7 +421,7 @@ void StepRun::on_exit() {
   pid_t r;
   while ((r = wait4(pid_, &st, 0, &rusage_)) < 0 && errno == EINTR) {
   }
-  t_exit_ = now_s();
+  t_exit_ = now_seconds();
   if (r == pid_) wait_status_ = st;
   exited_ = true;
   wall_timer_.cancel();

@@ -36,6 +36,7 @@
 #include <boost/asio/write.hpp>                    // defines: boost::asio::async_write
 
 #include "common/log.h"              // defines: log_warn
+#include "common/platform.h"         // defines: now_seconds
 #include "sandbox/host.h"            // defines: host_facts, JobCgroup
 #include "sandbox/languages.h"       // defines: find_language
 #include "sandbox/seccomp_filter.h"  // defines: seccomp_bpf_memfd
@@ -52,10 +53,6 @@ const char* kWarmServer =
     ;
 
 constexpr int kSocketFd = 8;  // the server's end of the control socket, inside the sandbox
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 std::string fmt_s(double v) {
   char b[32];
@@ -146,8 +143,8 @@ bool WarmWorker::start(int slot, int64_t wk, const std::string& cgroup_name, std
   // Wait for "ready" (blocking, bounded): poll the socket.
   pollfd pfd{sv[0], POLLIN, 0};
   std::string line;
-  double deadline = now_s() + 30;
-  while (line.find('\n') == std::string::npos && now_s() < deadline) {
+  double deadline = now_seconds() + 30;
+  while (line.find('\n') == std::string::npos && now_seconds() < deadline) {
     if (poll(&pfd, 1, 100) > 0) {
       char buf[256];
       ssize_t n = read(sv[0], buf, sizeof buf);
@@ -185,7 +182,7 @@ void WarmWorker::destroy() {
 }
 
 bool WarmWorker::kill_job_processes(double timeout_s) {
-  double deadline = now_s() + timeout_s;
+  double deadline = now_seconds() + timeout_s;
   while (true) {
     bool any = false;
     for (pid_t p : cgroup.pids()) {
@@ -195,7 +192,7 @@ bool WarmWorker::kill_job_processes(double timeout_s) {
       }
     }
     if (!any) return true;
-    if (now_s() > deadline) return false;
+    if (now_seconds() > deadline) return false;
     usleep(500);
   }
 }
@@ -291,7 +288,7 @@ void WarmRun::start() {
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof fds);
   memcpy(CMSG_DATA(c), fds, sizeof fds);
-  t0_ = now_s();
+  t0_ = now_seconds();
   ssize_t sent = sendmsg(w_->sock.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   for (int fd : fds) close(fd);  // the server holds them now
   if (sent != 8) {
@@ -375,7 +372,7 @@ void WarmRun::read_report() {
     if (rep.is_discarded() || !rep.contains("status")) {
       return self->worker_failed("the warm worker answered " + line.substr(0, 200));
     }
-    self->t_end_ = now_s();
+    self->t_end_ = now_seconds();
     self->reported_ = true;
     self->status_ = rep["status"].get<int>();
     self->maxrss_kb_ = rep.value("maxrss_kb", int64_t{0});
@@ -416,7 +413,7 @@ void WarmRun::worker_failed(const std::string& why) {
   worker_error_ = why;
   worker_dead_ = true;
   w_->destroy();
-  t_end_ = now_s();
+  t_end_ = now_seconds();
   reported_ = true;
   status_ = SIGKILL;  // as if killed
   boost::system::error_code ignored;

@@ -6,6 +6,8 @@
 #include <cstring>    // defines: std::strchr
 #include <limits>     // defines: std::numeric_limits
 
+#include "rewards/math/chars.h"  // defines: is_space, is_digit, is_alpha
+
 namespace retort::rewards::math {
 
 namespace {
@@ -30,9 +32,6 @@ NodeP number(Rational v) {
 
 NodeP reciprocal(NodeP x) { return make(Kind::Pow, {std::move(x), number(-1)}); }
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 // Functions written as words or as commands.
 const char* const kFunctions[] = {"sin",  "cos",    "tan",    "sec",    "csc",  "cot",  "arcsin", "arccos",

@@ -4,13 +4,11 @@
 #include <cctype>  // defines: std::isdigit, std::isalpha, std::tolower
 #include <vector>  // defines: std::vector
 
+#include "rewards/math/chars.h"  // defines: is_space, is_digit, is_alpha
+
 namespace retort::rewards::math {
 
 namespace {
-
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
 void replace_all(std::string& s, std::string_view from, std::string_view to) {
   if (from.empty() || s.find(from) == std::string::npos) return;

@@ -1,4 +1,4 @@
-// Small text helpers shared by the parts of the audit queries (query_*.cpp); not part of
+// Small text helpers shared by the parts of the audit (query_*.cpp, report.cpp); not part of
 // the interface in query.h.
 #pragma once
 

@@ -12,6 +12,7 @@
 #include <sstream>     // defines: std::ostringstream
 #include <tuple>       // defines: std::tie
 
+#include "audit/query_internal.h"  // defines: internal::fmt
 #include "common/config.h"  // defines: load_json_file, write_file_atomic
 #include "common/error.h"   // defines: retort::Error
 #include "common/log.h"     // defines: log_warn
@@ -62,11 +63,7 @@ std::string json_for_script(const json& j) {
 
 namespace {
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
+using internal::fmt;
 
 // A number for an SVG label: short, no exponent for ordinary magnitudes.
 std::string num_label(double v) {

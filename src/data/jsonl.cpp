@@ -25,4 +25,12 @@ void for_each_jsonl_row(std::istream& in, const std::string& path,
   }
 }
 
+const nlohmann::json* find_string_field(const nlohmann::json& j, std::initializer_list<const char*> keys) {
+  for (const char* k : keys) {
+    auto it = j.find(k);
+    if (it != j.end() && it->is_string()) return &*it;
+  }
+  return nullptr;
+}
+
 }  // namespace retort

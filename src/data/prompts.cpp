@@ -5,7 +5,7 @@
 
 #include "common/config.h"             // defines: ConfigBinder
 #include "common/error.h"              // defines: retort::Error
-#include "data/jsonl.h"                // defines: for_each_jsonl_row
+#include "data/jsonl.h"                // defines: for_each_jsonl_row, find_string_field
 #include "tokenizer/chat_template.h"   // defines: ChatTemplate
 
 namespace retort {
@@ -49,14 +49,6 @@ std::string number_text(const json& v) {
   return v.dump();
 }
 
-const json* find_string(const json& j, std::initializer_list<const char*> keys) {
-  for (const char* k : keys) {
-    auto it = j.find(k);
-    if (it != j.end() && it->is_string()) return &*it;
-  }
-  return nullptr;
-}
-
 std::string fields_of(const json& j) {
   std::string keys;
   for (auto it = j.begin(); it != j.end(); ++it) keys += (keys.empty() ? "" : ", ") + it.key();
@@ -94,7 +86,7 @@ PromptRecord parse_prompt(const json& j, const std::string& where) {
     }
   }
 
-  const json* question = find_string(j, {"prompt", "problem", "question"});
+  const json* question = find_string_field(j, {"prompt", "problem", "question"});
   if (j.contains("text") && j.contains("test_list")) {
     // MBPP: the task sentence and its asserts (the asserts name the function to write).
     if (!j["text"].is_string()) bad_field("MBPP 'text' must be a string", where, "a string", j["text"]);
@@ -129,9 +121,9 @@ PromptRecord parse_prompt(const json& j, const std::string& where) {
       r.gold = gsm8k_gold(j["answer"].get<std::string>());
     } else if (j.contains("answer") && j["answer"].is_number()) {
       r.gold = number_text(j["answer"]);
-    } else if (const json* fa = find_string(j, {"final_answer"})) {
+    } else if (const json* fa = find_string_field(j, {"final_answer"})) {
       r.gold = trim(fa->get<std::string>());
-    } else if (const json* sol = find_string(j, {"solution"})) {
+    } else if (const json* sol = find_string_field(j, {"solution"})) {
       r.gold = trim(last_boxed_content(sol->get<std::string>()));
     }
     if (r.gold.empty()) {

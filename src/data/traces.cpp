@@ -7,7 +7,7 @@
 
 #include "common/config.h"
 #include "common/error.h"
-#include "data/jsonl.h"
+#include "data/jsonl.h"  // defines: for_each_jsonl_row, find_string_field
 #include "rewards/tool_calls.h"  // defines: rewards::find_tool_calls, closed_tool_call, render_observation
 #include "tokenizer/tokenizer.h"
 
@@ -32,17 +32,6 @@ const std::string& get_string(const json& j, const char* key, const std::string&
     throw Error(ErrorInfo{std::string("field '") + key + "' must be a string", where, "a string", v.type_name(), ""});
   }
   return v.get_ref<const std::string&>();
-}
-
-const json* find_string(const json& j, std::initializer_list<const char*> keys, const char** which = nullptr) {
-  for (const char* k : keys) {
-    auto it = j.find(k);
-    if (it != j.end() && it->is_string()) {
-      if (which) *which = k;
-      return &*it;
-    }
-  }
-  return nullptr;
 }
 
 // Byte ranges sorted, empty ones dropped, overlapping or touching ones merged: ascending and disjoint.
@@ -193,15 +182,15 @@ TraceSample parse_trace(const json& j, const std::string& where) {
   } else if (j.contains("prompt") && j.contains("completion")) {
     s.prompt.push_back({"user", get_string(j, "prompt", where)});
     s.completion = get_string(j, "completion", where);
-  } else if (const json* problem = find_string(j, {"problem", "question"})) {
+  } else if (const json* problem = find_string_field(j, {"problem", "question"})) {
     s.prompt.push_back({"user", problem->get<std::string>()});
-    if (const json* gen = find_string(j, {"generation"})) {
+    if (const json* gen = find_string_field(j, {"generation"})) {
       s.completion = gen->get<std::string>();
-    } else if (const json* reasoning = find_string(j, {"reasoning"})) {
-      const json* answer = find_string(j, {"solution", "answer"});
+    } else if (const json* reasoning = find_string_field(j, {"reasoning"})) {
+      const json* answer = find_string_field(j, {"solution", "answer"});
       if (!answer) throw Error(ErrorInfo{"a trace with 'reasoning' needs 'answer' or 'solution'", where, "an answer", "none", ""});
       s.completion = reasoning->get<std::string>() + "\n</think>\n\n" + answer->get<std::string>();
-    } else if (const json* solution = find_string(j, {"solution"})) {
+    } else if (const json* solution = find_string_field(j, {"solution"})) {
       s.completion = solution->get<std::string>();
     } else {
       throw Error(ErrorInfo{"a problem trace needs 'generation', 'reasoning' or 'solution'", where,

@@ -15,6 +15,7 @@
 #if __has_include(<gloo/context.h>)
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO
+#define RETORT_DEFINED_USE_C10D_GLOO
 #endif
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>  // defines: c10d::ProcessGroupGloo
 #define RETORT_HAVE_GLOO 1
@@ -321,3 +322,10 @@ void DistContext::check_resume(int64_t saved_world_size, const std::string& chec
 }
 
 }  // namespace retort
+
+// In a unity file the sources after this one must not see this file's macros (src/CMakeLists.txt).
+#undef RETORT_HAVE_GLOO
+#ifdef RETORT_DEFINED_USE_C10D_GLOO
+#undef USE_C10D_GLOO
+#undef RETORT_DEFINED_USE_C10D_GLOO
+#endif
