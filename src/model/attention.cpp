@@ -1,4 +1,4 @@
-// Memory-efficient attention (see attention.h).
+// Memory-efficient attention and paged decode attention (see attention.h).
 #include "model/attention.h"
 
 #include <algorithm>  // defines: std::min, std::max

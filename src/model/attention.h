@@ -1,4 +1,6 @@
-// Memory-efficient attention for training and long-sequence scoring on any LibTorch (the
+// The attention kernels beside the model's eager path. paged_decode_attention (at the end) is
+// the rollout engine's decode step over its block KV cache. chunked_attention is
+// memory-efficient attention for training and long-sequence scoring on any LibTorch (the
 // Debian CPU LibTorch 1.13 has no fused scaled_dot_product_attention): the queries are
 // processed in chunks of rows, and backward recomputes each chunk's probabilities from the
 // per-row log-sum-exp instead of keeping them (FlashAttention's backward, Dao et al. 2022,
