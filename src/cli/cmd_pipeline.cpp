@@ -38,7 +38,7 @@ void register_pipeline_commands(CLI::App& app) {
           std::fflush(stdout);
         };
         PipelineResult r = run_pipeline(load_json_file(run_args->config), run_args->config, run_args->overrides, hooks);
-        std::fputs(format_summary(r).c_str(), stdout);
+        if (r.main_rank) std::fputs(format_summary(r).c_str(), stdout);
       });
 
   auto sft_args = std::make_shared<StageArgs>();

@@ -8,8 +8,9 @@
 
 #include <sys/resource.h>  // defines: getrusage
 
+#include <algorithm>  // defines: std::max
 #include <cstdio>   // defines: std::snprintf
-#include <cstdlib>  // defines: std::getenv, std::atoll
+#include <cstdlib>  // defines: std::getenv, std::atoll, std::strtol
 #include <fstream>  // defines: std::ifstream
 
 #if defined(RETORT_HAVE_C10_CUDA)  // a CUDA LibTorch (set by src/CMakeLists.txt when c10_cuda is linked)
@@ -38,8 +39,24 @@ std::string resolve_device(const std::string& device) {
   throw Error(ErrorInfo{"unknown device", "runtime.device", "cpu, cuda or auto", device, ""});
 }
 
+namespace {
+int env_processes(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v) return 0;
+  char* end = nullptr;
+  long n = std::strtol(v, &end, 10);
+  return end != v && *end == '\0' && n > 0 && n < (1 << 16) ? static_cast<int>(n) : 0;
+}
+}  // namespace
+
+int auto_threads() {
+  int shared_by = env_processes("LOCAL_WORLD_SIZE");
+  if (shared_by == 0) shared_by = env_processes("WORLD_SIZE");
+  return std::max(1, cpu_count() / std::max(1, shared_by));
+}
+
 std::string apply_runtime(const RuntimeConfig& cfg) {
-  int threads = cfg.threads > 0 ? cfg.threads : cpu_count();
+  int threads = cfg.threads > 0 ? cfg.threads : auto_threads();
   at::set_num_threads(threads);
   torch::manual_seed(static_cast<uint64_t>(cfg.seed));
   const char* coretype = std::getenv("OPENBLAS_CORETYPE");

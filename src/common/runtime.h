@@ -9,7 +9,7 @@ namespace retort {
 class ConfigBinder;
 
 struct RuntimeConfig {
-  int threads = 0;      // intra-op threads; 0 = the number of cores (Torch defaults to 1 here)
+  int threads = 0;      // intra-op threads; 0 = auto_threads() (Torch defaults to 1 here)
   int64_t seed = 1234;  // seeds Torch's CPU and CUDA generators
   std::string device = "auto";  // auto | cpu | cuda
   // auto | float32 | bf16: bf16 = mixed precision on CUDA (bfloat16 compute through autocast,
@@ -18,6 +18,13 @@ struct RuntimeConfig {
   std::string precision = "auto";
   void bind(ConfigBinder& b);
 };
+
+// The intra-op threads of runtime.threads = 0: the machine's cores divided among the processes
+// that share them, at least 1. Data-parallel ranks of one machine (`retort launch -n N`) share
+// its cores: N is LOCAL_WORLD_SIZE, else WORLD_SIZE, else 1. One thread per rank is also what
+// the small models train fastest with: two intra-op threads in one process took 0.23 s per
+// teacher step of the demo against 0.11 s for two ranks of one thread (docs/results.md).
+int auto_threads();
 
 // Applies the config; returns a one-line description for the log.
 std::string apply_runtime(const RuntimeConfig& cfg);

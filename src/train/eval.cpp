@@ -5,6 +5,7 @@
 #include <cmath>       // defines: std::isnan, std::isfinite
 #include <cstdio>      // defines: std::snprintf, std::fputs
 #include <filesystem>  // defines: std::filesystem
+#include <memory>      // defines: std::unique_ptr
 #include <set>         // defines: std::set
 #include <unordered_map>  // defines: std::unordered_map
 
@@ -15,6 +16,7 @@
 #include "common/log.h"               // defines: log_info, ProgressBar, finite_or_null, fmt_pct
 #include "common/platform.h"          // defines: now_seconds
 #include "common/run_dir.h"           // defines: RunDir
+#include "dist/dist.h"                // defines: DistContext, dist_context, shard_range
 #include "model/checkpoint.h"         // defines: load_model
 #include "rewards/extract.h"          // defines: split_think, extract_answer, last_code_block
 #include "rewards/math/normalize.h"   // defines: normalize_answer
@@ -355,6 +357,7 @@ struct EvalContext {
   const SamplerOptions& base;          // base_sampler
   int64_t k;                           // samples per prompt (1 when greedy)
   const std::string& where;
+  const DistContext& dist;             // data parallel: each rank samples a contiguous share of every dataset's prompts
 };
 
 // ---- 2 prompts -------------------------------------------------------------------------------
@@ -423,20 +426,38 @@ struct SampledDataset {
   int64_t tokens = 0;               // completion tokens sampled
 };
 
+json outcome_json(const SampleOutcome& o) { return json::array({o.applicable, o.passed, o.vote, o.length, o.truncated, o.reward}); }
+
+SampleOutcome outcome_from_json(const json& j) {
+  SampleOutcome o;
+  o.applicable = j.at(0).get<std::vector<uint8_t>>();
+  o.passed = j.at(1).get<std::vector<uint8_t>>();
+  o.vote = j.at(2).get<std::string>();
+  o.length = j.at(3).get<int64_t>();
+  o.truncated = j.at(4).get<bool>();
+  o.reward = j.at(5).is_number() ? j.at(5).get<double>() : std::nan("");
+  return o;
+}
+
 // `batch_size` prompts x k completions per sampler call, each completion verified as soon as it
 // finishes; one line per sample in the samples log (the chains.jsonl schema of audit/chain_log.h
 // plus dataset, passed and vote). Dataset `index`'s streams: one per (prompt, sample), so a
-// sample does not depend on batch_size.
+// sample depends neither on batch_size nor on which rank draws it. Under data parallel each rank
+// samples prompts shard_range(prompts, rank, world) and rank 0 gathers the outcomes and the
+// samples log's lines (the other ranks return no outcomes and pass no log).
 SampledDataset sample_dataset(const EvalContext& c, size_t index, const std::string& name, const DatasetPrompts& dp,
-                              SamplerOptions so, const rewards::RewardSet& reward_set, ChainLog& samples_log) {
+                              SamplerOptions so, const rewards::RewardSet& reward_set, ChainLog* samples_log) {
   const int64_t k = c.k, prompts = static_cast<int64_t>(dp.records.size());
   const size_t K = reward_set.names().size();
+  const ShardRange mine = shard_range(prompts, c.dist.rank(), c.dist.world_size());
   SampledDataset out;
   out.outcomes.resize(dp.records.size());
-  ProgressBar bar("eval " + name, prompts, "prompt");
+  json shard = json::array();  // under data parallel: [outcome, line] per sample of this rank, in order
+  std::unique_ptr<ProgressBar> bar;
+  if (c.dist.is_main()) bar = std::make_unique<ProgressBar>("eval " + name, mine.end - mine.begin, "prompt");
   const int64_t data_seed = static_cast<int64_t>(mix_seed(c.cfg.runtime.seed, static_cast<int64_t>(index), 0));
-  for (int64_t b0 = 0; b0 < prompts; b0 += c.cfg.batch_size) {
-    const int64_t nb = std::min(c.cfg.batch_size, prompts - b0);
+  for (int64_t b0 = mine.begin; b0 < mine.end; b0 += c.cfg.batch_size) {
+    const int64_t nb = std::min(c.cfg.batch_size, mine.end - b0);
     std::vector<std::vector<int32_t>> batch_ids(dp.ids.begin() + b0, dp.ids.begin() + b0 + nb);
     std::vector<const PromptRecord*> batch_recs;
     for (int64_t i = b0; i < b0 + nb; ++i) batch_recs.push_back(&dp.records[static_cast<size_t>(i)]);
@@ -458,14 +479,34 @@ SampledDataset sample_dataset(const EvalContext& c, size_t index, const std::str
       line["dataset"] = name;
       line["passed"] = o.passed[0] != 0;
       line["vote"] = o.vote;
-      samples_log.write(std::move(line));
-      out.outcomes[p].push_back(std::move(o));
+      if (c.dist.enabled()) {
+        shard.push_back(json::array({outcome_json(o), std::move(line)}));
+      } else {
+        samples_log->write(std::move(line));
+        out.outcomes[p].push_back(std::move(o));
+      }
     }
-    char suffix[64];
-    std::snprintf(suffix, sizeof suffix, "%.0f tok/s", out.sample_s > 0 ? out.tokens / out.sample_s : 0.0);
-    bar.update(b0 + nb, suffix);
+    if (bar) {
+      char suffix[64];
+      std::snprintf(suffix, sizeof suffix, "%.0f tok/s", out.sample_s > 0 ? out.tokens / out.sample_s : 0.0);
+      bar->update(b0 + nb - mine.begin, suffix);
+    }
   }
-  bar.finish();
+  if (bar) bar->finish();
+  if (c.dist.enabled()) {
+    // Shards are contiguous and gathered in rank order: the samples come back in prompt order.
+    std::vector<std::string> parts = c.dist.gather_to_main(shard.dump(-1, ' ', false, json::error_handler_t::replace));
+    out.tokens = static_cast<int64_t>(c.dist.sum(static_cast<double>(out.tokens)));
+    out.sample_s = c.dist.max(out.sample_s);
+    out.wait_s = c.dist.max(out.wait_s);
+    int64_t row = 0;
+    for (const auto& part : parts)
+      for (auto& item : json::parse(part)) {
+        const size_t p = static_cast<size_t>(row++ / k);
+        if (samples_log) samples_log->write(std::move(item.at(1)));
+        out.outcomes.at(p).push_back(outcome_from_json(item.at(0)));
+      }
+  }
   return out;
 }
 
@@ -525,7 +566,7 @@ json measure(EvalDatasetResult& dr, const DatasetPrompts& dp, const SampledDatas
 
 // One dataset end to end: its prompts, its verifiers' reward set, k samples per prompt scored
 // as they finish, the metrics. -> its result; its entry of eval.json's "datasets" in `entry`.
-EvalDatasetResult evaluate_dataset(const EvalContext& c, size_t index, ChainLog& samples_log, json& entry) {
+EvalDatasetResult evaluate_dataset(const EvalContext& c, size_t index, ChainLog* samples_log, json& entry) {
   const EvalDatasetConfig& dc = c.cfg.datasets[index];
   const double t_ds = now_seconds();
   EvalDatasetResult dr;
@@ -543,9 +584,11 @@ EvalDatasetResult evaluate_dataset(const EvalContext& c, size_t index, ChainLog&
   std::string verifier_list;
   for (const auto& v : dr.verifiers) verifier_list += (verifier_list.empty() ? "" : ", ") + v;
   log_info("eval " + dr.name + ": " + std::to_string(dr.prompts) + " prompts x " + std::to_string(c.k) + " samples, verifiers " +
-           verifier_list + (dr.skipped ? " (" + std::to_string(dr.skipped) + " prompts skipped as too long)" : ""));
+           verifier_list + (dr.skipped ? " (" + std::to_string(dr.skipped) + " prompts skipped as too long)" : "") +
+           (c.dist.enabled() ? ", over " + std::to_string(c.dist.world_size()) + " ranks" : ""));
 
   const SampledDataset sd = sample_dataset(c, index, dr.name, dp, so, reward_set, samples_log);
+  if (!c.dist.is_main()) return dr;  // rank 0 measures
   json per_prompt = measure(dr, dp, sd);
   dr.time_s = now_seconds() - t_ds;
 
@@ -582,8 +625,11 @@ EvalResult run_eval(const json& doc_in, const std::string& where, const std::vec
   }
   log_info(apply_runtime(cfg.runtime));
   torch::Device device(resolve_device(cfg.runtime.device));
-  RunDir run(cfg.run_dir);
-  run.save_resolved_config(config_to_json(cfg));
+  // Data parallel (`retort launch -n N -- eval`, or the pipeline under launch): each rank
+  // samples its share of the prompts; rank 0 writes the run folder.
+  const DistContext& dist = dist_context(device);
+  RunDir run(cfg.run_dir, /*lock=*/dist.is_main());
+  if (dist.is_main()) run.save_resolved_config(config_to_json(cfg));
   const std::string output = cfg.output.empty() ? run.file("eval.json") : cfg.output;
   const std::string samples_path = run.file("eval_samples.jsonl");
 
@@ -597,9 +643,9 @@ EvalResult run_eval(const json& doc_in, const std::string& where, const std::vec
   }
   const rewards::Registry registry = hooks.registry ? *hooks.registry : rewards::builtin_registry();
   const SamplerOptions base = base_sampler(cfg, k);
-  const EvalContext ctx{cfg, tok, *model, registry, base, k, where};
+  const EvalContext ctx{cfg, tok, *model, registry, base, k, where, dist};
 
-  fs::remove(samples_path);  // a fresh evaluation: the file holds this run's samples only
+  if (dist.is_main()) fs::remove(samples_path);  // a fresh evaluation: the file holds this run's samples only
   EvalResult result;
   result.output = output;
   result.samples_path = samples_path;
@@ -615,15 +661,17 @@ EvalResult run_eval(const json& doc_in, const std::string& where, const std::vec
 
   // ---- 2-4 per dataset: prompts and verifiers, sample and score, measure ------------------------
   {
-    ChainLog samples_log(samples_path);
+    std::unique_ptr<ChainLog> samples_log;
+    if (dist.is_main()) samples_log = std::make_unique<ChainLog>(samples_path);
     for (size_t di = 0; di < cfg.datasets.size(); ++di) {
       json entry;
-      EvalDatasetResult dr = evaluate_dataset(ctx, di, samples_log, entry);
+      EvalDatasetResult dr = evaluate_dataset(ctx, di, samples_log.get(), entry);
       report["datasets"][dr.name] = std::move(entry);
       result.datasets.push_back(std::move(dr));
     }
-    samples_log.flush();
+    if (samples_log) samples_log->flush();
   }
+  if (!dist.is_main()) return result;  // rank 0 writes eval.json
 
   // ---- 5 write -------------------------------------------------------------------------------
   report["order"] = json::array();

@@ -18,6 +18,8 @@
 #include "common/log.h"         // defines: log_info, fmt_pct
 #include "common/platform.h"    // defines: now_seconds
 #include "common/run_dir.h"     // defines: RunDir, make_dirs
+#include "common/runtime.h"     // defines: resolve_device
+#include "dist/dist.h"          // defines: DistContext, dist_context
 #include "model/checkpoint.h"   // defines: read_checkpoint_tensors
 #include "tokenizer/text_io.h"  // defines: read_training_texts
 #include "train/eval.h"         // defines: run_eval, EvalConfig
@@ -364,30 +366,44 @@ std::vector<TrainedStage> trained_stages(const Paths& p, const StageDocs& docs) 
           {"grpo", p.grpo_dir, p.grpo_model(), &docs.grpo, grpo_inputs, canonical_config<GrpoConfig>}};
 }
 
+// Rank 0's answer on every rank (one process: `mine`), so that all ranks skip or train a stage together.
+bool rank0_says(const DistContext& dist, bool mine) {
+  if (!dist.enabled()) return mine;
+  return dist.sum(dist.is_main() && mine ? 1.0 : 0.0) > 0;
+}
+
 // teacher, student, grpo: trains the stage unless it is not among the stages or finished
-// earlier (reused). -> its row of the table, without the evaluation.
-StageSummary train_stage(const PipelineConfig& cfg, const Paths& p, const TrainedStage& t, const std::string& where) {
+// earlier (reused). Under data parallel every rank trains (sft.h, grpo.h); rank 0 decides
+// whether the stage is reused and writes its marker. -> its row of the table, without the
+// evaluation (rank 0's; the other ranks' rows are empty).
+StageSummary train_stage(const PipelineConfig& cfg, const Paths& p, const TrainedStage& t, const std::string& where,
+                         const DistContext& dist) {
   StageSummary s;
   s.stage = t.stage;
   s.label = cfg.data.tools == "none" ? t.stage : t.stage + "+tools";
   s.model = t.model;
-  if (wants(cfg, t.stage) && !finished_earlier(p.root, t.dir, *t.doc, t.canonical, t.stage + ".", t.inputs, t.stage, where)) {
+  const bool reused = wants(cfg, t.stage) &&
+                      rank0_says(dist, dist.is_main() && finished_earlier(p.root, t.dir, *t.doc, t.canonical, t.stage + ".", t.inputs, t.stage, where));
+  if (wants(cfg, t.stage) && !reused) {
     const double t0 = now_seconds();
     log_info("pipeline: " + t.stage + " -> " + t.model);
     if (t.stage == "grpo") run_grpo(*t.doc, where + " (grpo)");
     else run_sft(*t.doc, where + " (" + t.stage + ")");
+    dist.barrier();  // rank 0 writes the model after the last step; the others wait for it
     s.train_s = now_seconds() - t0;
-    mark_finished(p.root, t.dir, *t.doc, t.canonical, t.inputs);
+    if (dist.is_main()) mark_finished(p.root, t.dir, *t.doc, t.canonical, t.inputs);
   }
-  if (fs::exists(t.model)) s.parameters = count_parameters(t.model);
+  if (dist.is_main() && fs::exists(t.model)) s.parameters = count_parameters(t.model);
   return s;
 }
 
 // eval: the stage's model on the held-out math and code prompts (reused when evaluated
 // earlier with this config and these inputs); fills the row's pass@1 columns, "all" being the
 // prompt-weighted mean of math and code.
-void evaluate_stage(StageSummary& s, const StageDocs& docs, const Paths& p, const std::string& where) {
-  if (!fs::exists(s.model)) {
+// Under data parallel every rank samples its share of the prompts (eval.h); rank 0 decides
+// whether the evaluation is reused and fills the row.
+void evaluate_stage(StageSummary& s, const StageDocs& docs, const Paths& p, const std::string& where, const DistContext& dist) {
+  if (!rank0_says(dist, fs::exists(s.model))) {
     log_info("pipeline: eval: no " + s.stage + " model at " + s.model + "; skipped");
     return;
   }
@@ -398,11 +414,15 @@ void evaluate_stage(StageSummary& s, const StageDocs& docs, const Paths& p, cons
   const std::string eval_json = dir + "/eval.json";
   const double t0 = now_seconds();
   const std::vector<std::string> eval_inputs = {p.data + "/eval.math.jsonl", p.data + "/eval.code.jsonl", p.tokenizer, s.model};
-  if (!finished_earlier(p.root, dir, ed, canonical_config<EvalConfig>, "eval.", eval_inputs, "eval of " + s.stage, where) || !fs::exists(eval_json)) {
+  const bool reused = rank0_says(dist, dist.is_main() && finished_earlier(p.root, dir, ed, canonical_config<EvalConfig>, "eval.", eval_inputs,
+                                                                            "eval of " + s.stage, where) &&
+                                             fs::exists(eval_json));
+  if (!reused) {
     run_eval(ed, where + " (eval of " + s.stage + ")");
-    mark_finished(p.root, dir, ed, canonical_config<EvalConfig>, eval_inputs);
+    if (dist.is_main()) mark_finished(p.root, dir, ed, canonical_config<EvalConfig>, eval_inputs);
   }
   s.eval_s = now_seconds() - t0;
+  if (!dist.is_main()) return;
   json ev = load_json_file(eval_json);
   double passed = 0, total = 0;
   for (const char* name : {"math", "code"}) {
@@ -508,26 +528,37 @@ PipelineResult run_pipeline(const json& doc_in, const std::string& where, const 
   const PipelineConfig cfg = parse_pipeline_config(doc_in, where, overrides);
   const Paths p = make_paths(cfg.run_dir);
   const StageDocs docs = stage_docs(cfg, p, where);
-  RunDir run(cfg.run_dir);
-  run.save_resolved_config(config_to_json(cfg));
+  // Data parallel (`retort launch -n N -- run CONFIG`): every rank trains each stage on its
+  // slice of the batches and samples its share of each evaluation; rank 0 alone writes the
+  // data, the tokenizer, the stage markers, eval.json and the report, and the other ranks wait
+  // for it at a barrier (they log warnings and errors only).
+  const DistContext& dist = dist_context(torch::Device(resolve_device(cfg.runtime.device)));
+  if (!dist.is_main()) set_log_level(LogLevel::Warn);
+  RunDir run(cfg.run_dir, /*lock=*/dist.is_main());
+  if (dist.is_main()) run.save_resolved_config(config_to_json(cfg));
   PipelineResult result;
-  if (!cfg.compare_to.empty()) {
+  result.main_rank = dist.is_main();
+  if (!cfg.compare_to.empty() && dist.is_main()) {
     result.compared = read_compared_rows(cfg.compare_to);
     std::string lines = summary_header();
     for (const auto& s : result.compared) lines += summary_row(s);
     if (hooks.on_table && !result.compared.empty()) hooks.on_table(lines);
   }
-  if (wants(cfg, "data")) result.data_s = run_data_stage(cfg, p, where);
-  if (wants(cfg, "tokenizer")) result.tokenizer_s = run_tokenizer_stage(cfg, p, where);
+  if (wants(cfg, "data") && dist.is_main()) result.data_s = run_data_stage(cfg, p, where);
+  if (wants(cfg, "tokenizer") && dist.is_main()) result.tokenizer_s = run_tokenizer_stage(cfg, p, where);
+  dist.barrier();
   // Each model is evaluated as soon as it is trained, and its row shown before the next
   // stage starts: the table grows while the pipeline runs.
   for (const TrainedStage& t : trained_stages(p, docs)) {
-    StageSummary s = train_stage(cfg, p, t, where);
-    if (wants(cfg, "eval")) evaluate_stage(s, docs, p, where);
+    StageSummary s = train_stage(cfg, p, t, where, dist);
+    if (wants(cfg, "eval")) evaluate_stage(s, docs, p, where, dist);
+    dist.barrier();
+    if (!dist.is_main()) continue;
     result.stages.push_back(s);
     const bool first_row = result.stages.size() == 1 && result.compared.empty();
     if (hooks.on_table) hooks.on_table((first_row ? summary_header() : std::string()) + summary_row(s));
   }
+  if (!dist.is_main()) return result;
   if (wants(cfg, "report")) {
     const double t0 = now_seconds();
     result.report = write_pipeline_report(result, p);

@@ -30,6 +30,12 @@
 // every default filled in, so spelling out a default is no change. A stage killed halfway
 // resumes from its last checkpoint (sft and grpo resume exactly).
 //
+// Data parallel: `retort launch -n N -- run CONFIG` trains every stage over N ranks (each
+// takes its slice of every batch, as `retort sft` and `retort grpo` do under launch) and
+// evaluates over them (each samples a share of the prompts); rank 0 alone writes the data,
+// tokenizer, markers, eval.json files and report. The results equal one
+// process's up to float rounding (the same batches and, for GRPO, the same completions).
+//
 // What it deliberately is not: a scheduler. Stages run one after the other in this process.
 #pragma once
 
@@ -83,6 +89,7 @@ struct PipelineResult {
   double data_s = 0, tokenizer_s = 0, report_s = 0, total_s = 0;
   std::string report;           // report.html path ("" = not written)
   std::string summary;          // summary.json path
+  bool main_rank = true;        // false on the other ranks of a data-parallel run: they have no table
 };
 
 // What a caller can watch while the pipeline runs.

@@ -8,10 +8,12 @@
 #include <cstdlib>  // defines: setenv
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "common/error.h"
 #include "dist/dist.h"
 #include "model/checkpoint.h"
+#include "train/eval.h"
 #include "train/grpo.h"
 #include "train/sft.h"
 #include "tiny_model.h"  // defines: tiny_model_config, tiny_tokenizer_path
@@ -151,8 +153,8 @@ TEST_CASE("dist: two SFT ranks over loopback match one process on the combined b
 
 TEST_CASE("dist: two GRPO ranks over loopback match one process on the combined batch", "[train]") {
   // Exact equality needs the same completions: sampling.seed_per_row gives each completion
-  // its own random stream keyed by its place in the round, so a rank sampling half of the
-  // prompts draws what the single process draws for them (data parallel turns it on).
+  // its own random stream keyed by its place in the round, so a rank sampling half of every
+  // group's completions draws what the single process draws for them (data parallel turns it on).
   std::string prompts = kBin + "/dist_grpo_prompts.jsonl";
   {
     std::ofstream f(prompts);
@@ -177,7 +179,21 @@ TEST_CASE("dist: two GRPO ranks over loopback match one process on the combined 
   double reward_std = 0;
   for (const auto& m : m1) reward_std += m["reward_std"].is_number() ? m["reward_std"].get<double>() : 0.0;
   CHECK(reward_std > 0);
-  CHECK(read_jsonl(two + "/chains.jsonl").size() == 3 * 16);
+  // Each rank samples half of every group's completions; rank 0 writes the chain log back in
+  // one process's order: the same chains, line by line, with the same group, sample and advantage.
+  auto c1 = read_jsonl(one + "/chains.jsonl"), c2 = read_jsonl(two + "/chains.jsonl");
+  REQUIRE(c1.size() == 3 * 16);
+  REQUIRE(c2.size() == c1.size());
+  for (size_t i = 0; i < c1.size(); ++i) {
+    INFO("chain " << i);
+    CHECK(c2[i]["step"] == c1[i]["step"]);
+    CHECK(c2[i]["prompt_id"] == c1[i]["prompt_id"]);
+    CHECK(c2[i]["group"] == c1[i]["group"]);
+    CHECK(c2[i]["sample"] == c1[i]["sample"]);
+    CHECK(c2[i]["text"] == c1[i]["text"]);
+    CHECK(c2[i]["reward"] == c1[i]["reward"]);
+    CHECK(std::abs(c2[i]["advantage"].get<double>() - c1[i]["advantage"].get<double>()) < 1e-12);
+  }
 
   double diff = max_param_diff(r1.output_dir, two + "/final");
   WARN("dist grpo: max |param(2 ranks) - param(1 process)| after 3 steps x mu 2 = " << diff);
@@ -223,4 +239,51 @@ TEST_CASE("dist: two ranks with packed token-budget micro-batches and every dist
       CHECK(std::abs(m2[i][key].get<double>() - m1[i][key].get<double>()) < 1e-5 * std::max(1.0, std::abs(m1[i][key].get<double>())));
   }
   CHECK(max_param_diff(one + "/final", two + "/final") < 1e-5);
+}
+
+TEST_CASE("dist: two ranks evaluate a share of the prompts each and write one process's eval.json", "[train]") {
+  // A model to evaluate: 4 SFT steps of the tiny model on the arithmetic traces.
+  const std::string model_run = kBin + "/test_runs/dist_eval_model";
+  fs::remove_all(model_run);
+  const std::string model = retort::run_sft(sft_config(model_run, write_traces("dist_eval_traces.jsonl", 24)), "test").output_dir;
+  // 7 prompts (shards of 4 and 3), 3 to a sampler call: each rank makes several calls.
+  std::vector<json> rows;
+  for (int i = 0; i < 7; ++i)
+    rows.push_back({{"id", "q" + std::to_string(i)}, {"question", "What is " + std::to_string(i) + "+1?"}, {"answer", "#### " + std::to_string(i + 1)}});
+  const std::string prompts = write_jsonl("dist_eval_prompts.jsonl", rows);
+  auto config = [&](const std::string& run_dir) {
+    return json{{"run_dir", run_dir},
+                {"model", model},
+                {"runtime", {{"threads", 1}, {"seed", 3}, {"device", "cpu"}}},
+                {"format", {{"chat_template", "chatml"}}},
+                {"datasets", {{{"name", "arith"}, {"path", prompts}}}},
+                {"sampling", {{"k", 4}, {"temperature", 1.0}, {"top_p", 1.0}, {"max_new_tokens", 24}}},
+                {"rewards", {{"threads", 1}}},
+                {"batch_size", 3}};
+  };
+  const std::string one = kBin + "/test_runs/dist_eval_one", two = kBin + "/test_runs/dist_eval_two";
+  fs::remove_all(one);
+  fs::remove_all(two);
+  retort::run_eval(config(one), "test");
+  REQUIRE(launch(2, "eval", config(two), two + ".json") == 0);
+
+  // Each sample has its own stream (prompt, sample): the same samples whichever rank draws them,
+  // gathered back in prompt order, so rank 0's files equal the single process's.
+  const json e1 = json::parse(std::ifstream(one + "/eval.json")), e2 = json::parse(std::ifstream(two + "/eval.json"));
+  CHECK(e2["datasets"]["arith"]["metrics"] == e1["datasets"]["arith"]["metrics"]);
+  CHECK(e2["datasets"]["arith"]["per_prompt"] == e1["datasets"]["arith"]["per_prompt"]);
+  CHECK(e2["datasets"]["arith"]["prompts"] == 7);
+  auto s1 = read_jsonl(one + "/eval_samples.jsonl"), s2 = read_jsonl(two + "/eval_samples.jsonl");
+  REQUIRE(s1.size() == 7 * 4);
+  REQUIRE(s2.size() == s1.size());
+  std::set<std::string> texts;
+  for (size_t i = 0; i < s1.size(); ++i) {
+    INFO("sample " << i);
+    CHECK(s2[i]["prompt_id"] == s1[i]["prompt_id"]);
+    CHECK(s2[i]["sample"] == s1[i]["sample"]);
+    CHECK(s2[i]["text"] == s1[i]["text"]);
+    CHECK(s2[i]["passed"] == s1[i]["passed"]);
+    texts.insert(s1[i]["text"].get<std::string>());
+  }
+  CHECK(texts.size() > 4);  // the samples differ: the comparison has something to compare
 }
