@@ -4,6 +4,7 @@
 // stage's row of the results table before the next stage starts and opens the report with
 // that table; a rerun reuses every finished stage (`retort run` prints the rows between the
 // stages' log lines, then the table); a changed stage config is refused, naming the stage.
+#include <cstdlib>  // defines: setenv
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -414,5 +415,45 @@ TEST_CASE("pipeline: a small end-to-end run, then a rerun that reuses every stag
   for (const auto& s : redone.stages) {
     INFO(s.stage);
     CHECK(s.train_s > 0);
+  }
+}
+
+TEST_CASE("pipeline: two data-parallel ranks run every stage, rank 0 alone writes, and one process reuses their stages", "[e2e]") {
+  const std::string bin = kBin + "/retort";
+  if (!fs::exists(bin)) {
+    WARN("no " << bin << " in this build: `retort launch -n 2 -- run` not exercised");
+    return;
+  }
+  const std::string run = kBin + "/test_runs/pipeline_dp";
+  fs::remove_all(run);
+  std::ofstream(run + ".json") << small_pipeline(run).dump(2);
+  ::setenv("RETORT_DIST_TIMEOUT_S", "60", 1);  // a broken rendezvous fails the test instead of hanging it
+  const std::string out = run_capture(bin + " launch -n 2 -- run " + run + ".json 2>&1; echo exit=$?");
+  INFO(out);
+  REQUIRE(out.find("exit=0") != std::string::npos);
+  for (const char* f : {"/teacher/final/model.safetensors", "/student/final/model.safetensors", "/grpo/final/model.safetensors",
+                        "/grpo/chains.jsonl", "/eval/teacher/eval.json", "/eval/student/eval.json", "/eval/grpo/eval.json",
+                        "/teacher/stage.json", "/eval/grpo/stage.json", "/report.html", "/summary.json"}) {
+    INFO(f);
+    CHECK(fs::exists(run + f));
+  }
+  // Rank 0 prints the rows and the table (the header twice); the other rank prints neither.
+  size_t headers = 0;
+  for (size_t at = out.find(retort::summary_header()); at != std::string::npos; at = out.find(retort::summary_header(), at + 1)) ++headers;
+  CHECK(headers == 2);
+  CHECK(out.find("distilled student / teacher") == out.rfind("distilled student / teacher"));
+  // Every evaluation sampled every prompt (each rank its share, gathered by rank 0): 6 prompts x 2 samples.
+  for (const char* stage : {"teacher", "student", "grpo"}) {
+    INFO(stage);
+    CHECK(count_lines(run + "/eval/" + stage + "/eval_samples.jsonl") == 12);
+  }
+  // The markers rank 0 wrote are a finished run's: one process reuses every stage.
+  const json summary = retort::load_json_file(run + "/summary.json");
+  retort::PipelineResult again = retort::run_pipeline(small_pipeline(run), "pipeline test");
+  REQUIRE(again.stages.size() == 3);
+  for (const auto& s : again.stages) {
+    INFO(s.stage);
+    CHECK(s.train_s == 0.0);
+    CHECK(s.all_pass1 == summary["stages"][s.stage]["all_pass1"].get<double>());
   }
 }
