@@ -5,6 +5,7 @@
 #include <cmath>       // defines: std::isnan, std::isfinite
 #include <cstdio>      // defines: std::snprintf, std::fputs
 #include <filesystem>  // defines: std::filesystem
+#include <fstream>     // defines: std::ifstream
 #include <memory>      // defines: std::unique_ptr
 #include <set>         // defines: std::set
 #include <unordered_map>  // defines: std::unordered_map
@@ -358,6 +359,7 @@ struct EvalContext {
   int64_t k;                           // samples per prompt (1 when greedy)
   const std::string& where;
   const DistContext& dist;             // data parallel: each rank samples a contiguous share of every dataset's prompts
+  const std::string& samples_path;     // RUN_DIR/eval_samples.jsonl (rank 0 writes it)
 };
 
 // ---- 2 prompts -------------------------------------------------------------------------------
@@ -443,16 +445,26 @@ SampleOutcome outcome_from_json(const json& j) {
 // finishes; one line per sample in the samples log (the chains.jsonl schema of audit/chain_log.h
 // plus dataset, passed and vote). Dataset `index`'s streams: one per (prompt, sample), so a
 // sample depends neither on batch_size nor on which rank draws it. Under data parallel each rank
-// samples prompts shard_range(prompts, rank, world) and rank 0 gathers the outcomes and the
-// samples log's lines (the other ranks return no outcomes and pass no log).
+// samples prompts shard_range(prompts, rank, world) and rank 0 gathers the outcomes (the other
+// ranks return none and pass no log). The other ranks write their samples' lines to a file of
+// their own (RUN_DIR/eval_samples.jsonl.rank<r>.<dataset index>), which rank 0 then appends to
+// the samples log in rank order and deletes: at R1 lengths the lines are hundreds of MB, so
+// they go through neither memory nor the rendezvous store at once.
 SampledDataset sample_dataset(const EvalContext& c, size_t index, const std::string& name, const DatasetPrompts& dp,
                               SamplerOptions so, const rewards::RewardSet& reward_set, ChainLog* samples_log) {
   const int64_t k = c.k, prompts = static_cast<int64_t>(dp.records.size());
   const size_t K = reward_set.names().size();
   const ShardRange mine = shard_range(prompts, c.dist.rank(), c.dist.world_size());
+  auto part_path = [&](int rank) { return c.samples_path + ".rank" + std::to_string(rank) + "." + std::to_string(index); };
+  std::unique_ptr<ChainLog> part;  // this rank's lines under data parallel (ranks other than 0)
+  if (c.dist.enabled() && !c.dist.is_main()) {
+    fs::remove(part_path(c.dist.rank()));
+    part = std::make_unique<ChainLog>(part_path(c.dist.rank()));
+  }
+  ChainLog* log = part ? part.get() : samples_log;
   SampledDataset out;
   out.outcomes.resize(dp.records.size());
-  json shard = json::array();  // under data parallel: [outcome, line] per sample of this rank, in order
+  json shard = json::array();  // under data parallel: this rank's outcomes, sample by sample in order
   std::unique_ptr<ProgressBar> bar;
   if (c.dist.is_main()) bar = std::make_unique<ProgressBar>("eval " + name, mine.end - mine.begin, "prompt");
   const int64_t data_seed = static_cast<int64_t>(mix_seed(c.cfg.runtime.seed, static_cast<int64_t>(index), 0));
@@ -479,12 +491,9 @@ SampledDataset sample_dataset(const EvalContext& c, size_t index, const std::str
       line["dataset"] = name;
       line["passed"] = o.passed[0] != 0;
       line["vote"] = o.vote;
-      if (c.dist.enabled()) {
-        shard.push_back(json::array({outcome_json(o), std::move(line)}));
-      } else {
-        samples_log->write(std::move(line));
-        out.outcomes[p].push_back(std::move(o));
-      }
+      log->write(std::move(line));
+      if (c.dist.enabled()) shard.push_back(outcome_json(o));
+      else out.outcomes[p].push_back(std::move(o));
     }
     if (bar) {
       char suffix[64];
@@ -493,19 +502,30 @@ SampledDataset sample_dataset(const EvalContext& c, size_t index, const std::str
     }
   }
   if (bar) bar->finish();
+  part.reset();  // written and closed before rank 0 reads it (the gather below waits for every rank)
   if (c.dist.enabled()) {
     // Shards are contiguous and gathered in rank order: the samples come back in prompt order.
-    std::vector<std::string> parts = c.dist.gather_to_main(shard.dump(-1, ' ', false, json::error_handler_t::replace));
+    std::vector<std::string> outcomes = c.dist.gather_to_main(shard.dump(-1, ' ', false, json::error_handler_t::replace));
     out.tokens = static_cast<int64_t>(c.dist.sum(static_cast<double>(out.tokens)));
     out.sample_s = c.dist.max(out.sample_s);
     out.wait_s = c.dist.max(out.wait_s);
     int64_t row = 0;
-    for (const auto& part : parts)
-      for (auto& item : json::parse(part)) {
-        const size_t p = static_cast<size_t>(row++ / k);
-        if (samples_log) samples_log->write(std::move(item.at(1)));
-        out.outcomes.at(p).push_back(outcome_from_json(item.at(0)));
+    for (const auto& rank_outcomes : outcomes)
+      for (const auto& o : json::parse(rank_outcomes)) out.outcomes.at(static_cast<size_t>(row++ / k)).push_back(outcome_from_json(o));
+    if (samples_log) {
+      for (int r = 1; r < c.dist.world_size(); ++r) {
+        std::ifstream f(part_path(r));
+        if (!f) {
+          throw Error(ErrorInfo{"rank " + std::to_string(r) + " left no samples file", c.where, part_path(r), "missing",
+                                "the run folder must be shared by the ranks (one machine, or a shared file system)"});
+        }
+        std::string line;
+        while (std::getline(f, line))
+          if (!line.empty()) samples_log->write(json::parse(line));
+        f.close();
+        fs::remove(part_path(r));
       }
+    }
   }
   return out;
 }
@@ -643,7 +663,7 @@ EvalResult run_eval(const json& doc_in, const std::string& where, const std::vec
   }
   const rewards::Registry registry = hooks.registry ? *hooks.registry : rewards::builtin_registry();
   const SamplerOptions base = base_sampler(cfg, k);
-  const EvalContext ctx{cfg, tok, *model, registry, base, k, where, dist};
+  const EvalContext ctx{cfg, tok, *model, registry, base, k, where, dist, samples_path};
 
   if (dist.is_main()) fs::remove(samples_path);  // a fresh evaluation: the file holds this run's samples only
   EvalResult result;
