@@ -20,9 +20,10 @@
 // bad prompt line names FILE:LINE; two datasets with one name are refused; a verifier that does
 // not answer by the deadline scores 0 (the detail says so) and the evaluation goes on.
 // Data parallel (`retort launch -n N -- eval`, and `retort run` under launch): each rank samples
-// a contiguous share of every dataset's prompts and rank 0 gathers the outcomes and the samples'
-// lines in prompt order; each sample has its own random stream, so the files equal one
-// process's (up to float rounding between thread counts).
+// a contiguous share of every dataset's prompts; rank 0 gathers the outcomes and appends the
+// other ranks' sample files to its own, so the samples come in prompt order. Each sample has
+// its own random stream, so the files equal one process's (up to float rounding between
+// thread counts).
 // What it deliberately is not: a training stage (no gradients, no checkpoints).
 //
 // Shapes: B prompts per sampler call, k completions per prompt, N = B*k rows.
