@@ -1,12 +1,15 @@
 // The code verifier (see code_verifier.h).
 #include "rewards/code_verifier.h"
 
-#include <chrono>   // defines: std::chrono::steady_clock
-#include <cmath>    // defines: std::fabs
-#include <cstdlib>  // defines: std::strtod
-#include <future>   // defines: std::future
-#include <random>   // defines: std::random_device
-#include <set>      // defines: std::set
+#include <chrono>         // defines: std::chrono::steady_clock
+#include <cmath>          // defines: std::fabs
+#include <cstdlib>        // defines: std::strtod
+#include <deque>          // defines: std::deque
+#include <future>         // defines: std::future, std::shared_future
+#include <mutex>          // defines: std::mutex
+#include <random>         // defines: std::random_device
+#include <set>            // defines: std::set
+#include <unordered_map>  // defines: std::unordered_map
 
 #include "common/error.h"         // defines: retort::Error
 #include "rewards/code_harness.h" // defines: assert_harness_source
@@ -24,6 +27,7 @@ void CodeVerifierOptions::bind(retort::ConfigBinder& b) {
   b.field("call_timeout_s", call_timeout_s, retort::Range::above(0));
   b.field("deadline_s", deadline_s, retort::Range::above(0));
   b.field("detail_chars", detail_chars, retort::Range::at_least(0));
+  b.field("cache", cache);
   b.field("limits", limits);
 }
 
@@ -234,6 +238,86 @@ std::string make_nonce() {
 
 // ---------------------------------------------------------------------------------------
 
+// Results of the stdin/stdout jobs a verifier has submitted, by the job's whole content. At the
+// demo's GRPO stage 61% of the code chains repeat a program an earlier chain wrote for the same
+// prompt (39% within one step), and each sandbox job costs the machine a fork of the warm
+// interpreter, its copy-on-write faults and its teardown: CPU that a 2-core machine's trainer
+// ranks need. A job in flight is shared as well: a second sample with the same program waits
+// for the first one's run. Results kept: at most kResultCacheBytes of keys and outputs, oldest
+// dropped first; a sandbox error or an output over kMaxCachedOutput is not kept (run again).
+class ResultCache {
+ public:
+  static constexpr size_t kResultCacheBytes = size_t{64} << 20;
+  static constexpr size_t kMaxCachedOutput = size_t{64} << 10;
+
+  static std::string key_of(const sandbox::Job& j) {
+    const sandbox::Limits& l = j.limits;
+    std::string k = j.language;
+    for (double v : {l.wall_s, l.cpu_s}) k += '\0' + std::to_string(v);
+    for (int64_t v : {l.memory_mb, l.output_kb, static_cast<int64_t>(l.max_processes), l.file_size_kb,
+                      static_cast<int64_t>(l.open_files), l.workdir_kb})
+      k += '\0' + std::to_string(v);
+    k += '\0' + std::to_string(j.source.size()) + ':' + j.source + j.stdin_data;  // the length keeps source and input apart
+    return k;
+  }
+
+  // The result of `job`: a finished or running job with the same content, else a new run.
+  std::shared_future<sandbox::Result> submit(sandbox::Executor& ex, sandbox::Job job, std::string* key_out) {
+    std::string key = key_of(job);
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(key);
+    if (it != entries_.end()) {
+      *key_out = std::move(key);
+      return it->second.result;
+    }
+    std::shared_future<sandbox::Result> f = ex.submit(std::move(job)).share();
+    entries_.emplace(key, Entry{f, key.size()});
+    order_.push_back(key);
+    bytes_ += key.size();
+    evict();
+    *key_out = std::move(key);
+    return f;
+  }
+
+  // Called with each result a verifier reads: charges its outputs, or drops it (see above).
+  void settle(const std::string& key, const sandbox::Result& r) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(key);
+    if (it == entries_.end() || it->second.settled) return;
+    const size_t out = r.stdout_text.size() + r.stderr_text.size() + r.detail.size();
+    if (r.status == sandbox::Status::SandboxError || out > kMaxCachedOutput) {
+      bytes_ -= it->second.bytes;
+      entries_.erase(it);  // its key stays in order_ until it comes up for eviction
+      return;
+    }
+    it->second.settled = true;
+    it->second.bytes += out;
+    bytes_ += out;
+    evict();
+  }
+
+ private:
+  struct Entry {
+    std::shared_future<sandbox::Result> result;
+    size_t bytes = 0;
+    bool settled = false;
+  };
+  void evict() {
+    while (bytes_ > kResultCacheBytes && !order_.empty()) {
+      auto it = entries_.find(order_.front());
+      if (it != entries_.end()) {
+        bytes_ -= it->second.bytes;
+        entries_.erase(it);
+      }
+      order_.pop_front();
+    }
+  }
+  std::mutex mu_;
+  std::unordered_map<std::string, Entry> entries_;
+  std::deque<std::string> order_;  // keys, oldest first (a dropped entry's key may linger)
+  size_t bytes_ = 0;
+};
+
 class CodeVerifier : public Verifier {
  public:
   CodeVerifier(const CodeVerifierOptions& o, VerifierContext ctx) : opt_(o), ctx_(std::move(ctx)) {
@@ -299,6 +383,7 @@ class CodeVerifier : public Verifier {
 
  private:
   using Clock = std::chrono::steady_clock;
+  mutable ResultCache cache_;  // stdin/stdout results by job (opt_.cache)
 
   std::string cut(std::string_view s) const { return truncate_for_detail(s, static_cast<size_t>(opt_.detail_chars)); }
 
@@ -314,23 +399,34 @@ class CodeVerifier : public Verifier {
 
   size_t run_stdio(sandbox::Executor& ex, const RowTests& t, const std::string& code, const std::string& language,
                    Clock::time_point deadline, Score& out) const {
-    auto job_for = [&](const StdioTest& test) {
+    struct Pending {
+      std::shared_future<sandbox::Result> result;
+      std::string cache_key;  // empty: not through the cache
+    };
+    auto submit = [&](const StdioTest& test) {
       sandbox::Job j;
       j.language = language;
       j.source = code;
       j.stdin_data = test.input;
       j.limits = opt_.limits;
-      return j;
+      Pending p;
+      if (opt_.cache) {
+        p.result = cache_.submit(ex, std::move(j), &p.cache_key);
+      } else {
+        p.result = ex.submit(std::move(j)).share();
+      }
+      return p;
     };
     // Judges one finished (or abandoned) test; true when it passed.
-    auto judge = [&](size_t i, std::future<sandbox::Result>& fut) {
+    auto judge = [&](size_t i, const Pending& p) {
       const StdioTest& test = t.stdio[i];
-      if (fut.wait_until(deadline) != std::future_status::ready) {
+      if (p.result.wait_until(deadline) != std::future_status::ready) {
         note_failure(out, i, test.input, test.output, "", "deadline",
                      "no result within the verifier's " + std::to_string(opt_.deadline_s) + " s deadline", "");
         return false;
       }
-      sandbox::Result r = fut.get();
+      const sandbox::Result& r = p.result.get();
+      if (!p.cache_key.empty()) cache_.settle(p.cache_key, r);
       if (r.status != sandbox::Status::Ok) {
         note_failure(out, i, test.input, test.output, r.stdout_text, sandbox::status_name(r.status),
                      r.detail.empty() ? std::string("exit code ") + std::to_string(r.exit_code) : r.detail, r.stderr_text);
@@ -343,18 +439,17 @@ class CodeVerifier : public Verifier {
     size_t passed = 0;
     if (opt_.stop_at_first_failure) {
       for (size_t i = 0; i < t.stdio.size(); ++i) {
-        auto fut = ex.submit(job_for(t.stdio[i]));
-        if (!judge(i, fut)) break;
+        if (!judge(i, submit(t.stdio[i]))) break;
         ++passed;
       }
       return passed;
     }
     // All tests at once: the pool runs them concurrently.
-    std::vector<std::future<sandbox::Result>> futs;
-    futs.reserve(t.stdio.size());
-    for (const auto& test : t.stdio) futs.push_back(ex.submit(job_for(test)));
-    for (size_t i = 0; i < futs.size(); ++i)
-      if (judge(i, futs[i])) ++passed;
+    std::vector<Pending> pending;
+    pending.reserve(t.stdio.size());
+    for (const auto& test : t.stdio) pending.push_back(submit(test));
+    for (size_t i = 0; i < pending.size(); ++i)
+      if (judge(i, pending[i])) ++passed;
     return passed;
   }
 

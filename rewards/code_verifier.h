@@ -34,6 +34,11 @@ struct CodeVerifierOptions {
   double call_timeout_s = 10;          // assert harness: one call into the candidate
   double deadline_s = 120;             // wall clock for one sample's whole verification
   int detail_chars = 300;              // truncation of inputs/outputs in the detail
+  // stdin/stdout tests: an identical job (language, program, input, limits) that this verifier
+  // ran before, or is running, is not run again; its result is reused. GRPO resubmits the same
+  // program many times (the samples of a group, the passes over the prompts). A deterministic
+  // program gets the verdict it would get again; a program whose output varies gets its first.
+  bool cache = true;
   sandbox::Limits limits;              // per test job (stdin/stdout) or per harness job (assert tests)
   void bind(retort::ConfigBinder& b);
 };

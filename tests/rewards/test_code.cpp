@@ -176,6 +176,37 @@ TEST_CASE("code: stdin/stdout tests, formats, rewards and the failure detail", "
   CHECK(std::isnan(na.reward(0, 0)));
 }
 
+// The result cache (code_verifier.h, `cache`): a program that prints 64 random bits shows
+// whether a verdict came from a run of its own. Expected: the same bits for the same job
+// (across score calls, and for two samples scored at once), new bits for another input or
+// another program, and new bits on every call with the cache off.
+TEST_CASE("code: an identical stdin/stdout job reuses its result; another input, program or cache off runs", "[sandbox]") {
+  const std::string rnd = "import os\nprint(os.urandom(8).hex())";
+  const std::string rnd2 = "import os\nprint(os.urandom(8).hex())  # another program";
+  auto row = [](const char* input) { return json{{"tests", {{{"input", input}, {"output", "never\n"}}}}}; };
+  auto actual = [](const RewardTable& t, size_t i) {
+    const json& f = t.detail(i, 0)["first_failure"];
+    REQUIRE(f["status"] == "ok");  // it ran, printed and was judged a wrong answer
+    std::string a = f["actual"];
+    REQUIRE(a.size() == 17);       // 16 hex digits and the newline
+    return a;
+  };
+  auto cached = code_set();
+  RewardTable a = cached->score({code_input(rnd, row("1\n")), code_input(rnd, row("1\n")), code_input(rnd, row("2\n")),
+                                 code_input(rnd2, row("1\n"))});
+  RewardTable b = cached->score({code_input(rnd, row("1\n"))});
+  CHECK(actual(a, 0) == actual(a, 1));  // two samples of one job in one call
+  CHECK(actual(b, 0) == actual(a, 0));  // a later call
+  CHECK(actual(a, 2) != actual(a, 0));  // another input
+  CHECK(actual(a, 3) != actual(a, 0));  // another program
+  auto uncached = code_set({{"cache", false}});
+  RewardTable c = uncached->score({code_input(rnd, row("1\n")), code_input(rnd, row("1\n"))});
+  RewardTable d = uncached->score({code_input(rnd, row("1\n"))});
+  CHECK(actual(c, 0) != actual(c, 1));
+  CHECK(actual(d, 0) != actual(c, 0));
+  CHECK(actual(d, 0) != actual(a, 0));  // a new verifier has its own cache
+}
+
 TEST_CASE("code: the assert harness proves every test ran; cheats fail", "[sandbox]") {
   json row = {{"prompt", "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n"},
               {"entry_point", "add"},
