@@ -9,7 +9,8 @@
 //   "test_list" (+ "test_setup_code")              MBPP: one assert per test
 //
 // stdin/stdout: each test is one sandbox job; the expected output stays on the host and the
-// comparison (compare_output) happens here.
+// comparison (compare_output) happens here. A job identical to one already run reuses its
+// result (`cache`).
 // Assert tests: one sandbox job runs the assert harness (code_harness.h), which keeps the
 // candidate in a child interpreter of its own and proves each test's verdict with a per-run
 // nonce: see code_harness.h for the threats it answers.
